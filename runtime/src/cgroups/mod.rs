@@ -1,0 +1,540 @@
+//! Control groups: where the container's processes are counted, limited,
+//! frozen and killed as one.
+//!
+//! A cgroup is a directory in a special filesystem; a process belongs to it
+//! when its pid is written to the directory's `cgroup.procs`, and limits are
+//! files next to it (`memory.limit_in_bytes`, `pids.max`...). See cgroups(7).
+//!
+//! Hosts come in three layouts, and skiff handles all of them:
+//!
+//! - **unified** (cgroup v2 only): one tree at `/sys/fs/cgroup`, every
+//!   controller in it. Most current distributions.
+//! - **hybrid**: the v1 controllers each have their own tree
+//!   (`/sys/fs/cgroup/memory`, `/sys/fs/cgroup/pids`...) and a cgroup2 tree
+//!   is mounted at `/sys/fs/cgroup/unified`, usually with no controllers. The
+//!   development machines are like this. It is treated as v1, and the
+//!   container is also placed in the unified tree so tools that look there
+//!   find it.
+//! - **legacy** (v1 only): older distributions.
+//!
+//! The layout is read from /proc/self/mountinfo rather than guessed from
+//! paths (the `cgroups-rs` crate assumes v2 lives at `/sys/fs/cgroup`, which
+//! is wrong on hybrid hosts; this module is therefore skiff's own code).
+//!
+//! `linux.cgroupsPath` follows runc's cgroupfs rules: an absolute path is
+//! taken from the root of each hierarchy; a relative one, or the container
+//! id when the path is empty, is taken below the cgroup the runtime itself
+//! runs in. `..` can never climb above those starting points.
+
+pub mod v1;
+pub mod v2;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("read {path}: {err}")]
+    Read { path: PathBuf, err: io::Error },
+    #[error("write {value:?} to {path}: {err}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        err: io::Error,
+    },
+    #[error("create cgroup {path}: {err}")]
+    Create { path: PathBuf, err: io::Error },
+    #[error("remove cgroup {path}: {err}")]
+    Remove { path: PathBuf, err: io::Error },
+    #[error("no cgroup filesystem is mounted")]
+    NoCgroupFs,
+    #[error(
+        "cgroup controller {0} is not available on this host, but linux.resources asks for it"
+    )]
+    MissingController(String),
+    #[error("invalid cgroupsPath {0:?}: {1}")]
+    InvalidPath(String, String),
+    #[error("--systemd-cgroup is not supported: skiff manages cgroups through cgroupfs")]
+    SystemdUnsupported,
+    #[error("invalid resource {field}: {msg}")]
+    InvalidResource { field: &'static str, msg: String },
+    #[error("freezing cgroup {path} timed out")]
+    FreezeTimeout { path: PathBuf },
+}
+
+pub type Result<T> = std::result::Result<T, CgroupError>;
+
+/// The cgroup layout of the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Unified,
+    Hybrid,
+    Legacy,
+}
+
+/// One mounted cgroup hierarchy.
+#[derive(Debug, Clone)]
+pub struct Hierarchy {
+    /// Where it is mounted, e.g. `/sys/fs/cgroup/memory`.
+    pub mount_point: PathBuf,
+    /// The cgroup the mount shows as its root (usually `/`).
+    pub root: String,
+    /// v1 controllers (and `name=...` for named hierarchies); empty for cgroup2.
+    pub controllers: Vec<String>,
+    pub v2: bool,
+}
+
+/// The hierarchies of this host, read from /proc/self/mountinfo.
+pub fn hierarchies() -> Result<Vec<Hierarchy>> {
+    let path = Path::new("/proc/self/mountinfo");
+    let text = fs::read_to_string(path).map_err(|err| CgroupError::Read {
+        path: path.into(),
+        err,
+    })?;
+    Ok(parse_mountinfo(&text))
+}
+
+fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        if pre.len() < 5 || post.len() < 3 {
+            continue;
+        }
+        let fstype = post[0];
+        let mount_point = PathBuf::from(unescape_mount(pre[4]));
+        let root = unescape_mount(pre[3]);
+        match fstype {
+            "cgroup2" => out.push(Hierarchy {
+                mount_point,
+                root,
+                controllers: vec![],
+                v2: true,
+            }),
+            "cgroup" => {
+                let known = [
+                    "cpuset",
+                    "cpu",
+                    "cpuacct",
+                    "memory",
+                    "devices",
+                    "freezer",
+                    "net_cls",
+                    "blkio",
+                    "perf_event",
+                    "net_prio",
+                    "hugetlb",
+                    "pids",
+                    "rdma",
+                    "misc",
+                ];
+                let controllers = post[2]
+                    .split(',')
+                    .filter(|o| known.contains(o) || o.starts_with("name="))
+                    .map(str::to_string)
+                    .collect();
+                out.push(Hierarchy {
+                    mount_point,
+                    root,
+                    controllers,
+                    v2: false,
+                })
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Undo mountinfo's octal escapes (`\040` for a space).
+fn unescape_mount(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Work out the host's layout.
+pub fn detect_mode(hs: &[Hierarchy]) -> Result<Mode> {
+    let has_v1 = hs.iter().any(|h| !h.v2);
+    let v2_at_root = hs
+        .iter()
+        .any(|h| h.v2 && h.mount_point == Path::new("/sys/fs/cgroup"));
+    match (has_v1, hs.iter().any(|h| h.v2)) {
+        _ if v2_at_root && !has_v1 => Ok(Mode::Unified),
+        (true, true) => Ok(Mode::Hybrid),
+        (true, false) => Ok(Mode::Legacy),
+        (false, true) => Ok(Mode::Unified),
+        (false, false) => Err(CgroupError::NoCgroupFs),
+    }
+}
+
+/// runc's `CleanPath`: lexically clean, and for a relative path, clean it as
+/// if it were absolute first so that `..` cannot climb out.
+pub fn clean_path(p: &str) -> String {
+    if p.is_empty() {
+        return String::new();
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_str().unwrap_or("")),
+            Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    let joined = parts.join("/");
+    if p.starts_with('/') {
+        format!("/{joined}")
+    } else {
+        joined
+    }
+}
+
+/// The container's cgroup, one directory per hierarchy. The key is the v1
+/// controller list as mounted (e.g. `memory`, `cpu,cpuacct`, `name=systemd`)
+/// or `""` for the cgroup2 tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupPaths {
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub paths: BTreeMap<String, PathBuf>,
+}
+
+impl CgroupPaths {
+    /// The directory of the hierarchy that holds `controller`.
+    pub fn get(&self, controller: &str) -> Option<&Path> {
+        self.paths
+            .iter()
+            .find(|(k, _)| k.split(',').any(|c| c == controller))
+            .map(|(_, v)| v.as_path())
+    }
+
+    /// The cgroup2 directory, if any.
+    pub fn unified(&self) -> Option<&Path> {
+        self.paths.get("").map(PathBuf::as_path)
+    }
+
+    /// Whether this container is managed as v2 (unified mode).
+    pub fn is_v2(&self) -> bool {
+        self.mode == Some(Mode::Unified)
+    }
+}
+
+/// The runtime's own cgroup in each hierarchy, from /proc/self/cgroup.
+fn own_cgroups() -> Result<BTreeMap<String, String>> {
+    let path = Path::new("/proc/self/cgroup");
+    let text = fs::read_to_string(path).map_err(|err| CgroupError::Read {
+        path: path.into(),
+        err,
+    })?;
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let mut it = line.splitn(3, ':');
+        let (_, ctrls, p) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or("/"));
+        out.insert(ctrls.to_string(), p.to_string());
+    }
+    Ok(out)
+}
+
+/// Compute where the container's cgroup goes in every hierarchy.
+pub fn resolve_paths(cgroups_path: Option<&Path>, id: &str) -> Result<CgroupPaths> {
+    let hs = hierarchies()?;
+    let mode = detect_mode(&hs)?;
+    let raw = cgroups_path
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if raw.contains(':') && !raw.starts_with('/') {
+        // "slice:prefix:name" is the systemd driver's syntax.
+        return Err(CgroupError::InvalidPath(
+            raw,
+            "systemd cgroup paths need --systemd-cgroup".into(),
+        ));
+    }
+    let inner = if raw.is_empty() {
+        clean_path(id)
+    } else {
+        clean_path(&raw)
+    };
+    if inner.is_empty() || inner == "/" {
+        return Err(CgroupError::InvalidPath(
+            raw,
+            "the container cannot use a hierarchy's root cgroup".into(),
+        ));
+    }
+    let own = own_cgroups()?;
+    let mut paths = BTreeMap::new();
+    for h in &hs {
+        let key = if h.v2 {
+            String::new()
+        } else {
+            h.controllers.join(",")
+        };
+        if mode == Mode::Unified && !h.v2 {
+            continue;
+        }
+        if key.is_empty() && !h.v2 {
+            continue;
+        }
+        // Only the canonical mount of each hierarchy: skip bind mounts of subdirs elsewhere.
+        if paths.contains_key(&key) || !h.mount_point.starts_with("/sys/fs/cgroup") {
+            continue;
+        }
+        let rel = if inner.starts_with('/') {
+            inner.trim_start_matches('/').to_string()
+        } else {
+            let own_path = own.get(&key).cloned().unwrap_or_else(|| "/".into());
+            let base = own_path.strip_prefix(h.root.as_str()).unwrap_or(&own_path);
+            format!("{}/{}", base.trim_matches('/'), inner)
+        };
+        let rel = clean_path(&format!("/{rel}"));
+        paths.insert(key, h.mount_point.join(rel.trim_start_matches('/')));
+    }
+    Ok(CgroupPaths {
+        mode: Some(mode),
+        paths,
+    })
+}
+
+/// The host mount point of the hierarchy that `dir` (a container cgroup
+/// directory under /sys/fs/cgroup) belongs to, e.g. `/sys/fs/cgroup/memory`.
+pub fn hierarchy_mount_point(dir: &Path, key: &str) -> Option<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    if key.is_empty() && dir.starts_with(base) && !base.join("unified").exists() {
+        return Some(base.to_path_buf());
+    }
+    let first = dir.strip_prefix(base).ok()?.components().next()?;
+    Some(base.join(first.as_os_str()))
+}
+
+/// Create the cgroup directories, apply `linux.resources`, ready for a pid.
+pub fn create(
+    paths: &CgroupPaths,
+    resources: Option<&LinuxResources>,
+    devices: &[oci_spec::runtime::LinuxDevice],
+) -> Result<()> {
+    crate::explain!(
+        "cgroups(7)",
+        "creating the container's cgroup in {} hierarchies: a directory per hierarchy whose files hold its limits",
+        paths.paths.len()
+    );
+    if paths.is_v2() {
+        v2::create(paths, resources)
+    } else {
+        v1::create(paths, resources, devices)
+    }
+}
+
+/// Put process `pid` into the container's cgroup in every hierarchy.
+pub fn add_pid(paths: &CgroupPaths, pid: i32) -> Result<()> {
+    crate::explain!("cgroups(7)", "writing pid {pid} to cgroup.procs: the process and all it forks now count against the container's limits");
+    for dir in paths.paths.values() {
+        write(&dir.join("cgroup.procs"), &pid.to_string())?;
+    }
+    Ok(())
+}
+
+/// Pids in the container's cgroup (and its nested cgroups).
+pub fn pids(paths: &CgroupPaths) -> Result<Vec<i32>> {
+    let dir = if paths.is_v2() {
+        paths.unified()
+    } else {
+        paths
+            .get("pids")
+            .or_else(|| paths.get("freezer"))
+            .or_else(|| paths.paths.values().next().map(PathBuf::as_path))
+    };
+    let mut out = Vec::new();
+    if let Some(d) = dir {
+        collect_pids(d, &mut out)?;
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+fn collect_pids(dir: &Path, out: &mut Vec<i32>) -> Result<()> {
+    let procs = dir.join("cgroup.procs");
+    match fs::read_to_string(&procs) {
+        Ok(t) => out.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(CgroupError::Read { path: procs, err }),
+    }
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                collect_pids(&e.path(), out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Freeze (pause) or thaw (resume) every process of the container.
+pub fn set_frozen(paths: &CgroupPaths, frozen: bool) -> Result<()> {
+    if paths.is_v2() {
+        v2::set_frozen(paths, frozen)
+    } else {
+        v1::set_frozen(paths, frozen)
+    }
+}
+
+/// Whether the container's cgroup is frozen.
+pub fn is_frozen(paths: &CgroupPaths) -> bool {
+    if paths.is_v2() {
+        v2::is_frozen(paths)
+    } else {
+        v1::is_frozen(paths)
+    }
+}
+
+/// Send `sig` to every process in the container's cgroup.
+pub fn signal_all(paths: &CgroupPaths, sig: nix::sys::signal::Signal) -> Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    if sig == Signal::SIGKILL && paths.is_v2() && v2::kill(paths)? {
+        return Ok(());
+    }
+    // Freeze first so that nothing can fork between reading the list and
+    // signalling it, then thaw so the signals are delivered.
+    let freezable = !is_frozen(paths);
+    if freezable {
+        let _ = set_frozen(paths, true);
+    }
+    for pid in pids(paths)? {
+        let _ = kill(Pid::from_raw(pid), sig);
+    }
+    if freezable {
+        let _ = set_frozen(paths, false);
+    }
+    Ok(())
+}
+
+/// Remove the container's cgroups, nested ones first, retrying while the
+/// kernel still reports them busy (processes that are exiting).
+pub fn remove(paths: &CgroupPaths) -> Result<()> {
+    crate::explain!("rmdir(2)", "removing the container's cgroup directories");
+    let mut first_err = None;
+    for dir in paths.paths.values() {
+        if let Err(e) = remove_tree(dir) {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+fn remove_tree(dir: &Path) -> Result<()> {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_tree(&e.path())?;
+            }
+        }
+    }
+    let mut delay = std::time::Duration::from_millis(1);
+    for attempt in 0..12 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 11 => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(std::time::Duration::from_millis(100));
+            }
+            Err(err) => {
+                return Err(CgroupError::Remove {
+                    path: dir.to_path_buf(),
+                    err,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write a cgroup file, with an error naming the file and value.
+pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
+    crate::utils::write_file(path, value).map_err(|err| CgroupError::Write {
+        path: path.to_path_buf(),
+        value: value.to_string(),
+        err,
+    })
+}
+
+pub(crate) fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|err| CgroupError::Read {
+            path: path.to_path_buf(),
+            err,
+        })
+}
+
+/// mkdir -p, remembering nothing: cgroup dirs are removed by [`remove`].
+pub(crate) fn mkdir_all(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(|err| CgroupError::Create {
+        path: path.to_path_buf(),
+        err,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_path_like_runc() {
+        assert_eq!(clean_path("/a/b/../c"), "/a/c");
+        assert_eq!(clean_path("../../x"), "x");
+        assert_eq!(clean_path("a/./b/"), "a/b");
+        assert_eq!(clean_path("/../.."), "/");
+        assert_eq!(clean_path(""), "");
+    }
+
+    #[test]
+    fn hybrid_layout_is_detected() {
+        let mi = "31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755\n\
+32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
+35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n\
+41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let hs = parse_mountinfo(mi);
+        assert_eq!(hs.len(), 4);
+        assert_eq!(hs[2].controllers, vec!["name=systemd"]);
+        assert_eq!(detect_mode(&hs).unwrap(), Mode::Hybrid);
+        let unified = "41 23 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            detect_mode(&parse_mountinfo(unified)).unwrap(),
+            Mode::Unified
+        );
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mount("/a\\040b"), "/a b");
+        assert_eq!(unescape_mount("/plain"), "/plain");
+    }
+}

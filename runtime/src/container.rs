@@ -1,0 +1,354 @@
+//! What a container is on disk: its id, its state directory and `state.json`.
+//!
+//! The kernel has no notion of a container, so the runtime keeps one small
+//! directory per container under `--root` (default `/run/skiff`, a tmpfs on
+//! most systems, so state does not survive a reboot, like the processes it
+//! describes). The directory is mode 0700 and holds:
+//!
+//! - `state.json`: the OCI state (what `skiff state` prints) plus what later
+//!   commands need: the init's start time, the cgroup paths and the config;
+//! - `exec.fifo`: a named pipe (fifo(7)) the init blocks on until `start`
+//!   opens it; its presence is what distinguishes `created` from `running`.
+//!
+//! A container's status is never trusted from the file alone: it is derived
+//! from the live system each time (is the init alive, is it the same process,
+//! is its cgroup frozen, has `start` consumed the fifo).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::CgroupPaths;
+
+/// The OCI runtime spec version skiff implements, as runc 1.1 reports it.
+pub const OCI_VERSION: &str = "1.0.2-dev";
+/// Name of the state file in a container's directory.
+pub const STATE_FILE: &str = "state.json";
+/// Name of the fifo the init waits on until `start`.
+pub const EXEC_FIFO: &str = "exec.fifo";
+/// Longest container id accepted (a file name must fit in NAME_MAX).
+pub const MAX_ID_LEN: usize = 255;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("invalid container id format: {0:?}")]
+    InvalidId(String),
+    #[error("container id is longer than {MAX_ID_LEN} characters")]
+    IdTooLong,
+    #[error("container with id exists: {0}")]
+    Exists(String),
+    #[error("container does not exist")]
+    NotExist(String),
+    #[error("create state directory {path}: {err}")]
+    CreateDir { path: PathBuf, err: io::Error },
+    #[error("read container state {path}: {err}")]
+    ReadState { path: PathBuf, err: io::Error },
+    #[error("parse container state {path}: {err}")]
+    ParseState {
+        path: PathBuf,
+        err: serde_json::Error,
+    },
+    #[error("write container state {path}: {err}")]
+    WriteState { path: PathBuf, err: io::Error },
+    #[error("remove state directory {path}: {err}")]
+    RemoveDir { path: PathBuf, err: io::Error },
+    #[error("container {id} is {status}, expected {expected}")]
+    WrongStatus {
+        id: String,
+        status: Status,
+        expected: &'static str,
+    },
+}
+
+/// The four statuses of the OCI runtime spec, plus runc's `paused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// `state.json`. The first fields are exactly what `skiff state` prints (and
+/// in runc's order); the rest are skiff's own bookkeeping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    pub status: Status,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: HashMap<String, String>,
+    /// Start time (clock ticks since boot) of the init, to detect pid reuse.
+    #[serde(default)]
+    pub init_start_time: u64,
+    /// Where the container's cgroup lives, per hierarchy.
+    #[serde(default)]
+    pub cgroup_paths: CgroupPaths,
+    /// The container's config, as `create` read it.
+    pub config: Spec,
+}
+
+/// The part of [`State`] that `skiff state`, hooks and `list --format json` show.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciState<'a> {
+    pub oci_version: &'a str,
+    pub id: &'a str,
+    pub pid: i32,
+    pub status: Status,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+    pub created: &'a str,
+    pub owner: &'a str,
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: &'a HashMap<String, String>,
+}
+
+/// Check a container id with runc's rule: letters, digits, `_ + - .`, not
+/// `.` or `..`, so an id can never name a path outside `--root`.
+pub fn validate_id(id: &str) -> Result<(), ContainerError> {
+    if id.len() > MAX_ID_LEN {
+        return Err(ContainerError::IdTooLong);
+    }
+    let ok_chars = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-' | b'.'));
+    if id.is_empty() || !ok_chars || id == "." || id == ".." {
+        return Err(ContainerError::InvalidId(id.to_string()));
+    }
+    Ok(())
+}
+
+/// A container as found under `--root`.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub dir: PathBuf,
+    pub state: State,
+}
+
+/// Create `--root` if needed, root-only.
+pub fn ensure_root(root: &Path) -> Result<(), ContainerError> {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+    {
+        Ok(()) => Ok(()),
+        Err(err) => Err(ContainerError::CreateDir {
+            path: root.to_path_buf(),
+            err,
+        }),
+    }
+}
+
+/// Reserve the state directory for a new container; fails if the id is taken.
+pub fn create_dir(root: &Path, id: &str) -> Result<PathBuf, ContainerError> {
+    validate_id(id)?;
+    ensure_root(root)?;
+    let dir = root.join(id);
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {
+            // The umask may have narrowed the mode; it must be exactly 0700.
+            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
+            Ok(dir)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(ContainerError::Exists(id.to_string()))
+        }
+        Err(err) => Err(ContainerError::CreateDir { path: dir, err }),
+    }
+}
+
+impl Container {
+    /// Load a container by id from `--root`.
+    pub fn load(root: &Path, id: &str) -> Result<Container, ContainerError> {
+        validate_id(id)?;
+        let dir = root.join(id);
+        let path = dir.join(STATE_FILE);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ContainerError::NotExist(id.to_string()))
+            }
+            Err(err) => return Err(ContainerError::ReadState { path, err }),
+        };
+        let state = serde_json::from_slice(&data).map_err(|err| ContainerError::ParseState {
+            path: path.clone(),
+            err,
+        })?;
+        Ok(Container { dir, state })
+    }
+
+    /// All containers under `--root`, sorted by id; unreadable entries are skipped.
+    pub fn list(root: &Path) -> Result<Vec<Container>, ContainerError> {
+        let entries = match fs::read_dir(root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => {
+                return Err(ContainerError::ReadState {
+                    path: root.to_path_buf(),
+                    err,
+                })
+            }
+        };
+        let mut out: Vec<Container> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|id| Container::load(root, &id).ok())
+            .collect();
+        out.sort_by(|a, b| a.state.id.cmp(&b.state.id));
+        Ok(out)
+    }
+
+    /// Write `state.json` atomically (a temporary file, then rename(2)).
+    pub fn save(&self) -> Result<(), ContainerError> {
+        let path = self.dir.join(STATE_FILE);
+        let tmp = self.dir.join(".state.json.tmp");
+        let data = serde_json::to_vec(&self.state).map_err(|e| ContainerError::WriteState {
+            path: path.clone(),
+            err: e.into(),
+        })?;
+        fs::write(&tmp, data)
+            .and_then(|_| fs::rename(&tmp, &path))
+            .map_err(|err| ContainerError::WriteState { path, err })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.state.id
+    }
+
+    pub fn fifo_path(&self) -> PathBuf {
+        self.dir.join(EXEC_FIFO)
+    }
+
+    /// Is the recorded init still the same live process (not a zombie, not a
+    /// new process that got the same pid)?
+    pub fn init_alive(&self) -> bool {
+        let pid = self.state.pid;
+        if pid <= 0 {
+            return false;
+        }
+        match crate::utils::process_start_time(pid) {
+            Some(t) if t == self.state.init_start_time => {
+                crate::utils::process_state(pid) != Some('Z')
+            }
+            _ => false,
+        }
+    }
+
+    /// The live status, derived from the system (see the module docs).
+    pub fn status(&self) -> Status {
+        if !self.init_alive() {
+            return Status::Stopped;
+        }
+        if crate::cgroups::is_frozen(&self.state.cgroup_paths) {
+            return Status::Paused;
+        }
+        if self.fifo_path().exists() {
+            Status::Created
+        } else {
+            Status::Running
+        }
+    }
+
+    /// Refresh `state.status` from the system.
+    pub fn refresh(&mut self) -> Status {
+        let s = self.status();
+        self.state.status = s;
+        s
+    }
+
+    /// The OCI state as `skiff state` and hooks show it.
+    pub fn oci_state(&self) -> OciState<'_> {
+        let s = &self.state;
+        OciState {
+            oci_version: &s.oci_version,
+            id: &s.id,
+            pid: if s.status == Status::Stopped {
+                0
+            } else {
+                s.pid
+            },
+            status: s.status,
+            bundle: &s.bundle,
+            rootfs: &s.rootfs,
+            created: &s.created,
+            owner: &s.owner,
+            annotations: &s.annotations,
+        }
+    }
+
+    /// Remove the state directory.
+    pub fn remove_dir(&self) -> Result<(), ContainerError> {
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(ContainerError::RemoveDir {
+                path: self.dir.clone(),
+                err,
+            }),
+        }
+    }
+
+    /// Fail unless the container is in one of `allowed`.
+    pub fn require(
+        &self,
+        allowed: &[Status],
+        expected: &'static str,
+    ) -> Result<(), ContainerError> {
+        if allowed.contains(&self.state.status) {
+            Ok(())
+        } else {
+            Err(ContainerError::WrongStatus {
+                id: self.state.id.clone(),
+                status: self.state.status,
+                expected,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_runc_rules() {
+        for ok in ["a", "abc-1_2+3.4", "A.b", "x..y"] {
+            assert!(validate_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "../x", "a b", "é", "a\0b"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(matches!(
+            validate_id(&"a".repeat(256)),
+            Err(ContainerError::IdTooLong)
+        ));
+        assert!(validate_id(&"a".repeat(255)).is_ok());
+    }
+}

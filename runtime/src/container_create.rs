@@ -1,0 +1,271 @@
+//! `skiff create`: build the container and leave its init waiting.
+//!
+//! The runtime (this process) prepares what only the host can do: the state
+//! directory and its `exec.fifo`, the cgroup, the namespace files to join,
+//! the console socket. It forks the init (see [`crate::init`]) and then
+//! answers its requests over the sync channel: put it in the cgroup, write
+//! its uid/gid maps, run the `prestart` and `createRuntime` hooks. When the
+//! init reports ready, `state.json` and `--pid-file` are written and
+//! `create` returns; the init stays blocked on the fifo until `start`.
+//!
+//! Any failure undoes everything: the init is killed, the cgroup and the
+//! state directory removed. The container's mounts live only in its own
+//! mount namespace, so they vanish with its last process.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::cgroups::{self, CgroupPaths};
+use crate::container::{self, Container, State, Status};
+use crate::init::InitConfig;
+use crate::namespaces::{self, Plan};
+use crate::sync::{self, Msg};
+use crate::{spec, Error, Result};
+
+/// Options of `create` (and the create half of `run`).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub root: PathBuf,
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub preserve_fds: i32,
+    /// Set by `run` in the foreground: the terminal master comes back to us.
+    pub console_fd: Option<std::sync::Arc<OwnedFd>>,
+}
+
+/// What `create` leaves for `run`: the container and, for a foreground
+/// terminal, the pty master.
+pub struct Created {
+    pub container: Container,
+}
+
+/// Everything made so far, undone on drop unless disarmed.
+struct Cleanup {
+    dir: Option<PathBuf>,
+    cgroups: Option<CgroupPaths>,
+    pids: Vec<i32>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for &p in &self.pids {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(p), None);
+        }
+        if let Some(c) = &self.cgroups {
+            let _ = cgroups::remove(c);
+        }
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+pub fn create(opts: &CreateOptions) -> Result<Created> {
+    container::validate_id(&opts.id)?;
+    let bundle = std::fs::canonicalize(&opts.bundle)
+        .map_err(|e| Error::Other(format!("chdir {}: {}", opts.bundle.display(), io_msg(&e))))?;
+    let spec = spec::load(&bundle)?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::Other("process property must not be empty".into()))?;
+    let rootfs = spec::rootfs_path(&bundle, &spec)?;
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal && opts.console_socket.is_none() && opts.console_fd.is_none() {
+        return Err(Error::Other(
+            "cannot allocate tty if runc will detach without setting console socket".into(),
+        ));
+    }
+    if !terminal && opts.console_socket.is_some() {
+        return Err(Error::Other(
+            "cannot use console socket if runc will not detach or allocate tty".into(),
+        ));
+    }
+    let linux = spec.linux().clone().unwrap_or_default();
+    let plan = Plan::from_spec(linux.namespaces().as_deref().unwrap_or(&[]))?;
+    let cg_paths = cgroups::resolve_paths(linux.cgroups_path().as_deref(), &opts.id)?;
+
+    let dir = container::create_dir(&opts.root, &opts.id)?;
+    let mut cleanup = Cleanup {
+        dir: Some(dir.clone()),
+        cgroups: None,
+        pids: Vec::new(),
+    };
+
+    let fifo = dir.join(container::EXEC_FIFO);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
+        .map_err(|e| Error::Other(format!("create exec fifo {}: {e}", fifo.display())))?;
+    let state_dir =
+        File::open(&dir).map_err(|e| Error::Other(format!("open {}: {e}", dir.display())))?;
+
+    cleanup.cgroups = Some(cg_paths.clone());
+    cgroups::create(
+        &cg_paths,
+        linux.resources().as_ref(),
+        linux.devices().as_deref().unwrap_or(&[]),
+    )?;
+
+    let ns_files = namespaces::open_joins(&plan)?;
+    let console_socket = match (&opts.console_socket, &opts.console_fd) {
+        (Some(p), _) => Some(crate::terminal::connect(p)?),
+        (None, Some(fd)) => Some(
+            fd.try_clone()
+                .map_err(|e| Error::Other(format!("dup console socket: {e}")))?,
+        ),
+        _ => None,
+    };
+    let (runtime_end, init_end) = sync::pair()?;
+
+    // Orphans of the init's middle process come back to us, not to the host's init.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    crate::explain!(
+        "fork(2)",
+        "forking the process that will become the container's init"
+    );
+    let cfg = InitConfig {
+        id: &opts.id,
+        spec: &spec,
+        bundle: &bundle,
+        rootfs: &rootfs,
+        cgroups: &cg_paths,
+        plan: &plan,
+        ns_files: &ns_files,
+        state_dir: &state_dir,
+        console_socket: console_socket.as_ref(),
+        no_pivot: opts.no_pivot,
+        preserve_fds: opts.preserve_fds,
+    };
+    // SAFETY: the runtime is single-threaded here, so the child may run any code.
+    let child = match unsafe { fork() }.map_err(|e| Error::Other(format!("fork: {e}")))? {
+        ForkResult::Child => {
+            drop(runtime_end);
+            crate::init::run(&cfg, &init_end)
+        }
+        ForkResult::Parent { child } => child.as_raw(),
+    };
+    drop(init_end);
+    drop(console_socket);
+    cleanup.pids.push(child);
+
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let mut init_pid = child;
+    cgroups::add_pid(&cg_paths, child)?;
+    runtime_end.send(&Msg::Continue)?;
+    loop {
+        match runtime_end.recv().map_err(|e| prefix_init(e.into()))? {
+            Msg::MapIds => {
+                namespaces::write_id_maps(
+                    child,
+                    linux.uid_mappings().as_deref().unwrap_or(&[]),
+                    linux.gid_mappings().as_deref().unwrap_or(&[]),
+                )?;
+                runtime_end.send(&Msg::Continue)?;
+            }
+            Msg::Pid(p) => {
+                init_pid = p;
+                if p != child {
+                    // The middle process exits once it has forked the init.
+                    let _ = waitpid(Pid::from_raw(child), None);
+                    cleanup.pids = vec![p];
+                }
+                runtime_end.send(&Msg::Continue)?;
+            }
+            Msg::CreateRuntimeHooks => {
+                let hooks = spec.hooks().as_ref();
+                let state = crate::hooks::state_json(
+                    &opts.id,
+                    Status::Creating,
+                    Some(init_pid),
+                    &bundle,
+                    &annotations,
+                );
+                let r = crate::hooks::run(
+                    "prestart",
+                    hooks.and_then(|h| h.prestart().as_ref()),
+                    &state,
+                )
+                .and_then(|_| {
+                    crate::hooks::run(
+                        "createRuntime",
+                        hooks.and_then(|h| h.create_runtime().as_ref()),
+                        &state,
+                    )
+                });
+                if let Err(e) = r {
+                    return Err(prefix_init(e.into()));
+                }
+                runtime_end.send(&Msg::Continue)?;
+            }
+            Msg::Ready => break,
+            Msg::Error(e) => return Err(prefix_init(Error::Other(e))),
+            other => {
+                return Err(sync::SyncError::Unexpected {
+                    expected: "a request from the init",
+                    got: other,
+                }
+                .into())
+            }
+        }
+    }
+
+    let state = State {
+        oci_version: container::OCI_VERSION.into(),
+        id: opts.id.clone(),
+        pid: init_pid,
+        status: Status::Created,
+        bundle: bundle.clone(),
+        rootfs,
+        created: crate::utils::rfc3339_nano(SystemTime::now()),
+        owner: String::new(),
+        annotations,
+        init_start_time: crate::utils::process_start_time(init_pid).unwrap_or(0),
+        cgroup_paths: cg_paths,
+        config: spec,
+    };
+    let c = Container { dir, state };
+    c.save()?;
+    if let Some(pf) = &opts.pid_file {
+        write_pid_file(pf, init_pid)?;
+    }
+    // Success: keep everything.
+    cleanup.dir = None;
+    cleanup.cgroups = None;
+    cleanup.pids.clear();
+    Ok(Created { container: c })
+}
+
+fn io_msg(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Errors that happened inside the init read like runc's.
+fn prefix_init(e: Error) -> Error {
+    Error::Other(format!("unable to start container process: {e}"))
+}
+
+/// Write `--pid-file` atomically, as runc does (a temp file, then rename).
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}"));
+    std::fs::write(&tmp, pid.to_string())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::Other(format!("write pid file {}: {e}", path.display())))
+}

@@ -1,0 +1,210 @@
+//! `skiff exec`: run another process inside a running container.
+//!
+//! There is no "enter container" system call: the new process joins the
+//! container's cgroup by writing its pid to `cgroup.procs`, joins each of
+//! the init's namespaces with setns(2) on `/proc/INIT/ns/*` (the user
+//! namespace first), and forks once more so that it is inside the pid
+//! namespace too (setns on a pid namespace only affects children). Then it
+//! takes on the process's identity exactly like the init does (see
+//! [`crate::init::finalize_process`]) and execs.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use nix::unistd::{fork, ForkResult};
+use oci_spec::runtime::{LinuxNamespaceType, Process};
+
+use crate::container::{Container, Status};
+use crate::process::ProcessError;
+use crate::sync::{self, Channel, Msg};
+use crate::{cgroups, namespaces, Error, Result};
+
+pub struct ExecOptions {
+    pub process: Process,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: i32,
+}
+
+/// The container's namespaces to join, opened from the init's /proc entries.
+fn open_namespaces(c: &Container) -> Result<Vec<(LinuxNamespaceType, PathBuf, File)>> {
+    let linux = c.state.config.linux().clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for ns in linux.namespaces().as_deref().unwrap_or(&[]) {
+        let name = namespaces::proc_name(ns.typ());
+        let path = PathBuf::from(format!("/proc/{}/ns/{name}", c.state.pid));
+        let own = std::fs::metadata(format!("/proc/self/ns/{name}"))
+            .map(|m| m.ino())
+            .ok();
+        let theirs = std::fs::metadata(&path).map(|m| m.ino()).ok();
+        if own.is_some() && own == theirs {
+            continue; // already there (setns into our own user namespace is an error)
+        }
+        let f = File::open(&path).map_err(|err| namespaces::NamespaceError::Open {
+            typ: name,
+            path: path.clone(),
+            err,
+        })?;
+        out.push((ns.typ(), path, f));
+    }
+    Ok(out)
+}
+
+/// Start the process; returns its pid, and with `detach == false` waits and
+/// returns its exit code as the second value.
+pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)> {
+    match c.refresh() {
+        Status::Running | Status::Created => {}
+        Status::Paused => return Err(Error::Other("cannot exec in a paused container".into())),
+        _ => return Err(Error::Other("cannot exec in a stopped container".into())),
+    }
+    if opts.process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(Error::Other("process args cannot be empty".into()));
+    }
+    let terminal = opts.process.terminal().unwrap_or(false);
+    let mut foreground = None;
+    let console: Option<OwnedFd> = match (&opts.console_socket, terminal) {
+        (Some(p), true) => Some(crate::terminal::connect(p)?),
+        (None, true) if !opts.detach => {
+            let fc = crate::terminal::ForegroundConsole::new()?;
+            let theirs = fc
+                .theirs
+                .try_clone()
+                .map_err(|e| Error::Other(e.to_string()))?;
+            foreground = Some(fc);
+            Some(theirs)
+        }
+        (None, true) => {
+            return Err(Error::Other(
+                "cannot allocate tty if runc will detach without setting console socket".into(),
+            ))
+        }
+        (Some(_), false) => {
+            return Err(Error::Other(
+                "cannot use console socket if runc will not detach or allocate tty".into(),
+            ))
+        }
+        (None, false) => None,
+    };
+    let ns_files = open_namespaces(c)?;
+    let in_userns = ns_files
+        .iter()
+        .any(|(t, _, _)| *t == LinuxNamespaceType::User)
+        || c.state
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|n| n.iter().any(|x| x.typ() == LinuxNamespaceType::User));
+    let (runtime_end, child_end) = sync::pair()?;
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // SAFETY: single-threaded here, so the child may run any code.
+    let middle = match unsafe { fork() }.map_err(|e| Error::Other(format!("fork: {e}")))? {
+        ForkResult::Child => {
+            drop(runtime_end);
+            let code =
+                match join_and_fork(c, &ns_files, &child_end, opts, console.as_ref(), in_userns) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        let _ = child_end.send(&Msg::Error(e.to_string()));
+                        1
+                    }
+                };
+            // SAFETY: end the forked process without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(child_end);
+    drop(console);
+    let mut pid = None;
+    let result = loop {
+        match runtime_end.recv() {
+            Ok(Msg::Pid(p)) => {
+                let _ = nix::sys::wait::waitpid(middle, None);
+                pid = Some(p);
+                runtime_end.send(&Msg::Continue)?;
+            }
+            Ok(Msg::Ready) => break Ok(()),
+            Ok(Msg::Error(e)) => {
+                break Err(Error::Other(format!(
+                    "unable to start container process: {e}"
+                )))
+            }
+            Ok(other) => {
+                break Err(sync::SyncError::Unexpected {
+                    expected: "pid or ready",
+                    got: other,
+                }
+                .into())
+            }
+            Err(e) => break Err(e.into()),
+        }
+    };
+    let _ = nix::sys::wait::waitpid(middle, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    let pid = match (result, pid) {
+        (Ok(()), Some(p)) => p,
+        (Err(e), p) => {
+            if let Some(p) = p {
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p), None);
+            }
+            return Err(e);
+        }
+        (Ok(()), None) => return Err(Error::Other("exec: no pid reported".into())),
+    };
+    if let Some(pf) = &opts.pid_file {
+        crate::container_create::write_pid_file(pf, pid)?;
+    }
+    if opts.detach {
+        return Ok((pid, None));
+    }
+    if let Some(fc) = foreground {
+        fc.start_proxy()?;
+    }
+    Ok((pid, Some(crate::container_run::wait_forwarding(pid))))
+}
+
+fn join_and_fork(
+    c: &Container,
+    ns_files: &[(LinuxNamespaceType, PathBuf, File)],
+    chan: &Channel,
+    opts: &ExecOptions,
+    console: Option<&OwnedFd>,
+    in_userns: bool,
+) -> Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    cgroups::add_pid(&c.state.cgroup_paths, std::process::id() as i32)?;
+    namespaces::join(ns_files)?;
+    // SAFETY: single-threaded, as above.
+    match unsafe { fork() }.map_err(|e| Error::Other(format!("fork: {e}")))? {
+        ForkResult::Parent { child } => {
+            chan.send(&Msg::Pid(child.as_raw()))?;
+            // SAFETY: see above.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Child => {}
+    }
+    chan.expect(Msg::Continue, "continue")?;
+    let process = &opts.process;
+    if process.terminal().unwrap_or(false) {
+        if let Some(sock) = console {
+            let size = process
+                .console_size()
+                .as_ref()
+                .map(|b| (b.height() as u16, b.width() as u16));
+            crate::terminal::setup(sock.as_raw_fd(), size, false)?;
+        }
+    }
+    crate::init::finalize_process(process, in_userns)?;
+    let env = crate::init::process_env(process);
+    let args = process.args().clone().unwrap_or_default();
+    let program = crate::process::exec::find(&args[0], &env)?;
+    chan.send(&Msg::Ready)?;
+    let err: ProcessError = crate::process::exec::exec(&program, &args, &env, opts.preserve_fds);
+    Err(err.into())
+}

@@ -1,0 +1,52 @@
+//! `skiff ps`: the processes of a container, found through its cgroup's
+//! `cgroup.procs`, shown with the host's ps(1) or as a JSON list of pids.
+
+use std::process::Command;
+
+use crate::container::Container;
+use crate::{cgroups, Error, Result};
+
+pub fn ps(c: &Container, format: &str, ps_args: &[String]) -> Result<String> {
+    let pids = cgroups::pids(&c.state.cgroup_paths)?;
+    match format {
+        "json" => Ok(serde_json::to_string(&pids).map_err(|e| Error::Other(e.to_string()))? + "\n"),
+        "table" => {
+            let args: Vec<String> = if ps_args.is_empty() {
+                vec!["-ef".into()]
+            } else {
+                ps_args.to_vec()
+            };
+            let out = Command::new("ps")
+                .args(&args)
+                .output()
+                .map_err(|e| Error::Other(format!("run ps: {e}")))?;
+            if !out.status.success() {
+                return Err(Error::Other(format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut lines = text.lines();
+            let header = lines.next().unwrap_or("");
+            let pid_col = header
+                .split_whitespace()
+                .position(|h| h == "PID")
+                .ok_or_else(|| Error::Other("couldn't find PID field in ps output".into()))?;
+            let mut result = format!("{header}\n");
+            for line in lines {
+                let pid = line
+                    .split_whitespace()
+                    .nth(pid_col)
+                    .and_then(|p| p.parse::<i32>().ok());
+                if pid.is_some_and(|p| pids.contains(&p)) {
+                    result.push_str(line);
+                    result.push('\n');
+                }
+            }
+            Ok(result)
+        }
+        _ => Err(Error::Other("invalid format option".into())),
+    }
+}

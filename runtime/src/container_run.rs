@@ -1,0 +1,132 @@
+//! `skiff run`: create, start, and (in the foreground) wait.
+//!
+//! In the foreground skiff stays the parent of the container's init (it is
+//! a child subreaper, prctl(2) `PR_SET_CHILD_SUBREAPER`), forwards the
+//! signals it receives to it, reaps it and exits with its status: the exit
+//! code, or 128+N when a signal N killed it, as a shell does. Signals are
+//! taken through a signalfd(2), so forwarding is ordinary code rather than
+//! a signal handler. Unless `--keep`, the container is deleted afterwards.
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::container_create::{create, CreateOptions};
+use crate::Result;
+
+/// Signals a foreground `run`/`exec` passes on to the container.
+const FORWARDED: &[Signal] = &[
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCONT,
+    Signal::SIGTSTP,
+    Signal::SIGPIPE,
+    Signal::SIGALRM,
+];
+
+fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+/// Wait for `pid` (our child, directly or as subreaper), forwarding signals,
+/// reaping any other orphans on the way. Returns its shell-style exit code.
+pub fn wait_forwarding(pid: i32) -> i32 {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    for s in FORWARDED {
+        mask.add(*s);
+    }
+    let _ = mask.thread_block();
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).ok();
+    loop {
+        // Reap whatever has exited; the container's process may already be gone.
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(st) => {
+                    if st.pid() == Some(Pid::from_raw(pid)) {
+                        if let Some(code) = exit_code(st) {
+                            return code;
+                        }
+                    }
+                }
+            }
+        }
+        let Some(sfd) = sfd.as_ref() else {
+            // No signalfd: fall back to a blocking wait for the one pid.
+            return waitpid(Pid::from_raw(pid), None)
+                .ok()
+                .and_then(exit_code)
+                .unwrap_or(255);
+        };
+        match sfd.read_signal() {
+            Ok(Some(info)) => {
+                let signo = info.ssi_signo as i32;
+                if signo != libc::SIGCHLD {
+                    // SAFETY: kill(2) with integer arguments only.
+                    unsafe { libc::kill(pid, signo) };
+                }
+            }
+            Ok(None) => {}
+            Err(_) => {
+                return waitpid(Pid::from_raw(pid), None)
+                    .ok()
+                    .and_then(exit_code)
+                    .unwrap_or(255)
+            }
+        }
+    }
+}
+
+/// `run`: returns the exit code to exit with.
+pub fn run(mut opts: CreateOptions, detach: bool, keep: bool) -> Result<i32> {
+    let terminal_fg = !detach && opts.console_socket.is_none() && terminal_requested(&opts);
+    let console = if terminal_fg {
+        let fc = crate::terminal::ForegroundConsole::new()?;
+        opts.console_fd = Some(fc.theirs.clone());
+        Some(fc)
+    } else {
+        None
+    };
+    let created = create(&opts)?;
+    opts.console_fd = None;
+    let mut c = created.container;
+    if let Some(fc) = console {
+        fc.start_proxy()?;
+    }
+    if let Err(e) = crate::container_start::start(&mut c) {
+        let _ = crate::container_delete::delete(&mut c, true);
+        return Err(e);
+    }
+    if detach {
+        return Ok(0);
+    }
+    let code = wait_forwarding(c.state.pid);
+    if !keep {
+        if let Err(e) = crate::container_delete::delete(&mut c, true) {
+            // runc reports a failing poststop hook but keeps the exit code.
+            tracing::error!("{e}");
+        }
+    }
+    Ok(code)
+}
+
+fn terminal_requested(opts: &CreateOptions) -> bool {
+    let Ok(bundle) = std::fs::canonicalize(&opts.bundle) else {
+        return false;
+    };
+    crate::spec::load(&bundle)
+        .ok()
+        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
+}

@@ -1,0 +1,98 @@
+//! `skiff start`: let a created container's init exec the user's program.
+//!
+//! The init is blocked opening `exec.fifo` for writing; opening the read end
+//! releases it, it writes one byte and goes on to execve(2). The fifo is then
+//! removed, which is how every later command knows the container has been
+//! started. The `poststart` hooks run last. If the init dies instead of
+//! writing, `start` notices through a pidfd (pidfd_open(2)) rather than
+//! blocking forever.
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::container::{Container, Status};
+use crate::{Error, Result};
+
+/// Open a pidfd for `pid` (a descriptor that becomes readable when it exits).
+pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+pub fn start(c: &mut Container) -> Result<()> {
+    match c.refresh() {
+        Status::Created => {}
+        Status::Stopped => {
+            return Err(Error::Other(
+                "cannot start a container that has stopped".into(),
+            ))
+        }
+        Status::Paused => {
+            return Err(Error::Other(
+                "cannot start a container in the paused state".into(),
+            ))
+        }
+        _ => {
+            return Err(Error::Other(
+                "cannot start an already running container".into(),
+            ))
+        }
+    }
+    let fifo_path = c.fifo_path();
+    crate::explain!("fifo(7)", "opening exec.fifo for reading: this releases the waiting init, which now execs the user's program");
+    let fifo = nix::fcntl::open(
+        &fifo_path,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::Other(format!("open exec fifo: {e}")))?;
+    let pidfd = pidfd_open(c.state.pid)
+        .map_err(|_| Error::Other("container process is already dead".into()))?;
+    loop {
+        let mut fds = [
+            PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
+            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(Error::Other(format!("wait for init: {e}"))),
+            Ok(_) => {}
+        }
+        let mut buf = [0u8; 1];
+        match nix::unistd::read(&fifo, &mut buf) {
+            Ok(1) => break,
+            _ => {
+                if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                    return Err(Error::Other("container process is already dead".into()));
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&fifo_path);
+    c.state.status = Status::Running;
+    let hooks = c.state.config.hooks().clone();
+    let st = crate::hooks::state_json(
+        c.id(),
+        Status::Running,
+        Some(c.state.pid),
+        &c.state.bundle,
+        &c.state.annotations,
+    );
+    if let Err(e) = crate::hooks::run(
+        "poststart",
+        hooks.as_ref().and_then(|h| h.poststart().as_ref()),
+        &st,
+    ) {
+        // A failed poststart hook takes the container down, like runc.
+        let _ = crate::container_delete::delete(c, true);
+        return Err(e.into());
+    }
+    Ok(())
+}

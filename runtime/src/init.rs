@@ -1,0 +1,387 @@
+//! The container's init: from fork(2) to execve(2).
+//!
+//! `create` forks a child that becomes the container. That child:
+//!
+//! 1. waits until the runtime has put it in the container's cgroup, so
+//!    everything it forks is accounted from the start;
+//! 2. joins the namespaces given by path, makes a user namespace if asked
+//!    (the runtime writes its uid/gid maps), then unshares the rest;
+//! 3. forks once more when there is a new pid or time namespace, because
+//!    those only apply to children: the grandchild is pid 1 of the new
+//!    namespace and becomes the init; the middle process reports the init's
+//!    pid and exits;
+//! 4. builds the root filesystem (see [`crate::rootfs`]), letting the runtime
+//!    run its `prestart`/`createRuntime` hooks and running `createContainer`
+//!    hooks itself, then pivots into it;
+//! 5. sets the hostname, sysctls, terminal, masked and read-only paths;
+//! 6. applies rlimits, no_new_privs, capabilities and the user;
+//! 7. checks the program exists and reports "ready";
+//! 8. blocks opening `exec.fifo` until `start` opens the other end;
+//! 9. runs `startContainer` hooks and execs the user's program.
+//!
+//! Steps after the fork run in a copy of the runtime's memory; nothing is
+//! serialized. The init is made non-dumpable first thing, so no process in
+//! the container can ptrace it or read its memory while it still holds
+//! descriptors of the host (see prctl(2) `PR_SET_DUMPABLE`).
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{fork, ForkResult};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use crate::cgroups::CgroupPaths;
+use crate::namespaces::{self, Plan};
+use crate::process::{self, ProcessError};
+use crate::rootfs;
+use crate::sync::{Channel, Msg};
+use crate::{Error, Result};
+
+/// Everything the init needs, prepared by the runtime before the fork.
+pub struct InitConfig<'a> {
+    pub id: &'a str,
+    pub spec: &'a Spec,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+    pub cgroups: &'a CgroupPaths,
+    pub plan: &'a Plan,
+    pub ns_files: &'a [(LinuxNamespaceType, PathBuf, File)],
+    /// The container state directory (exec.fifo lives there).
+    pub state_dir: &'a File,
+    pub console_socket: Option<&'a OwnedFd>,
+    pub no_pivot: bool,
+    pub preserve_fds: i32,
+}
+
+/// Entry point of the forked child. Never returns: exits or execs.
+pub fn run(cfg: &InitConfig<'_>, chan: &Channel) -> ! {
+    let code = match stage1(cfg, chan) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = chan.send(&Msg::Error(e.to_string()));
+            1
+        }
+    };
+    // SAFETY: _exit ends this forked process without running the parent's
+    // atexit handlers or flushing buffers that belong to the parent.
+    unsafe { libc::_exit(code) }
+}
+
+fn set_non_dumpable() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
+
+fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
+    set_non_dumpable();
+    chan.expect(Msg::Continue, "continue (cgroup joined)")?;
+    let linux = cfg.spec.linux().as_ref();
+
+    // The user namespace first, so that it owns every namespace made after it.
+    namespaces::join(cfg.ns_files)?;
+    if cfg.plan.creates(LinuxNamespaceType::User) {
+        namespaces::unshare_flags(nix::sched::CloneFlags::CLONE_NEWUSER)?;
+        chan.send(&Msg::MapIds)?;
+        chan.expect(Msg::Continue, "continue (ids mapped)")?;
+        become_root_in_userns();
+    }
+    namespaces::unshare_flags(cfg.plan.unshare_flags())?;
+    if cfg.plan.creates(LinuxNamespaceType::Time) {
+        if let Some(offsets) = linux.and_then(|l| l.time_offsets().as_ref()) {
+            namespaces::write_time_offsets(offsets)?;
+        }
+    }
+    if cfg.plan.needs_fork() {
+        crate::explain!("fork(2)", "forking again: the new pid namespace only applies to children, so the child becomes pid 1");
+        // SAFETY: the runtime is single-threaded, so the child may run any code.
+        match unsafe { fork() }.map_err(|e| Error::Other(format!("fork init: {e}")))? {
+            ForkResult::Parent { child } => {
+                chan.send(&Msg::Pid(child.as_raw()))?;
+                // SAFETY: see `run`.
+                unsafe { libc::_exit(0) }
+            }
+            ForkResult::Child => {}
+        }
+    } else {
+        chan.send(&Msg::Pid(std::process::id() as i32))?;
+    }
+    stage2(cfg, chan)
+}
+
+fn become_root_in_userns() {
+    // Only possible when 0 is mapped; otherwise we stay the overflow id but
+    // keep the namespace's full capabilities as its creator.
+    let _ = nix::unistd::setresgid(0.into(), 0.into(), 0.into());
+    let _ = nix::unistd::setresuid(0.into(), 0.into(), 0.into());
+}
+
+fn in_userns(plan: &Plan) -> bool {
+    plan.has(LinuxNamespaceType::User)
+}
+
+fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
+    set_non_dumpable();
+    chan.expect(Msg::Continue, "continue (pid known)")?;
+    let _ = nix::unistd::setsid();
+    let spec = cfg.spec;
+    let linux = spec.linux().as_ref();
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::Other("process property must not be empty".into()))?;
+
+    if let Some(adj) = process.oom_score_adj() {
+        crate::utils::write_file(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
+            .map_err(ProcessError::OomScoreAdj)?;
+    }
+
+    let has_mntns = cfg.plan.has(LinuxNamespaceType::Mount);
+    if has_mntns {
+        // umask 0 so mount points and device nodes get exactly the modes asked.
+        nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+        let ctx = rootfs::Context {
+            spec,
+            rootfs: cfg.rootfs,
+            cgroups: cfg.cgroups,
+            in_userns: in_userns(cfg.plan),
+            cgroupns: cfg.plan.has(LinuxNamespaceType::Cgroup),
+        };
+        rootfs::prepare(&ctx)?;
+        // The working directory is created if missing, as runc does.
+        let root = File::open(cfg.rootfs).map_err(|e| Error::Other(format!("open rootfs: {e}")))?;
+        rootfs::resolve::mkdir_all_in_root(
+            root.as_fd(),
+            process.cwd(),
+            nix::sys::stat::Mode::from_bits_truncate(0o755),
+        )
+        .map_err(|e| Error::Other(format!("create cwd {}: {e}", process.cwd().display())))?;
+    }
+
+    chan.send(&Msg::CreateRuntimeHooks)?;
+    chan.expect(Msg::Continue, "continue (createRuntime hooks ran)")?;
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let hook_state = |status| {
+        crate::hooks::state_json(
+            cfg.id,
+            status,
+            Some(std::process::id() as i32),
+            cfg.bundle,
+            &annotations,
+        )
+    };
+    let hooks = spec.hooks().as_ref();
+    crate::hooks::run(
+        "createContainer",
+        hooks.and_then(|h| h.create_container().as_ref()),
+        &hook_state(crate::Status::Creating),
+    )?;
+
+    if has_mntns {
+        if cfg.no_pivot {
+            rootfs::pivot::move_and_chroot(cfg.rootfs)?;
+        } else {
+            rootfs::pivot::pivot(cfg.rootfs)?;
+        }
+    }
+
+    if process.terminal().unwrap_or(false) {
+        let sock = cfg
+            .console_socket
+            .ok_or_else(|| Error::Other("terminal requested but no console socket".into()))?;
+        let size = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        crate::terminal::setup(sock.as_raw_fd(), size, has_mntns)?;
+    }
+
+    set_hostname(spec, cfg.plan)?;
+    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
+        write_sysctls(sysctl, cfg.plan)?;
+    }
+    if has_mntns {
+        let l = linux.cloned().unwrap_or_default();
+        rootfs::paths::make_readonly(l.readonly_paths().as_deref().unwrap_or(&[]))?;
+        rootfs::paths::mask(l.masked_paths().as_deref().unwrap_or(&[]))?;
+        if spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false)
+        {
+            rootfs::paths::root_readonly()?;
+        }
+        rootfs::paths::root_propagation(l.rootfs_propagation().as_deref())?;
+    }
+
+    finalize_process(process, in_userns(cfg.plan))?;
+    let env = process_env(process);
+    let args = process.args().clone().unwrap_or_default();
+    let program = process::exec::find(&args[0], &env)?;
+
+    chan.send(&Msg::Ready)?;
+    wait_for_start(cfg.state_dir)?;
+    crate::hooks::run(
+        "startContainer",
+        hooks.and_then(|h| h.start_container().as_ref()),
+        &hook_state(crate::Status::Created),
+    )?;
+    Err(process::exec::exec(&program, &args, &env, cfg.preserve_fds).into())
+}
+
+/// Block until `start` opens the other end of exec.fifo, then tell it we go.
+fn wait_for_start(state_dir: &File) -> Result<()> {
+    use nix::fcntl::{openat, OFlag};
+    crate::explain!("fifo(7)", "waiting on exec.fifo: opening a fifo for writing blocks until `skiff start` opens it for reading");
+    let fd = openat(
+        state_dir.as_fd(),
+        crate::container::EXEC_FIFO,
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::Other(format!("open exec fifo: {e}")))?;
+    nix::unistd::write(&fd, b"0").map_err(|e| Error::Other(format!("write exec fifo: {e}")))?;
+    Ok(())
+}
+
+/// The environment of the user's program: `process.env`, plus `HOME` from
+/// the container's /etc/passwd when the config does not set it.
+pub fn process_env(process: &Process) -> Vec<String> {
+    let mut env = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!(
+            "HOME={}",
+            process::user::home_dir(process.user().uid())
+        ));
+    }
+    env
+}
+
+/// Rlimits, no_new_privs, capabilities, user and working directory: the
+/// last changes before exec, shared by `create` and `exec`.
+pub fn finalize_process(process: &Process, in_userns: bool) -> Result<()> {
+    if let Some(rl) = process.rlimits() {
+        process::rlimits::apply(rl)?;
+    }
+    if process.no_new_privileges().unwrap_or(false) {
+        crate::explain!("prctl(2)", "setting no_new_privs: exec can never grant more privileges (setuid bits and file capabilities are ignored)");
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(ProcessError::Sys {
+                op: "set no_new_privs".into(),
+                err: nix::Error::last(),
+            }
+            .into());
+        }
+    }
+    let cwd = process.cwd();
+    let chdir_early = nix::unistd::chdir(cwd.as_path());
+    let caps = process.capabilities().clone().unwrap_or_default();
+    process::capabilities::apply_bounding(&caps)?;
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    process::user::apply(process.user(), setgroups_allowed(in_userns))?;
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    process::capabilities::apply_sets(&caps)?;
+    if chdir_early.is_err() {
+        nix::unistd::chdir(cwd.as_path()).map_err(|err| ProcessError::Cwd {
+            cwd: cwd.clone(),
+            err,
+        })?;
+    }
+    // A cwd reached through a leaked host descriptor shows as "(unreachable)".
+    let here = nix::unistd::getcwd().map_err(|err| ProcessError::Cwd {
+        cwd: cwd.clone(),
+        err,
+    })?;
+    if !here.starts_with("/") {
+        return Err(ProcessError::CwdOutside.into());
+    }
+    Ok(())
+}
+
+fn setgroups_allowed(in_userns: bool) -> bool {
+    !in_userns
+        || std::fs::read_to_string("/proc/self/setgroups")
+            .map(|s| s.trim() != "deny")
+            .unwrap_or(true)
+}
+
+fn set_hostname(spec: &Spec, plan: &Plan) -> Result<()> {
+    let uts = plan.has(LinuxNamespaceType::Uts);
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        if !uts {
+            return Err(Error::Other(
+                "unable to set hostname without a private UTS namespace".into(),
+            ));
+        }
+        crate::explain!(
+            "sethostname(2)",
+            "setting the hostname to {h:?} in the container's UTS namespace"
+        );
+        nix::unistd::sethostname(h).map_err(|e| Error::Other(format!("sethostname {h:?}: {e}")))?;
+    }
+    if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+        if !uts {
+            return Err(Error::Other(
+                "unable to set domainname without a private UTS namespace".into(),
+            ));
+        }
+        // SAFETY: the pointer and length describe a live byte slice.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+            return Err(Error::Other(format!(
+                "setdomainname {d:?}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Which namespace a sysctl belongs to; runc refuses a sysctl whose
+/// namespace the container shares with the host.
+fn check_sysctl(key: &str, plan: &Plan) -> Result<()> {
+    let ipc = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let (needs, name) = if ipc.contains(&key) || key.starts_with("fs.mqueue.") {
+        (LinuxNamespaceType::Ipc, "ipc")
+    } else if key.starts_with("net.") {
+        (LinuxNamespaceType::Network, "network")
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        (LinuxNamespaceType::Uts, "uts")
+    } else {
+        return Err(Error::Other(format!(
+            "sysctl {key:?} is not in a separate kernel namespace"
+        )));
+    };
+    if !plan.has(needs) {
+        return Err(Error::Other(format!(
+            "sysctl {key:?} is not allowed in the hosts {name} namespace"
+        )));
+    }
+    Ok(())
+}
+
+fn write_sysctls(sysctl: &std::collections::HashMap<String, String>, plan: &Plan) -> Result<()> {
+    for (k, v) in sysctl {
+        check_sysctl(k, plan)?;
+        if k.contains("..") || k.contains('/') {
+            return Err(Error::Other(format!("invalid sysctl name {k:?}")));
+        }
+        let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+        crate::explain!("sysctl(8)", "writing {v} to {}", path.display());
+        crate::utils::write_file(&path, v)
+            .map_err(|e| Error::Other(format!("write sysctl {k}: {e}")))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,505 @@
+//! `skiff`: an OCI container runtime with runc's command line.
+//!
+//! This file only parses the command line (with clap) and maps results to
+//! runc's output and exit codes; the work is in the `skiff_runtime` library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Parser, Subcommand};
+use skiff_runtime::container::{self, Container};
+use skiff_runtime::container_create::CreateOptions;
+use skiff_runtime::logging::{self, LogFormat};
+use skiff_runtime::{
+    cloned_binary, container_create, container_delete, container_exec, container_kill,
+    container_list, container_pause, container_ps, container_run, container_start, explain,
+    features, signals, spec,
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "skiff", version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: 1.0.2-dev"), about = "skiff: an OCI container runtime (runc-compatible command line)")]
+struct Cli {
+    /// Root directory for storage of container state (this should be located in tmpfs)
+    #[arg(long, global = true, default_value = "/run/skiff")]
+    root: PathBuf,
+    /// Set the log file to write runtime logs to (default is stderr)
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Set the log format ('text' (default), or 'json')
+    #[arg(long = "log-format", global = true, default_value = "text")]
+    log_format: String,
+    /// Enable debug logging
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Enable systemd cgroup support (not supported: skiff uses cgroupfs)
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
+    /// Accepted for runc compatibility; skiff detects rootless mode itself
+    #[arg(long, hide = true)]
+    rootless: Option<String>,
+    /// Accepted for runc compatibility; checkpointing is not supported
+    #[arg(long, hide = true)]
+    criu: Option<String>,
+    /// Narrate every step (what, which system call, which man page, why) on stderr
+    #[arg(long, global = true)]
+    explain: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug)]
+struct CreateArgs {
+    /// Path to the root of the bundle directory
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Path to an AF_UNIX socket which will receive the pty master
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Specify the file to write the process id to
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Do not use pivot_root to jail the process inside the rootfs
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Do not create a new session keyring for the container
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    /// Pass N additional file descriptors to the container (stdio + $LISTEN_FDS + N in total)
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: i32,
+    /// The container id
+    id: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a container
+    Create(CreateArgs),
+    /// Execute the user defined process in a created container
+    Start { id: String },
+    /// Output the state of a container
+    State { id: String },
+    /// Kill sends the specified signal (default: SIGTERM) to the container's init process
+    Kill {
+        /// Send the signal to all processes in the container
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Delete any resources held by the container
+    Delete {
+        /// Forcibly delete the container if it is still running (uses SIGKILL)
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// Create and run a container
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Detach from the container's process
+        #[arg(short, long)]
+        detach: bool,
+        /// Do not delete the container after it exits
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Execute new process inside the container
+    Exec(ExecArgs),
+    /// Display the processes running inside a container
+    Ps {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        id: String,
+        /// Options passed to ps(1)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Lists containers started by skiff with the given root
+    List {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        /// Display only container IDs
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Pause suspends all processes inside the container
+    Pause { id: String },
+    /// Resumes all processes that have been previously paused
+    Resume { id: String },
+    /// Create a new specification file
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        /// Generate a configuration for a rootless container
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Show the enabled features
+    Features,
+}
+
+#[derive(clap::Args, Debug)]
+struct ExecArgs {
+    /// Path to the process.json
+    #[arg(short, long)]
+    process: Option<PathBuf>,
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    tty: bool,
+    /// Set environment variables
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// Current working directory in the container
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// UID (format: <uid>[:<gid>])
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Additional gids
+    #[arg(short = 'g', long = "additional-gids")]
+    additional_gids: Vec<u32>,
+    /// Add a capability to the bounding set for the process
+    #[arg(short, long)]
+    cap: Vec<String>,
+    /// Set the no new privileges value for the process
+    #[arg(long = "no-new-privs")]
+    no_new_privs: bool,
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: i32,
+    /// Accepted for runc compatibility (SELinux and AppArmor are not supported)
+    #[arg(long = "process-label", hide = true)]
+    process_label: Option<String>,
+    #[arg(long, hide = true)]
+    apparmor: Option<String>,
+    id: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// How a command failed: the message and runc's exit code for it.
+struct Failure {
+    err: anyhow::Error,
+    code: u8,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(err: anyhow::Error) -> Self {
+        Failure { err, code: 1 }
+    }
+}
+
+macro_rules! failure_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Failure {
+            fn from(err: $t) -> Self {
+                Failure { err: err.into(), code: 1 }
+            }
+        }
+    )*};
+}
+
+failure_from!(
+    skiff_runtime::Error,
+    skiff_runtime::cloned_binary::ClonedBinaryError,
+    skiff_runtime::container::ContainerError,
+    skiff_runtime::spec::SpecError
+);
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                ErrorKind::InvalidSubcommand => 3,
+                _ => 1,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    explain::set_enabled(cli.explain);
+    let format: LogFormat = match cli.log_format.parse() {
+        Ok(f) => f,
+        Err(e) => {
+            print_error(LogFormat::Text, false, &e);
+            return ExitCode::from(1);
+        }
+    };
+    let to_file = match logging::init(cli.log.as_deref(), format, cli.debug) {
+        Ok(f) => f,
+        Err(e) => {
+            print_error(
+                format,
+                false,
+                &format!(
+                    "open {}: {}",
+                    cli.log
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new(""))
+                        .display(),
+                    e
+                ),
+            );
+            return ExitCode::from(1);
+        }
+    };
+    match dispatch(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            let prefix = match &cli.command {
+                Command::Create(_) => "skiff create failed: ",
+                Command::Run { .. } => "skiff run failed: ",
+                Command::Exec(_) => "exec failed: ",
+                _ => "",
+            };
+            let msg = format!("{prefix}{:#}", f.err);
+            if to_file {
+                tracing::error!("{msg}");
+                eprintln!("{msg}");
+            } else {
+                print_error(format, true, &msg);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// An error line on stderr in the chosen log format (runc prints logrus lines).
+fn print_error(format: LogFormat, _logger_ready: bool, msg: &str) {
+    let time = skiff_runtime::utils::rfc3339_seconds(std::time::SystemTime::now());
+    match format {
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({"level": "error", "msg": msg, "time": time})
+        ),
+        LogFormat::Text => {
+            let plain = !msg.is_empty()
+                && msg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._/@^+".contains(&b));
+            let quoted = if plain {
+                msg.to_string()
+            } else {
+                serde_json::to_string(msg).unwrap_or_default()
+            };
+            eprintln!("time=\"{time}\" level=error msg={quoted}");
+        }
+    }
+}
+
+fn load(cli: &Cli, id: &str) -> Result<Container> {
+    container::ensure_root(&cli.root)?;
+    Ok(Container::load(&cli.root, id)?)
+}
+
+fn create_options(cli: &Cli, a: &CreateArgs) -> CreateOptions {
+    let _ = a.no_new_keyring;
+    CreateOptions {
+        root: cli.root.clone(),
+        id: a.id.clone(),
+        bundle: a.bundle.clone(),
+        pid_file: a.pid_file.clone(),
+        console_socket: a.console_socket.clone(),
+        no_pivot: a.no_pivot,
+        preserve_fds: a.preserve_fds + listen_fds(),
+        console_fd: None,
+    }
+}
+
+/// Descriptors passed with systemd socket activation ($LISTEN_FDS) are kept.
+fn listen_fds() -> i32 {
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn dispatch(cli: &Cli) -> Result<u8, Failure> {
+    if cli.systemd_cgroup {
+        return Err(skiff_runtime::Error::from(
+            skiff_runtime::cgroups::CgroupError::SystemdUnsupported,
+        )
+        .into());
+    }
+    match &cli.command {
+        Command::Create(a) => {
+            cloned_binary::ensure_cloned()?;
+            container_create::create(&create_options(cli, a))?;
+            Ok(0)
+        }
+        Command::Run {
+            create,
+            detach,
+            keep,
+        } => {
+            cloned_binary::ensure_cloned()?;
+            let code = container_run::run(create_options(cli, create), *detach, *keep)?;
+            Ok(code.clamp(0, 255) as u8)
+        }
+        Command::Start { id } => {
+            let mut c = load(cli, id)?;
+            container_start::start(&mut c)?;
+            Ok(0)
+        }
+        Command::State { id } => {
+            let mut c = load(cli, id)?;
+            c.refresh();
+            let out = serde_json::to_string_pretty(&c.oci_state()).context("encode state")?;
+            print!("{out}");
+            Ok(0)
+        }
+        Command::Kill { all, id, signal } => {
+            let sig = signals::parse(signal).map_err(skiff_runtime::Error::from)?;
+            let mut c = load(cli, id)?;
+            container_kill::kill(&mut c, sig, *all)?;
+            Ok(0)
+        }
+        Command::Delete { force, id } => {
+            let mut c = match load(cli, id) {
+                Ok(c) => c,
+                // runc: deleting a container that does not exist with --force is not an error.
+                Err(_) if *force => return Ok(0),
+                Err(e) => return Err(e.into()),
+            };
+            container_delete::delete(&mut c, *force)?;
+            Ok(0)
+        }
+        Command::Exec(a) => exec(cli, a).map_err(|mut f| {
+            f.code = 255;
+            f
+        }),
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => {
+            let c = load(cli, id)?;
+            print!("{}", container_ps::ps(&c, format, ps_args)?);
+            Ok(0)
+        }
+        Command::List { format, quiet } => {
+            container::ensure_root(&cli.root)?;
+            let mut all = Container::list(&cli.root)?;
+            print!(
+                "{}",
+                container_list::render(&mut all, format, *quiet).map_err(|e| anyhow!(e))?
+            );
+            Ok(0)
+        }
+        Command::Pause { id } => {
+            container_pause::pause(&mut load(cli, id)?)?;
+            Ok(0)
+        }
+        Command::Resume { id } => {
+            container_pause::resume(&mut load(cli, id)?)?;
+            Ok(0)
+        }
+        Command::Spec { bundle, rootless } => {
+            if !bundle.is_dir() {
+                return Err(
+                    anyhow!("chdir {}: no such file or directory", bundle.display()).into(),
+                );
+            }
+            spec::write_default(bundle, *rootless)?;
+            Ok(0)
+        }
+        Command::Features => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&features::features()).context("encode features")?
+            );
+            Ok(0)
+        }
+    }
+}
+
+fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8, Failure> {
+    cloned_binary::ensure_cloned()?;
+    let mut c = load(cli, &a.id)?;
+    let process = match &a.process {
+        Some(p) => spec::load_process(p)?,
+        None => {
+            let mut p = c.state.config.process().clone().unwrap_or_default();
+            if a.command.is_empty() {
+                return Err(anyhow!("process args cannot be empty").into());
+            }
+            p.set_args(Some(a.command.clone()));
+            p.set_terminal(Some(a.tty));
+            let mut env = p.env().clone().unwrap_or_default();
+            env.extend(a.env.iter().cloned());
+            p.set_env(Some(env));
+            if let Some(cwd) = &a.cwd {
+                p.set_cwd(cwd.clone());
+            }
+            if let Some(u) = &a.user {
+                let (uid, gid) = u.split_once(':').unwrap_or((u.as_str(), "0"));
+                let mut user = p.user().clone();
+                user.set_uid(uid.parse().map_err(|_| anyhow!("invalid --user {u:?}"))?);
+                user.set_gid(gid.parse().map_err(|_| anyhow!("invalid --user {u:?}"))?);
+                p.set_user(user);
+            }
+            if !a.additional_gids.is_empty() {
+                let mut user = p.user().clone();
+                user.set_additional_gids(Some(a.additional_gids.clone()));
+                p.set_user(user);
+            }
+            if a.no_new_privs {
+                p.set_no_new_privileges(Some(true));
+            }
+            if !a.cap.is_empty() {
+                let mut caps = p.capabilities().clone().unwrap_or_default();
+                let extra: Vec<oci_spec_cap::Capability> = a
+                    .cap
+                    .iter()
+                    .map(|c| {
+                        serde_json::from_value(serde_json::Value::String(c.clone()))
+                            .map_err(|_| anyhow!("unknown capability {c:?}"))
+                    })
+                    .collect::<Result<_>>()?;
+                for set in [
+                    caps.bounding().clone(),
+                    caps.effective().clone(),
+                    caps.permitted().clone(),
+                    caps.inheritable().clone(),
+                ]
+                .iter_mut()
+                {
+                    let _ = set;
+                }
+                let add = |s: Option<oci_spec_cap::Capabilities>| {
+                    let mut s = s.unwrap_or_default();
+                    s.extend(extra.iter().copied());
+                    Some(s)
+                };
+                caps.set_bounding(add(caps.bounding().clone()));
+                caps.set_effective(add(caps.effective().clone()));
+                caps.set_permitted(add(caps.permitted().clone()));
+                p.set_capabilities(Some(caps));
+            }
+            p
+        }
+    };
+    let opts = container_exec::ExecOptions {
+        process,
+        detach: a.detach,
+        pid_file: a.pid_file.clone(),
+        console_socket: a.console_socket.clone(),
+        preserve_fds: a.preserve_fds + listen_fds(),
+    };
+    let (_pid, code) = container_exec::exec(&mut c, &opts)?;
+    Ok(code.unwrap_or(0).clamp(0, 255) as u8)
+}
+
+use oci_spec::runtime as oci_spec_cap;

@@ -1,0 +1,57 @@
+//! Becoming the container's user: supplementary groups, then gid, then uid
+//! (in that order: after setuid(2) to a non-root uid, changing groups is no
+//! longer allowed). See credentials(7).
+
+use std::path::Path;
+
+use nix::sys::stat::{umask, Mode};
+use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+use oci_spec::runtime::User;
+
+use super::{sys, ProcessError};
+
+/// Apply `process.user`. `setgroups_allowed` is false in a user namespace
+/// whose `setgroups` file says `deny`.
+pub fn apply(user: &User, setgroups_allowed: bool) -> Result<(), ProcessError> {
+    let gids: Vec<Gid> = user
+        .additional_gids()
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    crate::explain!(
+        "setresuid(2)",
+        "becoming uid {} gid {} with groups {:?}",
+        user.uid(),
+        user.gid(),
+        user.additional_gids().as_deref().unwrap_or(&[])
+    );
+    if setgroups_allowed {
+        setgroups(&gids).map_err(sys("setgroups"))?;
+    }
+    let gid = Gid::from_raw(user.gid());
+    setresgid(gid, gid, gid).map_err(sys(format!("setresgid {}", user.gid())))?;
+    let uid = Uid::from_raw(user.uid());
+    setresuid(uid, uid, uid).map_err(sys(format!("setresuid {}", user.uid())))?;
+    if let Some(m) = user.umask() {
+        umask(Mode::from_bits_truncate(m));
+    } else {
+        umask(Mode::from_bits_truncate(0o022));
+    }
+    Ok(())
+}
+
+/// The home directory of `uid` from the container's /etc/passwd, or `/`.
+pub fn home_dir(uid: u32) -> String {
+    let Ok(text) = std::fs::read_to_string(Path::new("/etc/passwd")) else {
+        return "/".into();
+    };
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid) {
+            return f[5].to_string();
+        }
+    }
+    "/".into()
+}

@@ -1,0 +1,156 @@
+//! The container's root filesystem: from a directory in the bundle to `/`.
+//!
+//! Inside its own mount namespace (see [`crate::namespaces`]) the init:
+//!
+//! 1. stops mount events from flowing back to the host by making `/`
+//!    recursively slave (or what `linux.rootfsPropagation` says), see
+//!    mount_namespaces(7);
+//! 2. bind-mounts the rootfs onto itself, because pivot_root(2) needs a
+//!    mount point;
+//! 3. mounts everything in `mounts` in order, each destination resolved
+//!    inside the rootfs ([`resolve`]), and builds `/dev` ([`devices`]);
+//! 4. swaps roots with pivot_root(2) and detaches the old root, so the host's
+//!    filesystem is no longer reachable ([`pivot`]);
+//! 5. hides or freezes sensitive paths (`maskedPaths`, `readonlyPaths`) and
+//!    makes `/` read-only if asked ([`paths`]).
+
+pub mod devices;
+pub mod mount;
+pub mod options;
+pub mod paths;
+pub mod pivot;
+pub mod resolve;
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount as sys_mount, MsFlags};
+use oci_spec::runtime::Spec;
+
+use crate::cgroups::CgroupPaths;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("{op} {path}: {err}")]
+    Sys {
+        op: &'static str,
+        path: PathBuf,
+        err: nix::Error,
+    },
+    #[error("{op} {path}: {err}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        err: std::io::Error,
+    },
+    #[error("invalid rootfsPropagation {0:?}")]
+    BadPropagation(String),
+    #[error("mount destination {dest}: {msg}")]
+    BadMount { dest: PathBuf, msg: String },
+    #[error("invalid device {path}: {msg}")]
+    BadDevice { path: PathBuf, msg: String },
+}
+
+pub type Result<T> = std::result::Result<T, RootfsError>;
+
+pub(crate) fn sys_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(nix::Error) -> RootfsError {
+    let path = path.into();
+    move |err| RootfsError::Sys { op, path, err }
+}
+
+/// What the rootfs setup needs to know besides the spec.
+pub struct Context<'a> {
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub cgroups: &'a CgroupPaths,
+    /// The container runs in a user namespace: devices are bind-mounted, not made.
+    pub in_userns: bool,
+    /// The container has its own cgroup namespace.
+    pub cgroupns: bool,
+}
+
+/// Steps 1 to 3 (everything before pivot_root). Runs in the container's mount
+/// namespace while the host's paths are still visible.
+pub fn prepare(ctx: &Context<'_>) -> Result<()> {
+    let linux = ctx.spec.linux().as_ref();
+    let propagation = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
+        None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        Some(p) => {
+            options::propagation_flag(p).ok_or_else(|| RootfsError::BadPropagation(p.into()))?
+        }
+    };
+    crate::explain!(
+        "mount_namespaces(7)",
+        "making / {:?} so mounts made for the container never propagate back to the host",
+        propagation
+    );
+    sys_mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+        .map_err(sys_err("set propagation of", "/"))?;
+    make_parent_private(ctx.rootfs)?;
+    crate::explain!("mount(2)", "bind-mounting the rootfs {} onto itself: pivot_root(2) needs the new root to be a mount point", ctx.rootfs.display());
+    sys_mount(
+        Some(ctx.rootfs),
+        ctx.rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(sys_err("bind mount rootfs", ctx.rootfs))?;
+
+    let root = File::open(ctx.rootfs).map_err(|err| RootfsError::Io {
+        op: "open rootfs",
+        path: ctx.rootfs.into(),
+        err,
+    })?;
+    let mounts = ctx.spec.mounts().as_deref().unwrap_or(&[]);
+    for m in mounts {
+        mount::mount_one(root.as_fd(), ctx, m)?;
+    }
+    if devices::runtime_builds_dev(mounts) {
+        devices::create_default(root.as_fd(), ctx.in_userns)?;
+        devices::create_symlinks(root.as_fd())?;
+    }
+    let extra = linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]);
+    devices::create_listed(root.as_fd(), extra, ctx.in_userns)?;
+    Ok(())
+}
+
+/// pivot_root(2) refuses a new root whose parent mount is shared; make the
+/// mount that contains the rootfs private (this is within our own mount
+/// namespace, the host is untouched).
+fn make_parent_private(rootfs: &Path) -> Result<()> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|err| RootfsError::Io {
+        op: "read",
+        path: "/proc/self/mountinfo".into(),
+        err,
+    })?;
+    let mut best: Option<PathBuf> = None;
+    for line in text.lines() {
+        let Some(mp) = line.split(' ').nth(4) else {
+            continue;
+        };
+        let mp = PathBuf::from(mp.replace("\\040", " "));
+        if rootfs.starts_with(&mp)
+            && best
+                .as_ref()
+                .is_none_or(|b| mp.as_os_str().len() > b.as_os_str().len())
+        {
+            best = Some(mp);
+        }
+    }
+    if let Some(mp) = best {
+        sys_mount(
+            None::<&str>,
+            &mp,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(sys_err("make private", mp))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Resolving paths inside the container's root filesystem without ever
+//! leaving it.
+//!
+//! The rootfs belongs to whoever built the image, so any path in it may be a
+//! symlink planted to point at the host (`/etc -> /proc/1/root/etc`). If the
+//! runtime followed such a link while mounting, a bind mount would land on
+//! the host (runc CVE-2021-30465 and relatives). Here every lookup uses
+//! openat2(2) with `RESOLVE_IN_ROOT`: the kernel treats the rootfs directory
+//! as `/` for the whole walk, so absolute symlinks and `..` stay inside it,
+//! exactly as they will once the container runs. The result is a file
+//! descriptor, and mounts are made on `/proc/self/fd/N`, so what was checked
+//! is what gets mounted on.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{mkdirat, Mode};
+
+/// Open `path` (absolute or relative: either way taken from `root`) inside
+/// `root` with `flags`, never leaving `root`.
+pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    let rel = relative(path);
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    loop {
+        match openat2(root, rel.as_path(), how) {
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// `path` with the leading `/` removed (`.` for the root itself).
+pub fn relative(path: &Path) -> PathBuf {
+    let rel: PathBuf = path
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::CurDir))
+        .collect();
+    if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel
+    }
+}
+
+/// `mkdir -p` inside `root`: every component is resolved in root, created if
+/// missing. Returns an `O_PATH` descriptor of the final directory.
+pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, mode: Mode) -> nix::Result<OwnedFd> {
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
+    let mut cur = PathBuf::new();
+    let mut parent = open_in_root(root, Path::new("."), dir_flags)?;
+    for comp in relative(path).components() {
+        let Component::Normal(name) = comp else {
+            // ".." inside the path: resolve as the kernel would, within root.
+            cur.push(comp.as_os_str());
+            parent = open_in_root(root, &cur, dir_flags)?;
+            continue;
+        };
+        cur.push(name);
+        parent = match open_in_root(root, &cur, dir_flags) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => {
+                match mkdirat(parent.as_fd(), name, mode) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(e),
+                }
+                open_in_root(root, &cur, dir_flags)?
+            }
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(parent)
+}
+
+/// Make sure a regular file exists at `path` inside `root` (creating parent
+/// directories), for bind-mounting a file onto it. Returns an `O_PATH` fd.
+pub fn create_file_in_root(root: BorrowedFd<'_>, path: &Path) -> nix::Result<OwnedFd> {
+    if let Some(parent) = path.parent() {
+        mkdir_all_in_root(root, parent, Mode::from_bits_truncate(0o755))?;
+    }
+    match open_in_root(root, path, OFlag::O_PATH) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    let how = OpenHow::new()
+        .flags(OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .mode(Mode::from_bits_truncate(0o755))
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    drop(openat2(root, relative(path).as_path(), how)?);
+    open_in_root(root, path, OFlag::O_PATH)
+}
+
+/// The path through which the kernel reaches exactly the file `fd` refers to.
+pub fn proc_fd_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}

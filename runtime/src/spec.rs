@@ -1,0 +1,253 @@
+//! The bundle's `config.json`: loading it with errors a person can act on,
+//! checking what the kernel would otherwise reject half-way through `create`,
+//! and writing the default one (`skiff spec`).
+//!
+//! The types come from the `oci-spec` crate, which follows the OCI runtime
+//! specification (config.md, config-linux.md). Unknown fields are ignored,
+//! as runc ignores them; a field of the wrong type is an error that names it.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("bundle {0}: no such directory")]
+    NoBundle(PathBuf),
+    #[error("open {path}: no such file or directory")]
+    NoConfig { path: PathBuf },
+    #[error("read {path}: {err}")]
+    Read { path: PathBuf, err: io::Error },
+    #[error("parse {path}: {err}")]
+    Parse {
+        path: PathBuf,
+        err: serde_json::Error,
+    },
+    #[error("invalid config {path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+    #[error("rootfs ({0}) does not exist")]
+    NoRootfs(PathBuf),
+    #[error("File {0} exists. Remove it first")]
+    ConfigExists(String),
+    #[error("write {path}: {err}")]
+    Write { path: PathBuf, err: io::Error },
+}
+
+/// The name of the config file in a bundle.
+pub const CONFIG_FILE: &str = "config.json";
+
+/// Read and parse `bundle/config.json`.
+pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
+    if !bundle.is_dir() {
+        return Err(SpecError::NoBundle(bundle.to_path_buf()));
+    }
+    let path = bundle.join(CONFIG_FILE);
+    let data = match fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SpecError::NoConfig { path }),
+        Err(err) => return Err(SpecError::Read { path, err }),
+    };
+    let spec: Spec = serde_json::from_slice(&data).map_err(|err| SpecError::Parse {
+        path: path.clone(),
+        err,
+    })?;
+    validate(&spec).map_err(|msg| SpecError::Invalid { path, msg })?;
+    Ok(spec)
+}
+
+/// Load a `process.json` as `exec --process` takes it.
+pub fn load_process(path: &Path) -> Result<oci_spec::runtime::Process, SpecError> {
+    let data = fs::read(path).map_err(|err| SpecError::Read {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    serde_json::from_slice(&data).map_err(|err| SpecError::Parse {
+        path: path.to_path_buf(),
+        err,
+    })
+}
+
+/// The absolute rootfs path: `root.path`, relative to the bundle if relative.
+pub fn rootfs_path(bundle: &Path, spec: &Spec) -> Result<PathBuf, SpecError> {
+    let rel = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_else(|| PathBuf::from("rootfs"));
+    let path = if rel.is_absolute() {
+        rel
+    } else {
+        bundle.join(rel)
+    };
+    match fs::canonicalize(&path) {
+        Ok(p) if p.is_dir() => Ok(p),
+        _ => Err(SpecError::NoRootfs(path)),
+    }
+}
+
+/// Checks that catch bad configs before anything is created.
+fn validate(spec: &Spec) -> Result<(), String> {
+    if spec.root().is_none() {
+        return Err("root must be specified".into());
+    }
+    if let Some(process) = spec.process() {
+        if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+            return Err("args must not be empty".into());
+        }
+        let cwd = process.cwd();
+        if !cwd.is_absolute() {
+            return Err(format!("cwd {:?} is not an absolute path", cwd));
+        }
+    }
+    if let Some(mounts) = spec.mounts() {
+        for m in mounts {
+            if !m.destination().is_absolute() {
+                return Err(format!(
+                    "mount destination {} is not absolute",
+                    m.destination().display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The default `config.json`, equal in content to `runc spec` (and
+/// `runc spec --rootless`): a busybox-style `sh` with a small set of
+/// capabilities, a read-only root and the usual pseudo-filesystems.
+pub fn default_spec(rootless: bool) -> Value {
+    let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    let masked = json!([
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/sys/firmware",
+        "/proc/scsi"
+    ]);
+    let readonly = json!([
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger"
+    ]);
+    let mut devpts_opts = vec![
+        "nosuid",
+        "noexec",
+        "newinstance",
+        "ptmxmode=0666",
+        "mode=0620",
+    ];
+    if !rootless {
+        devpts_opts.push("gid=5");
+    }
+    let sys = if rootless {
+        json!({"destination": "/sys", "type": "none", "source": "/sys",
+               "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+    } else {
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", "ro"]})
+    };
+    let mut spec = json!({
+        "ociVersion": crate::container::OCI_VERSION,
+        "process": {
+            "terminal": true,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": caps, "effective": caps, "permitted": caps, "ambient": caps
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "runc",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": devpts_opts},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            sys,
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}
+            ],
+            "maskedPaths": masked,
+            "readonlyPaths": readonly
+        }
+    });
+    if rootless {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let linux = &mut spec["linux"];
+        linux.as_object_mut().map(|o| o.remove("resources"));
+        linux["uidMappings"] = json!([{"containerID": 0, "hostID": uid, "size": 1}]);
+        linux["gidMappings"] = json!([{"containerID": 0, "hostID": gid, "size": 1}]);
+        linux["namespaces"] = json!([
+            {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "user"}
+        ]);
+    }
+    spec
+}
+
+/// Render JSON the way runc writes `config.json`: tab-indented.
+pub fn to_tab_indented(value: &Value) -> String {
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    serde::Serialize::serialize(value, &mut ser).expect("serializing a JSON value cannot fail");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// `skiff spec`: write the default config.json into `bundle`, refusing to
+/// overwrite one that exists.
+pub fn write_default(bundle: &Path, rootless: bool) -> Result<(), SpecError> {
+    let path = bundle.join(CONFIG_FILE);
+    if path.exists() {
+        return Err(SpecError::ConfigExists(CONFIG_FILE.to_string()));
+    }
+    let text = to_tab_indented(&default_spec(rootless));
+    fs::write(&path, text).map_err(|err| SpecError::Write { path, err })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_spec_parses_as_oci_spec() {
+        for rootless in [false, true] {
+            let v = default_spec(rootless);
+            let s: Spec = serde_json::from_value(v).unwrap();
+            assert!(validate(&s).is_ok());
+        }
+    }
+
+    #[test]
+    fn wrong_type_is_an_error_naming_the_field() {
+        let err = serde_json::from_str::<Spec>(
+            r#"{"ociVersion":"1.0.2","process":{"args":"sh","cwd":"/"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("invalid type"), "{err}");
+    }
+}

@@ -1,0 +1,161 @@
+//! The channel between the runtime and the container's init while it is
+//! being built.
+//!
+//! Building a container takes two processes that must take turns: the
+//! runtime (outside, still able to write cgroup files, uid maps and the state
+//! directory) and the container's init (inside the new namespaces). They talk
+//! over a `socketpair(2)` of type `SOCK_SEQPACKET`: each `send` is one whole
+//! message, and when one side dies the other reads end-of-file instead of
+//! waiting forever. Messages are small JSON documents.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::sys::socket::{
+    recv, recvmsg, send, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("create sync socket pair: {0}")]
+    SocketPair(nix::Error),
+    #[error("send {what} over sync socket: {err}")]
+    Send { what: &'static str, err: nix::Error },
+    #[error("receive from sync socket: {0}")]
+    Recv(nix::Error),
+    #[error("container init exited before it was ready")]
+    Eof,
+    #[error("malformed message on sync socket: {0}")]
+    Malformed(String),
+    #[error("unexpected message on sync socket: expected {expected}, got {got:?}")]
+    Unexpected { expected: &'static str, got: Msg },
+}
+
+/// One message between the runtime and the init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg {
+    /// init -> runtime: I have made a user namespace; write my uid/gid maps.
+    MapIds,
+    /// init -> runtime: this is the container init's pid, as the runtime sees it.
+    Pid(i32),
+    /// init -> runtime: the mounts are done; run prestart and createRuntime hooks.
+    CreateRuntimeHooks,
+    /// init -> runtime: everything is applied; I now wait for `start`.
+    Ready,
+    /// init -> runtime: setup failed with this message.
+    Error(String),
+    /// runtime -> init: go on.
+    Continue,
+}
+
+/// One end of the channel.
+pub struct Channel {
+    fd: OwnedFd,
+}
+
+/// Make the two ends: `(runtime_end, init_end)`. Both are close-on-exec.
+pub fn pair() -> Result<(Channel, Channel), SyncError> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(SyncError::SocketPair)?;
+    Ok((Channel { fd: a }, Channel { fd: b }))
+}
+
+impl Channel {
+    pub fn send(&self, msg: &Msg) -> Result<(), SyncError> {
+        let data = serde_json::to_vec(msg).map_err(|e| SyncError::Malformed(e.to_string()))?;
+        loop {
+            match send(self.fd.as_raw_fd(), &data, MsgFlags::MSG_NOSIGNAL) {
+                Err(nix::Error::EINTR) => continue,
+                Err(err) => {
+                    return Err(SyncError::Send {
+                        what: "message",
+                        err,
+                    })
+                }
+                Ok(_) => return Ok(()),
+            }
+        }
+    }
+
+    /// Receive one message; end-of-file becomes [`SyncError::Eof`].
+    pub fn recv(&self) -> Result<Msg, SyncError> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = loop {
+            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(SyncError::Recv(e)),
+                Ok(n) => break n,
+            }
+        };
+        if n == 0 {
+            return Err(SyncError::Eof);
+        }
+        serde_json::from_slice(&buf[..n]).map_err(|e| SyncError::Malformed(e.to_string()))
+    }
+
+    /// Receive a message, turning an `Error` message into `Err`.
+    pub fn expect(&self, expected: Msg, name: &'static str) -> Result<(), crate::Error> {
+        match self.recv()? {
+            m if m == expected => Ok(()),
+            Msg::Error(e) => Err(crate::Error::Other(e)),
+            got => Err(SyncError::Unexpected {
+                expected: name,
+                got,
+            }
+            .into()),
+        }
+    }
+
+    /// Send a file descriptor with `SCM_RIGHTS` (see unix(7)).
+    pub fn send_fd(&self, fd: BorrowedFd<'_>) -> Result<(), SyncError> {
+        send_fd(self.fd.as_raw_fd(), fd)
+    }
+
+    pub fn recv_fd(&self) -> Result<OwnedFd, SyncError> {
+        recv_fd(self.fd.as_raw_fd())
+    }
+
+    pub fn as_raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Send `fd` over the unix socket `sock` with one byte of payload.
+pub fn send_fd(sock: i32, fd: BorrowedFd<'_>) -> Result<(), SyncError> {
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [IoSlice::new(b"\0")];
+    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None).map_err(|err| {
+        SyncError::Send {
+            what: "file descriptor",
+            err,
+        }
+    })?;
+    Ok(())
+}
+
+/// Receive one file descriptor sent with [`send_fd`].
+pub fn recv_fd(sock: i32) -> Result<OwnedFd, SyncError> {
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([i32; 1]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(SyncError::Recv)?;
+    for c in msg.cmsgs().map_err(SyncError::Recv)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel just installed this descriptor for us; we own it.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(SyncError::Eof)
+}

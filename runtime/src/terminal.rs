@@ -1,0 +1,216 @@
+//! Terminals: when `process.terminal` is true the container's stdio is a
+//! pseudo-terminal (pty(7)) instead of the caller's pipes.
+//!
+//! The init opens `/dev/ptmx` inside the container (its own devpts
+//! instance), which yields a master/slave pair. The slave becomes the
+//! process's stdin, stdout, stderr and controlling terminal, and is
+//! bind-mounted at `/dev/console`. The master goes to whoever drives the
+//! terminal: it is sent over the unix socket given with `--console-socket`
+//! as an `SCM_RIGHTS` message (unix(7)), the protocol runc documents in
+//! docs/terminals.md and containerd implements.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::mount::{mount as sys_mount, MsFlags};
+use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TerminalError {
+    #[error("dial unix {path}: connect: {err}")]
+    Connect { path: PathBuf, err: std::io::Error },
+    #[error("{op}: {err}")]
+    Sys { op: &'static str, err: nix::Error },
+    #[error("send console master: {0}")]
+    Send(#[from] crate::sync::SyncError),
+    #[error("bind mount /dev/console: {0}")]
+    Console(String),
+}
+
+/// Connect to the `--console-socket` path (done by the runtime, which can
+/// still see the host's filesystem).
+pub fn connect(path: &Path) -> Result<OwnedFd, TerminalError> {
+    let s = UnixStream::connect(path).map_err(|err| TerminalError::Connect {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    Ok(OwnedFd::from(s))
+}
+
+nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
+
+/// In the init (after pivot_root): make the pty, hand out the master, and
+/// make the slave our stdio and controlling terminal.
+pub fn setup(
+    socket: RawFd,
+    size: Option<(u16, u16)>,
+    mount_console: bool,
+) -> Result<(), TerminalError> {
+    crate::explain!("pty(7)", "opening /dev/ptmx in the container: the slave end becomes stdio, the master goes to the console socket");
+    let master =
+        posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(|err| {
+            TerminalError::Sys {
+                op: "open /dev/ptmx",
+                err,
+            }
+        })?;
+    grantpt(&master).map_err(|err| TerminalError::Sys { op: "grantpt", err })?;
+    unlockpt(&master).map_err(|err| TerminalError::Sys {
+        op: "unlockpt",
+        err,
+    })?;
+    let slave_path = ptsname_r(&master).map_err(|err| TerminalError::Sys { op: "ptsname", err })?;
+    if let Some((rows, cols)) = size {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the call.
+        unsafe { tiocswinsz(master.as_raw_fd(), &ws) }.map_err(|err| TerminalError::Sys {
+            op: "set console size",
+            err,
+        })?;
+    }
+    let slave = nix::fcntl::open(
+        slave_path.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|err| TerminalError::Sys {
+        op: "open pty slave",
+        err,
+    })?;
+    if mount_console {
+        mount_dev_console(&slave_path)?;
+    }
+    // SAFETY: `master` is a valid open descriptor we own for this call.
+    let master_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(master.as_raw_fd()) };
+    crate::sync::send_fd(socket, master_fd)?;
+    drop(master);
+    // New session, then the slave becomes its controlling terminal.
+    let _ = nix::unistd::setsid();
+    // SAFETY: TIOCSCTTY takes an integer argument, no memory.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+        return Err(TerminalError::Sys {
+            op: "set controlling terminal",
+            err: nix::Error::last(),
+        });
+    }
+    for target in 0..3 {
+        // SAFETY: dup2 onto 0, 1 and 2, which this process owns as its stdio.
+        let fd = unsafe { nix::unistd::dup2_raw(slave.as_fd(), target) }.map_err(|err| {
+            TerminalError::Sys {
+                op: "dup2 pty slave",
+                err,
+            }
+        })?;
+        std::mem::forget(fd);
+    }
+    Ok(())
+}
+
+/// Bind-mount the pty slave at /dev/console (created inside the root if missing).
+fn mount_dev_console(slave: &str) -> Result<(), TerminalError> {
+    let root = std::fs::File::open("/").map_err(|e| TerminalError::Console(e.to_string()))?;
+    let target =
+        crate::rootfs::resolve::create_file_in_root(root.as_fd(), Path::new("/dev/console"))
+            .map_err(|e| TerminalError::Console(e.to_string()))?;
+    sys_mount(
+        Some(slave),
+        crate::rootfs::resolve::proc_fd_path(&target).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| TerminalError::Console(e.to_string()))
+}
+
+/// A terminal for a foreground `run` or `exec` without `--console-socket`:
+/// skiff itself receives the pty master and copies bytes between it and its
+/// own stdin/stdout, with its own terminal in raw mode while it does.
+pub struct ForegroundConsole {
+    ours: OwnedFd,
+    /// The end handed to the init as its console socket.
+    pub theirs: std::sync::Arc<OwnedFd>,
+}
+
+impl ForegroundConsole {
+    pub fn new() -> Result<Self, TerminalError> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|err| TerminalError::Sys {
+            op: "socketpair",
+            err,
+        })?;
+        Ok(ForegroundConsole {
+            ours: a,
+            theirs: std::sync::Arc::new(b),
+        })
+    }
+
+    /// Receive the master and start copying in background threads.
+    pub fn start_proxy(self) -> Result<(), TerminalError> {
+        drop(self.theirs);
+        let master = crate::sync::recv_fd(self.ours.as_raw_fd())?;
+        let stdin = std::io::stdin();
+        if nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
+            if let Ok(mut t) = nix::sys::termios::tcgetattr(stdin.as_fd()) {
+                if let Ok((rows, cols)) = terminal_size() {
+                    let ws = libc::winsize {
+                        ws_row: rows,
+                        ws_col: cols,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the call.
+                    let _ = unsafe { tiocswinsz(master.as_raw_fd(), &ws) };
+                }
+                nix::sys::termios::cfmakeraw(&mut t);
+                let _ = nix::sys::termios::tcsetattr(
+                    stdin.as_fd(),
+                    nix::sys::termios::SetArg::TCSANOW,
+                    &t,
+                );
+            }
+        }
+        let m_in = File::from(
+            master
+                .try_clone()
+                .map_err(|e| TerminalError::Console(e.to_string()))?,
+        );
+        let m_out = File::from(master);
+        std::thread::spawn(move || {
+            let mut m_in = m_in;
+            let _ = std::io::copy(&mut std::io::stdin(), &mut m_in);
+        });
+        std::thread::spawn(move || {
+            let mut m_out = m_out;
+            let _ = std::io::copy(&mut m_out, &mut std::io::stdout());
+        });
+        Ok(())
+    }
+}
+
+use std::fs::File;
+
+fn terminal_size() -> Result<(u16, u16), nix::Error> {
+    nix::ioctl_read_bad!(tiocgwinsz, libc::TIOCGWINSZ, libc::winsize);
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize struct we own.
+    unsafe { tiocgwinsz(0, &mut ws) }?;
+    Ok((ws.ws_row, ws.ws_col))
+}

@@ -1,0 +1,107 @@
+//! Small helpers shared by several modules: reading and writing files with
+//! errors that name the path, time stamps in the formats runc uses, and
+//! closing or marking file descriptors.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::SystemTime;
+
+/// Write `data` to an existing file (cgroup and procfs files), failing with
+/// the raw `io::Error` so callers can attach the path.
+pub fn write_file(path: &Path, data: &str) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(data.as_bytes())
+}
+
+/// RFC 3339 with nanoseconds and trailing zeros removed, as Go's
+/// `time.RFC3339Nano` prints it (used for `created` in state JSON).
+pub fn rfc3339_nano(t: SystemTime) -> String {
+    let full = humantime::format_rfc3339_nanos(t).to_string(); // ...T..:..:..123456789Z
+    match full.split_once('.') {
+        Some((head, frac)) => {
+            let digits = frac.trim_end_matches('Z').trim_end_matches('0');
+            if digits.is_empty() {
+                format!("{head}Z")
+            } else {
+                format!("{head}.{digits}Z")
+            }
+        }
+        None => full,
+    }
+}
+
+/// RFC 3339 in seconds, as logrus writes `time` in runc's JSON log lines.
+pub fn rfc3339_seconds(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Mark every descriptor from `from` upwards close-on-exec, except those in
+/// `keep` (which are left as they are). This is how no runtime descriptor
+/// leaks into the container (CVE-2024-21626): whatever the runtime still has
+/// open is closed by the kernel at `execve`.
+pub fn cloexec_from(from: i32, keep: &[i32]) -> io::Result<()> {
+    let mut start = from as u32;
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|&&fd| fd >= from)
+        .map(|&fd| fd as u32)
+        .collect();
+    keep.sort_unstable();
+    for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+        if k > start {
+            let end = if k == u32::MAX { u32::MAX } else { k - 1 };
+            // SAFETY: close_range only changes descriptor flags; no memory is touched.
+            let rc = unsafe {
+                libc::syscall(libc::SYS_close_range, start, end, libc::CLOSE_RANGE_CLOEXEC)
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        if k == u32::MAX {
+            break;
+        }
+        start = k + 1;
+    }
+    Ok(())
+}
+
+/// The start time of a process in clock ticks since boot (field 22 of
+/// /proc/PID/stat). Together with the pid it names a process uniquely, so a
+/// recycled pid is never mistaken for the container's init.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The one-letter state of a process (R, S, D, Z, T...), field 3 of /proc/PID/stat.
+pub fn process_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.chars().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn rfc3339_nano_trims_zeros() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 120_000_000);
+        assert_eq!(rfc3339_nano(t), "2023-11-14T22:13:20.12Z");
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 0);
+        assert_eq!(rfc3339_nano(t), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn start_time_of_self() {
+        let pid = std::process::id() as i32;
+        assert!(process_start_time(pid).is_some());
+        assert_eq!(process_state(pid), Some('R'));
+    }
+}
