@@ -1,4 +1,5 @@
-//! Running from a sealed in-memory copy of ourselves (runc CVE-2019-5736).
+//! Re-executing from a copy of ourselves that cannot be written (runc
+//! CVE-2019-5736).
 //!
 //! The container's init is forked from the runtime, so until it execs the
 //! user's program its `/proc/self/exe` is the runtime binary on the host. A
@@ -7,18 +8,31 @@
 //! file for writing from inside and overwrite the host's runtime binary.
 //!
 //! The defence: before `create`, `run` or `exec` does anything, the runtime
-//! copies its own binary into a memfd (memfd_create(2)), seals it against
-//! any change (`F_SEAL_WRITE`, `F_SEAL_GROW`, `F_SEAL_SHRINK`, `F_SEAL_SEAL`,
-//! see fcntl(2)) and re-executes itself from it with execveat(2). From then
-//! on `/proc/self/exe` is that sealed copy: it can be executed, not written.
-//! This is the one re-exec the runtime does.
+//! re-executes itself (execveat(2)) from a file that cannot be written, so
+//! that from then on `/proc/self/exe` is read-only whatever the container
+//! does. This is the one re-exec the runtime does. Two ways, cheapest first:
+//!
+//! 1. a *detached read-only bind mount* of the binary: open_tree(2) with
+//!    `OPEN_TREE_CLONE` makes a private mount of just that file, attached to
+//!    no mount namespace (so no mount events anywhere), and mount_setattr(2)
+//!    makes it `MOUNT_ATTR_RDONLY`. Reopening `/proc/PID/exe` for writing
+//!    then fails with `EROFS`. Three system calls, nothing copied.
+//! 2. on kernels without the new mount API (before 5.12): copy the binary
+//!    into a memfd (memfd_create(2)) and seal it against any change
+//!    (`F_SEAL_WRITE`, `F_SEAL_GROW`, `F_SEAL_SHRINK`, `F_SEAL_SEAL`, see
+//!    fcntl(2)).
+//!
+//! A binary that already runs from a read-only mount or a sealed memfd needs
+//! neither.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::statvfs::{fstatvfs, FsFlags};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClonedBinaryError {
@@ -34,26 +48,71 @@ fn required_seals() -> SealFlag {
     SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE
 }
 
-/// Is this process already running from a sealed copy?
-pub fn is_cloned() -> bool {
+/// Is this process running from a file that cannot be written (a read-only
+/// mount, or a sealed memfd)?
+pub fn is_protected() -> bool {
     let Ok(exe) = File::open("/proc/self/exe") else {
         return false;
     };
-    match fcntl(&exe, FcntlArg::F_GET_SEALS) {
-        Ok(bits) => SealFlag::from_bits_truncate(bits).contains(required_seals()),
-        Err(_) => false,
+    if fstatvfs(&exe).is_ok_and(|s| s.flags().contains(FsFlags::ST_RDONLY)) {
+        return true;
     }
+    fcntl(&exe, FcntlArg::F_GET_SEALS)
+        .is_ok_and(|bits| SealFlag::from_bits_truncate(bits).contains(required_seals()))
 }
 
-/// Re-exec from a sealed memfd copy unless already doing so. Returns only if
-/// the process already runs from one.
-pub fn ensure_cloned() -> Result<(), ClonedBinaryError> {
-    if is_cloned() {
-        return Ok(());
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// The binary on a detached read-only bind mount, if the kernel can do it.
+fn read_only_bind() -> Option<OwnedFd> {
+    // SAFETY: open_tree reads a NUL-terminated path that lives for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c"/proc/self/exe".as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return None;
     }
-    crate::explain!("memfd_create(2)", "copying the runtime into a sealed memfd and re-executing from it, so the container can never overwrite the host binary via /proc/self/exe (CVE-2019-5736)");
+    // SAFETY: the kernel just returned this descriptor to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads `attr` (its size is passed) during the call only.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    (rc == 0).then_some(fd)
+}
+
+/// A sealed memfd copy of the binary.
+fn sealed_copy() -> Result<OwnedFd, ClonedBinaryError> {
     let mut exe = File::open("/proc/self/exe").map_err(ClonedBinaryError::Open)?;
-    let fd: OwnedFd = memfd_create(
+    let fd = memfd_create(
         c"skiff:[cloned]",
         MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
     )
@@ -67,24 +126,39 @@ pub fn ensure_cloned() -> Result<(), ClonedBinaryError> {
         op: "seal memfd",
         err,
     })?;
+    Ok(OwnedFd::from(mem))
+}
 
+/// Re-exec from a protected copy unless already running from one. Returns
+/// only if the process already is protected, or with an error.
+pub fn ensure_cloned() -> Result<(), ClonedBinaryError> {
+    if is_protected() {
+        return Ok(());
+    }
+    let exe = match read_only_bind() {
+        Some(fd) => {
+            crate::explain!("open_tree(2)", "re-executing the runtime from a detached read-only bind mount of itself, so the container can never overwrite the host binary through /proc/self/exe (CVE-2019-5736)");
+            fd
+        }
+        None => {
+            crate::explain!("memfd_create(2)", "re-executing the runtime from a sealed in-memory copy of itself, so the container can never overwrite the host binary through /proc/self/exe (CVE-2019-5736)");
+            sealed_copy()?
+        }
+    };
     let args: Vec<CString> = std::env::args_os()
-        .map(|a| CString::new(std::os::unix::ffi::OsStringExt::into_vec(a)).unwrap_or_default())
+        .filter_map(|a| CString::new(a.into_vec()).ok())
         .collect();
     let env: Vec<CString> = std::env::vars_os()
-        .map(|(k, v)| {
-            let mut kv = std::os::unix::ffi::OsStringExt::into_vec(k);
+        .filter_map(|(k, v)| {
+            let mut kv = k.into_vec();
             kv.push(b'=');
-            kv.extend(std::os::unix::ffi::OsStringExt::into_vec(v));
-            CString::new(kv).unwrap_or_default()
+            kv.extend(v.into_vec());
+            CString::new(kv).ok()
         })
         .collect();
-    // SAFETY: the descriptor stays valid for the call; execveat only returns on error.
-    let mem_fd = unsafe { OwnedFd::from_raw_fd(mem.as_raw_fd()) };
-    std::mem::forget(mem);
-    let err = nix::unistd::fexecve(&mem_fd, &args, &env).unwrap_err();
+    let err = nix::unistd::fexecve(&exe, &args, &env).unwrap_err();
     Err(ClonedBinaryError::Sys {
-        op: "execve sealed copy",
+        op: "execve protected copy of the runtime",
         err,
     })
 }

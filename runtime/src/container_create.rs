@@ -105,6 +105,10 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let fifo = dir.join(container::EXEC_FIFO);
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
         .map_err(|e| Error::Other(format!("create exec fifo {}: {e}", fifo.display())))?;
+    // The umask narrowed mkfifo's mode: the container's user (any uid) must
+    // be able to open it for writing, so set 0622 exactly.
+    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+        .map_err(|e| Error::Other(format!("chmod exec fifo {}: {e}", fifo.display())))?;
     let state_dir =
         File::open(&dir).map_err(|e| Error::Other(format!("open {}: {e}", dir.display())))?;
 
@@ -125,6 +129,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         _ => None,
     };
     let (runtime_end, init_end) = sync::pair()?;
+    let exec_fifo = crate::init::ExecFifo::open(&state_dir)?;
 
     // Orphans of the init's middle process come back to us, not to the host's init.
     // SAFETY: prctl with integer arguments only.
@@ -141,7 +146,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         cgroups: &cg_paths,
         plan: &plan,
         ns_files: &ns_files,
-        state_dir: &state_dir,
+        exec_fifo: &exec_fifo,
         console_socket: console_socket.as_ref(),
         no_pivot: opts.no_pivot,
         preserve_fds: opts.preserve_fds,

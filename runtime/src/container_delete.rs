@@ -42,11 +42,15 @@ pub fn delete(c: &mut Container, force: bool) -> Result<()> {
         &c.state.bundle,
         &c.state.annotations,
     );
-    crate::hooks::run(
+    // The container is gone whatever a poststop hook does: like runc, a
+    // failing one is reported, and delete still succeeds.
+    if let Err(e) = crate::hooks::run(
         "poststop",
         hooks.as_ref().and_then(|h| h.poststop().as_ref()),
         &st,
-    )?;
+    ) {
+        tracing::error!("{e}");
+    }
     Ok(())
 }
 

@@ -105,7 +105,7 @@ mod tests {
         let t = table(&rows);
         assert_eq!(
             t,
-            "ID                  PID         X\na-long-container    1           y\n"
+            "ID                 PID         X\na-long-container   1           y\n"
         );
     }
 }

@@ -47,8 +47,8 @@ pub struct InitConfig<'a> {
     pub cgroups: &'a CgroupPaths,
     pub plan: &'a Plan,
     pub ns_files: &'a [(LinuxNamespaceType, PathBuf, File)],
-    /// The container state directory (exec.fifo lives there).
-    pub state_dir: &'a File,
+    /// The container's exec.fifo, opened by the runtime.
+    pub exec_fifo: &'a ExecFifo,
     pub console_socket: Option<&'a OwnedFd>,
     pub no_pivot: bool,
     pub preserve_fds: i32,
@@ -221,7 +221,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     let program = process::exec::find(&args[0], &env)?;
 
     chan.send(&Msg::Ready)?;
-    wait_for_start(cfg.state_dir)?;
+    cfg.exec_fifo.wait_for_start()?;
     crate::hooks::run(
         "startContainer",
         hooks.and_then(|h| h.start_container().as_ref()),
@@ -230,19 +230,53 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     Err(process::exec::exec(&program, &args, &env, cfg.preserve_fds).into())
 }
 
-/// Block until `start` opens the other end of exec.fifo, then tell it we go.
-fn wait_for_start(state_dir: &File) -> Result<()> {
-    use nix::fcntl::{openat, OFlag};
-    crate::explain!("fifo(7)", "waiting on exec.fifo: opening a fifo for writing blocks until `skiff start` opens it for reading");
-    let fd = openat(
-        state_dir.as_fd(),
-        crate::container::EXEC_FIFO,
-        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| Error::Other(format!("open exec fifo: {e}")))?;
-    nix::unistd::write(&fd, b"0").map_err(|e| Error::Other(format!("write exec fifo: {e}")))?;
-    Ok(())
+/// The init's handle on `exec.fifo`: an `O_PATH` descriptor of the fifo and
+/// one of the host's /proc, through which the fifo is reopened for writing
+/// at the last moment (`/proc/self/fd/N` reopens exactly that file, and the
+/// fifo's mode 0622 lets the container's user write it). The runtime opens
+/// both before forking: the init, once in its user namespace, in its new
+/// root and as the container's user, could reach neither the root-only state
+/// directory nor the host's /proc by path.
+pub struct ExecFifo {
+    fifo: OwnedFd,
+    proc: OwnedFd,
+}
+
+impl ExecFifo {
+    pub fn open(state_dir: &File) -> Result<ExecFifo> {
+        use nix::fcntl::{open, openat, OFlag};
+        use nix::sys::stat::Mode;
+        let fifo = openat(
+            state_dir.as_fd(),
+            crate::container::EXEC_FIFO,
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::Other(format!("open exec fifo: {e}")))?;
+        let proc = open(
+            "/proc",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::Other(format!("open /proc: {e}")))?;
+        Ok(ExecFifo { fifo, proc })
+    }
+
+    /// Block until `start` opens the other end, then tell it we go.
+    fn wait_for_start(&self) -> Result<()> {
+        use nix::fcntl::{openat, OFlag};
+        crate::explain!("fifo(7)", "waiting on exec.fifo: opening a fifo for writing blocks until `skiff start` opens it for reading");
+        let path = format!("self/fd/{}", self.fifo.as_raw_fd());
+        let fd = openat(
+            self.proc.as_fd(),
+            path.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::Other(format!("open exec fifo: {e}")))?;
+        nix::unistd::write(&fd, b"0").map_err(|e| Error::Other(format!("write exec fifo: {e}")))?;
+        Ok(())
+    }
 }
 
 /// The environment of the user's program: `process.env`, plus `HOME` from

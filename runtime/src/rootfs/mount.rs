@@ -254,6 +254,11 @@ fn mount_cgroup(
     let tmpfs = open_in_root(root, dest, OFlag::O_PATH | OFlag::O_DIRECTORY)
         .map_err(sys_err("open", dest))?;
     for (key, host_dir) in &ctx.cgroups.paths {
+        if key.is_empty() {
+            // The hybrid host's cgroup2 tree is left out, as runc does: on
+            // such hosts containers see the v1 layout only.
+            continue;
+        }
         let hierarchy = crate::cgroups::hierarchy_mount_point(host_dir, key);
         let Some(name) = hierarchy.as_deref().and_then(Path::file_name) else {
             continue;
@@ -306,15 +311,7 @@ fn mount_cgroup(
             }
         }
     }
-    if opts.flags.contains(MsFlags::MS_RDONLY) {
-        sys_mount(
-            None::<&str>,
-            proc_fd_path(&tmpfs).as_str(),
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | base,
-            None::<&str>,
-        )
-        .map_err(sys_err("remount read-only", dest))?;
-    }
+    // `ro` applies to each hierarchy's mount; the tmpfs holding them stays
+    // writable, exactly as runc leaves it (its mount points are all taken).
     Ok(())
 }

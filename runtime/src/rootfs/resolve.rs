@@ -49,6 +49,21 @@ pub fn relative(path: &Path) -> PathBuf {
 /// `mkdir -p` inside `root`: every component is resolved in root, created if
 /// missing. Returns an `O_PATH` descriptor of the final directory.
 pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, mode: Mode) -> nix::Result<OwnedFd> {
+    mkdir_all_depth(root, path, mode, 0)
+}
+
+/// Symlinks followed while creating directories, at most (like the kernel's 40).
+const MAX_LINKS: u32 = 40;
+
+fn mkdir_all_depth(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    mode: Mode,
+    depth: u32,
+) -> nix::Result<OwnedFd> {
+    if depth > MAX_LINKS {
+        return Err(Errno::ELOOP);
+    }
     let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
     let mut cur = PathBuf::new();
     let mut parent = open_in_root(root, Path::new("."), dir_flags)?;
@@ -64,7 +79,11 @@ pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, mode: Mode) -> nix::
             Ok(fd) => fd,
             Err(Errno::ENOENT) => {
                 match mkdirat(parent.as_fd(), name, mode) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Ok(()) => {}
+                    // A dangling symlink: create what it points to, inside root.
+                    Err(Errno::EEXIST) => {
+                        follow_dangling(root, parent.as_fd(), name, &cur, mode, depth)?
+                    }
                     Err(e) => return Err(e),
                 }
                 open_in_root(root, &cur, dir_flags)?
@@ -73,6 +92,27 @@ pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, mode: Mode) -> nix::
         };
     }
     Ok(parent)
+}
+
+/// `name` in `parent` is a symlink whose target does not exist: create the
+/// target as a directory, the way the kernel would resolve the link with
+/// `root` as `/` (so an absolute target lands inside root too).
+fn follow_dangling(
+    root: BorrowedFd<'_>,
+    parent: BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    cur: &Path,
+    mode: Mode,
+    depth: u32,
+) -> nix::Result<()> {
+    let target = nix::fcntl::readlinkat(parent, name)?;
+    let target = Path::new(&target);
+    let resolved = if target.is_absolute() {
+        target.to_path_buf()
+    } else {
+        cur.parent().unwrap_or(Path::new("")).join(target)
+    };
+    mkdir_all_depth(root, &resolved, mode, depth + 1).map(drop)
 }
 
 /// Make sure a regular file exists at `path` inside `root` (creating parent

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Lifecycle benchmark: skiff against runc and crun, side by side in one run.
+#
+#   sudo bench/lifecycle.sh [RUNS]
+#
+# Measures, for each runtime, on the same busybox bundle running /bin/true:
+#   1. create + start + wait + delete   (the path containerd's runc shim takes)
+#   2. run                              (foreground: create, start, wait, delete)
+# and the peak RSS of `run` (/usr/bin/time -v "Maximum resident set size").
+# Prints medians and the skiff/runc and skiff/crun ratios.
+#
+# crun refuses hybrid cgroup hosts, so every runtime runs inside one private
+# mount namespace where an empty file is bind-mounted over
+# /sys/fs/cgroup/unified/cgroup.controllers (host mounts stay untouched): the
+# same wrapper for all three keeps the comparison fair.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-30}
+
+if [ -z "${SKIFF_BENCH_INNER:-}" ]; then
+  cargo build --release -q -p skiff-runtime
+  empty=$(mktemp /tmp/skiff-bench-empty.XXXXXX)
+  trap 'rm -f "$empty"' EXIT
+  wrap=(unshare --mount --propagation private)
+  if [ -f /sys/fs/cgroup/unified/cgroup.controllers ]; then
+    exec "${wrap[@]}" env SKIFF_BENCH_INNER=1 bash -c \
+      "mount --bind '$empty' /sys/fs/cgroup/unified/cgroup.controllers && exec '$0' '$runs'"
+  fi
+  exec "${wrap[@]}" env SKIFF_BENCH_INNER=1 "$0" "$runs"
+fi
+
+skiff="$PWD/target/release/skiff"
+work=$(mktemp -d /tmp/skiff-bench.XXXXXX)
+trap 'for r in skiff runc crun; do for id in $(ls "$work/root-$r" 2>/dev/null); do "${bin[$r]}" --root "$work/root-$r" delete -f "$id" >/dev/null 2>&1 || true; done; done; rm -rf "$work"' EXIT
+declare -A bin=([skiff]="$skiff" [runc]="$(command -v runc)" [crun]="$(command -v crun)")
+
+mkdir -p "$work/bundle/rootfs/bin"
+cp /bin/busybox "$work/bundle/rootfs/bin/"
+for a in sh true; do ln -s busybox "$work/bundle/rootfs/bin/$a"; done
+(cd "$work/bundle" && "$skiff" spec)
+sed -i -e 's/"terminal": true/"terminal": false/' -e 's|^\t\t\t"sh"$|\t\t\t"true"|' "$work/bundle/config.json"
+
+lifecycle() { # runtime root id
+  local r=$1 root=$2 id=$3
+  "$r" --root "$root" create --bundle "$work/bundle" "$id"
+  "$r" --root "$root" start "$id"
+  until "$r" --root "$root" delete "$id" 2>/dev/null; do :; done
+}
+export -f lifecycle
+export work
+
+cmds_lc=() cmds_run=()
+for r in skiff runc crun; do
+  mkdir -p "$work/root-$r"
+  cmds_lc+=("lifecycle ${bin[$r]} $work/root-$r lc-$r")
+  cmds_run+=("${bin[$r]} --root $work/root-$r run --bundle $work/bundle run-$r")
+done
+
+hyperfine --warmup 3 --runs "$runs" --export-json "$work/lc.json" --shell=bash \
+  -n skiff -n runc -n crun "${cmds_lc[@]}" >/dev/null
+hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/run.json" \
+  -n skiff -n runc -n crun "${cmds_run[@]}" >/dev/null
+
+median_ms() { jq -r --arg n "$2" '.results[] | select(.command==$n) | .median * 1000' "$1"; }
+rss_kb() { # median peak RSS of `run` over 15 runs
+  local r=$1 out=()
+  for i in $(seq 15); do
+    out+=("$(/usr/bin/time -f %M "${bin[$r]}" --root "$work/root-$r" run --bundle "$work/bundle" "rss-$r" 2>&1 >/dev/null | tail -1)")
+  done
+  printf '%s\n' "${out[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
+printf '%-28s %10s %10s %10s %12s %12s\n' "benchmark (median)" skiff runc crun skiff/runc skiff/crun
+for b in lc run; do
+  label=$([ $b = lc ] && echo "create+start+wait+delete ms" || echo "run ms")
+  s=$(median_ms "$work/$b.json" skiff); r=$(median_ms "$work/$b.json" runc); c=$(median_ms "$work/$b.json" crun)
+  awk -v l="$label" -v s="$s" -v r="$r" -v c="$c" 'BEGIN {printf "%-28s %10.2f %10.2f %10.2f %12.2f %12.2f\n", l, s, r, c, s/r, s/c}'
+done
+s=$(rss_kb skiff); r=$(rss_kb runc); c=$(rss_kb crun)
+awk -v s="$s" -v r="$r" -v c="$c" 'BEGIN {printf "%-28s %10d %10d %10d %12.2f %12.2f\n", "run peak RSS KiB", s, r, c, s/r, s/c}'

@@ -1,0 +1,132 @@
+//! `process.terminal: true` with `--console-socket`: the runtime sends the pty
+//! master over the socket and the container's stdio is the slave.
+
+use std::time::Duration;
+
+use skiff_tests::*;
+
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// create --console-socket, receive the master, start, read until `marker`
+/// (or EOF), then clean up.  Returns the text read (CRLF -> LF).
+fn create_with_console(rt: &Runtime, b: &Bundle, args: &[&str], marker: &str) -> String {
+    b.set_args(args);
+    b.edit(|v| v["process"]["terminal"] = json!(true));
+    let sock = ConsoleSocket::new();
+    let id = unique_id();
+    rt.call(&[
+        "create",
+        "--bundle",
+        b.path_str(),
+        "--console-socket",
+        sock.path_str(),
+        &id,
+    ])
+    .ok();
+    let master = sock.receive();
+    rt.start(&id).ok();
+    let text = read_pty(&master, READ_TIMEOUT, |t| t.contains(marker));
+    rt.wait_status(&id, "stopped");
+    rt.delete(&id).ok();
+    text
+}
+
+#[test]
+fn console_socket_gets_pty_master() {
+    let (s, r) = on_both(|rt, b| {
+        create_with_console(
+            rt,
+            b,
+            &[
+                "sh",
+                "-c",
+                "tty; test -t 0 && test -t 1 && echo both-tty; echo done",
+            ],
+            "done\n",
+        )
+    });
+    assert!(r.contains("/dev/pts/0\n"), "{r:?}");
+    assert!(r.contains("both-tty\n"), "{r:?}");
+    assert_eq!(s, r, "terminal output (left skiff, right runc)");
+}
+
+#[test]
+fn console_size_is_honoured() {
+    let (s, r) = on_both(|rt, b| {
+        b.edit(|v| v["process"]["consoleSize"] = json!({"height": 33, "width": 101}));
+        create_with_console(rt, b, &["sh", "-c", "stty size; echo done"], "done\n")
+    });
+    assert!(r.contains("33 101\n"), "{r:?}");
+    assert_eq!(s, r);
+}
+
+#[test]
+fn terminal_without_console_socket_is_refused_for_create() {
+    let (s, r) = on_both(|rt, b| {
+        b.set_args(&["true"]);
+        b.edit(|v| v["process"]["terminal"] = json!(true));
+        let id = unique_id();
+        let out = rt.create(b, &id).fail();
+        rt.try_state(&id).fail();
+        out
+    });
+    assert_eq!(s.code(), r.code(), "skiff: {s}\nrunc: {r}");
+    assert!(
+        mentions_any(&s.stderr, &["console-socket", "console socket"]),
+        "{s}"
+    );
+}
+
+#[test]
+fn exec_tty_with_console_socket() {
+    let (s, r) = on_both(|rt, b| {
+        let id = unique_id();
+        rt.start_with(b, &id, SLEEPER);
+        let sock = ConsoleSocket::new();
+        rt.call(&[
+            "exec",
+            "--tty",
+            "--detach",
+            "--console-socket",
+            sock.path_str(),
+            &id,
+            "sh",
+            "-c",
+            "tty; test -t 1 && echo is-tty; echo done",
+        ])
+        .ok();
+        let master = sock.receive();
+        let text = read_pty(&master, READ_TIMEOUT, |t| t.contains("done\n"));
+        rt.delete_force(&id).ok();
+        text
+    });
+    assert!(r.contains("/dev/pts/") && r.contains("is-tty\n"), "{r:?}");
+    assert_eq!(s, r);
+}
+
+#[test]
+fn run_detach_with_terminal() {
+    let (s, r) = on_both(|rt, b| {
+        b.set_args(&["sh", "-c", "echo hello-from-$(tty); echo done"]);
+        b.edit(|v| v["process"]["terminal"] = json!(true));
+        let sock = ConsoleSocket::new();
+        let id = unique_id();
+        rt.call(&[
+            "run",
+            "--detach",
+            "--bundle",
+            b.path_str(),
+            "--console-socket",
+            sock.path_str(),
+            &id,
+        ])
+        .ok();
+        let master = sock.receive();
+        let text = read_pty(&master, READ_TIMEOUT, |t| t.contains("done\n"));
+        rt.wait_status(&id, "stopped");
+        rt.delete(&id).ok();
+        text
+    });
+    assert!(r.contains("hello-from-/dev/pts/0\n"), "{r:?}");
+    assert_eq!(s, r);
+}
