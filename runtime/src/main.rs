@@ -215,8 +215,35 @@ failure_from!(
     skiff_runtime::spec::SpecError
 );
 
+/// The subcommand, found without a full parse: the global flags that take a
+/// value are skipped with their value.
+fn subcommand(args: &[std::ffi::OsString]) -> Option<&str> {
+    let mut it = args.iter().skip(1).filter_map(|a| a.to_str());
+    while let Some(a) = it.next() {
+        match a {
+            "--root" | "--log" | "--log-format" | "--rootless" | "--criu" => {
+                it.next();
+            }
+            a if a.starts_with('-') => {}
+            a => return Some(a),
+        }
+    }
+    None
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // The commands that start container processes re-execute from a
+    // read-only copy of the binary first (CVE-2019-5736), before any other
+    // work, so that work is not done twice.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if matches!(subcommand(&args), Some("create" | "run" | "exec")) {
+        explain::set_enabled(args.iter().any(|a| a == "--explain"));
+        if let Err(e) = cloned_binary::ensure_cloned() {
+            print_error(LogFormat::Text, false, &e.to_string());
+            return ExitCode::from(1);
+        }
+    }
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -335,7 +362,6 @@ fn dispatch(cli: &Cli) -> Result<u8, Failure> {
     }
     match &cli.command {
         Command::Create(a) => {
-            cloned_binary::ensure_cloned()?;
             container_create::create(&create_options(cli, a))?;
             Ok(0)
         }
@@ -344,7 +370,6 @@ fn dispatch(cli: &Cli) -> Result<u8, Failure> {
             detach,
             keep,
         } => {
-            cloned_binary::ensure_cloned()?;
             let code = container_run::run(create_options(cli, create), *detach, *keep)?;
             Ok(code.clamp(0, 255) as u8)
         }
@@ -426,7 +451,6 @@ fn dispatch(cli: &Cli) -> Result<u8, Failure> {
 }
 
 fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8, Failure> {
-    cloned_binary::ensure_cloned()?;
     let mut c = load(cli, &a.id)?;
     let process = match &a.process {
         Some(p) => spec::load_process(p)?,
