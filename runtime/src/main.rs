@@ -239,7 +239,7 @@ fn main() -> ExitCode {
     if matches!(subcommand(&args), Some("create" | "run" | "exec")) {
         explain::set_enabled(args.iter().any(|a| a == "--explain"));
         if let Err(e) = cloned_binary::ensure_cloned() {
-            print_error(LogFormat::Text, false, &e.to_string());
+            print_error(LogFormat::Text, &e.to_string());
             return ExitCode::from(1);
         }
     }
@@ -260,7 +260,7 @@ fn main() -> ExitCode {
     let format: LogFormat = match cli.log_format.parse() {
         Ok(f) => f,
         Err(e) => {
-            print_error(LogFormat::Text, false, &e);
+            print_error(LogFormat::Text, &e);
             return ExitCode::from(1);
         }
     };
@@ -269,7 +269,6 @@ fn main() -> ExitCode {
         Err(e) => {
             print_error(
                 format,
-                false,
                 &format!(
                     "open {}: {}",
                     cli.log
@@ -296,7 +295,7 @@ fn main() -> ExitCode {
                 tracing::error!("{msg}");
                 eprintln!("{msg}");
             } else {
-                print_error(format, true, &msg);
+                print_error(format, &msg);
             }
             ExitCode::from(f.code)
         }
@@ -304,26 +303,8 @@ fn main() -> ExitCode {
 }
 
 /// An error line on stderr in the chosen log format (runc prints logrus lines).
-fn print_error(format: LogFormat, _logger_ready: bool, msg: &str) {
-    let time = skiff_runtime::utils::rfc3339_seconds(std::time::SystemTime::now());
-    match format {
-        LogFormat::Json => eprintln!(
-            "{}",
-            serde_json::json!({"level": "error", "msg": msg, "time": time})
-        ),
-        LogFormat::Text => {
-            let plain = !msg.is_empty()
-                && msg
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._/@^+".contains(&b));
-            let quoted = if plain {
-                msg.to_string()
-            } else {
-                serde_json::to_string(msg).unwrap_or_default()
-            };
-            eprintln!("time=\"{time}\" level=error msg={quoted}");
-        }
-    }
+fn print_error(format: LogFormat, msg: &str) {
+    eprint!("{}", logging::format_line(format, "error", msg));
 }
 
 fn load(cli: &Cli, id: &str) -> Result<Container> {
