@@ -99,6 +99,9 @@ pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)>
             .as_ref()
             .and_then(|l| l.namespaces().as_ref())
             .is_some_and(|n| n.iter().any(|x| x.typ() == LinuxNamespaceType::User));
+    if !opts.detach {
+        crate::container_run::block_forwarded();
+    }
     let (runtime_end, child_end) = sync::pair()?;
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -178,6 +181,7 @@ fn join_and_fork(
 ) -> Result<()> {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    crate::container_run::reset_signals();
     cgroups::add_pid(&c.state.cgroup_paths, std::process::id() as i32)?;
     namespaces::join(ns_files)?;
     // SAFETY: single-threaded, as above.

@@ -38,15 +38,41 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
-/// Wait for `pid` (our child, directly or as subreaper), forwarding signals,
-/// reaping any other orphans on the way. Returns its shell-style exit code.
-pub fn wait_forwarding(pid: i32) -> i32 {
+/// Block the signals a foreground `run`/`exec` forwards (and SIGCHLD), so
+/// that they queue for the signalfd instead of killing the runtime. Called
+/// before the container can run anything, so that a signal sent as soon as
+/// the container shows signs of life is not lost; the container's processes
+/// unblock everything again (see [`reset_signals`]).
+pub fn block_forwarded() -> SigSet {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     for s in FORWARDED {
         mask.add(*s);
     }
     let _ = mask.thread_block();
+    mask
+}
+
+/// In a process about to become the container's: unblock every signal and
+/// restore default dispositions of ignored ones (the Rust runtime ignores
+/// SIGPIPE, and ignored signals survive execve(2); see signal(7)).
+pub fn reset_signals() {
+    let _ = SigSet::all().thread_unblock();
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: restoring the default disposition installs no handler code.
+        unsafe {
+            let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl);
+        }
+    }
+}
+
+/// Wait for `pid` (our child, directly or as subreaper), forwarding signals,
+/// reaping any other orphans on the way. Returns its shell-style exit code.
+pub fn wait_forwarding(pid: i32) -> i32 {
+    let mask = block_forwarded();
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).ok();
     loop {
         // Reap whatever has exited; the container's process may already be gone.
@@ -90,6 +116,9 @@ pub fn wait_forwarding(pid: i32) -> i32 {
 
 /// `run`: returns the exit code to exit with.
 pub fn run(mut opts: CreateOptions, detach: bool, keep: bool) -> Result<i32> {
+    if !detach {
+        block_forwarded();
+    }
     let terminal_fg = !detach && opts.console_socket.is_none() && terminal_requested(&opts);
     let console = if terminal_fg {
         let fc = crate::terminal::ForegroundConsole::new()?;

@@ -75,6 +75,7 @@ fn set_non_dumpable() {
 
 fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     set_non_dumpable();
+    crate::container_run::reset_signals();
     chan.expect(Msg::Continue, "continue (cgroup joined)")?;
     let linux = cfg.spec.linux().as_ref();
 

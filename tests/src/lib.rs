@@ -294,7 +294,7 @@ fn cmdline_of(cmd: &Command) -> String {
 }
 
 /// Wait for `child`, killing its whole process group after `timeout`.
-fn wait_or_kill(child: Child, timeout: Duration, cmdline: &str) -> ExitStatus {
+pub fn wait_or_kill(child: Child, timeout: Duration, cmdline: &str) -> ExitStatus {
     let pid = child.id() as i32;
     let (tx, rx) = mpsc::channel();
     let waiter = thread::spawn(move || {
