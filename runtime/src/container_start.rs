@@ -55,6 +55,9 @@ pub fn start(c: &mut Container) -> Result<()> {
     .map_err(|e| Error::Other(format!("open exec fifo: {e}")))?;
     let pidfd = pidfd_open(c.state.pid)
         .map_err(|_| Error::Other("container process is already dead".into()))?;
+    // The init writes "0" once it is released, then keeps the fifo open
+    // until its execve closes it; if it fails before that, it writes why.
+    let mut got: Vec<u8> = Vec::new();
     loop {
         let mut fds = [
             PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
@@ -65,15 +68,39 @@ pub fn start(c: &mut Container) -> Result<()> {
             Err(e) => return Err(Error::Other(format!("wait for init: {e}"))),
             Ok(_) => {}
         }
-        let mut buf = [0u8; 1];
-        match nix::unistd::read(&fifo, &mut buf) {
-            Ok(1) => break,
-            _ => {
-                if fds[1].revents().is_some_and(|r| !r.is_empty()) {
-                    return Err(Error::Other("container process is already dead".into()));
+        let fifo_ev = fds[0].revents().unwrap_or(PollFlags::empty());
+        let init_gone = fds[1].revents().is_some_and(|r| !r.is_empty());
+        // Before the first byte, a read would see end-of-file just because
+        // no writer has opened the fifo yet: only read when poll says so.
+        if fifo_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
+            let mut buf = [0u8; 4096];
+            match nix::unistd::read(&fifo, &mut buf) {
+                Ok(0) if !got.is_empty() => break,
+                Ok(n) if n > 0 => {
+                    got.extend_from_slice(&buf[..n]);
+                    continue;
                 }
+                _ => {}
             }
         }
+        if init_gone && got.is_empty() {
+            return Err(Error::Other("container process is already dead".into()));
+        }
+        if init_gone {
+            // Exited after writing: whatever it wrote is all there is.
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = nix::unistd::read(&fifo, &mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            break;
+        }
+    }
+    if got.len() > 1 {
+        let _ = std::fs::remove_file(&fifo_path);
+        let msg = String::from_utf8_lossy(&got[1..]).into_owned();
+        return Err(Error::Other(format!(
+            "unable to start container process: {msg}"
+        )));
     }
     let _ = std::fs::remove_file(&fifo_path);
     c.state.status = Status::Running;

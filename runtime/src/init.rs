@@ -222,13 +222,24 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     let program = process::exec::find(&args[0], &env)?;
 
     chan.send(&Msg::Ready)?;
-    cfg.exec_fifo.wait_for_start()?;
-    crate::hooks::run(
+    // `start` keeps reading the fifo until this descriptor closes, which
+    // happens at execve (it is close-on-exec): so `start` returns only once
+    // the user's program runs, and learns why if it never does.
+    let go = cfg.exec_fifo.wait_for_start()?;
+    let report = |e: &dyn std::fmt::Display| {
+        let _ = nix::unistd::write(&go, e.to_string().as_bytes());
+    };
+    if let Err(e) = crate::hooks::run(
         "startContainer",
         hooks.and_then(|h| h.start_container().as_ref()),
         &hook_state(crate::Status::Created),
-    )?;
-    Err(process::exec::exec(&program, &args, &env, cfg.preserve_fds).into())
+    ) {
+        report(&e);
+        return Err(e.into());
+    }
+    let err = process::exec::exec(&program, &args, &env, cfg.preserve_fds);
+    report(&err);
+    Err(err.into())
 }
 
 /// The init's handle on `exec.fifo`: an `O_PATH` descriptor of the fifo and
@@ -263,8 +274,9 @@ impl ExecFifo {
         Ok(ExecFifo { fifo, proc })
     }
 
-    /// Block until `start` opens the other end, then tell it we go.
-    fn wait_for_start(&self) -> Result<()> {
+    /// Block until `start` opens the other end, then tell it we go. Returns
+    /// the open write end, for reporting a failure before execve.
+    fn wait_for_start(&self) -> Result<OwnedFd> {
         use nix::fcntl::{openat, OFlag};
         crate::explain!("fifo(7)", "waiting on exec.fifo: opening a fifo for writing blocks until `skiff start` opens it for reading");
         let path = format!("self/fd/{}", self.fifo.as_raw_fd());
@@ -276,7 +288,7 @@ impl ExecFifo {
         )
         .map_err(|e| Error::Other(format!("open exec fifo: {e}")))?;
         nix::unistd::write(&fd, b"0").map_err(|e| Error::Other(format!("write exec fifo: {e}")))?;
-        Ok(())
+        Ok(fd)
     }
 }
 

@@ -281,3 +281,30 @@ fn poststop_failure_does_not_fail_delete() {
     assert_eq!(r, (0, true));
     assert_eq!(s, r);
 }
+
+#[test]
+fn failing_start_container_hook_fails_start() {
+    // The spec: a failing startContainer hook fails `start` (and the user's
+    // program never runs). skiff reports it from `start` itself, because
+    // `start` waits until the init has exec'd or failed.
+    // RUNC-1.1.5-QUIRK: runc 1.1.5's `start` returns as soon as the init is
+    // released, so it exits 0 and the failure is only visible as a stopped
+    // container; only skiff's exit code is asserted.
+    let (s, r) = on_both(|rt, b| {
+        let marker = b.rootfs().join("ran");
+        b.set_args(&["touch", "/ran"]);
+        b.edit(|v| {
+            v["root"]["readonly"] = json!(false);
+            v["hooks"] = json!({"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo hook-said-no >&2; exit 9"]}]});
+        });
+        let id = unique_id();
+        rt.create(b, &id).ok();
+        let out = rt.start(&id);
+        rt.wait_status(&id, "stopped");
+        rt.delete_force(&id);
+        (out, marker.exists())
+    });
+    assert!(!s.1 && !r.1, "the program never ran");
+    assert_eq!(s.0.code(), 1, "{}", s.0);
+    assert!(s.0.stderr.contains("hook-said-no"), "{}", s.0);
+}
