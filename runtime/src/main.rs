@@ -12,9 +12,9 @@ use skiff_runtime::container::{self, Container};
 use skiff_runtime::container_create::CreateOptions;
 use skiff_runtime::logging::{self, LogFormat};
 use skiff_runtime::{
-    cloned_binary, container_create, container_delete, container_exec, container_kill,
-    container_list, container_pause, container_ps, container_run, container_start, explain,
-    features, signals, spec,
+    cloned_binary, container_create, container_delete, container_events, container_exec,
+    container_kill, container_list, container_pause, container_ps, container_run, container_start,
+    container_update, explain, features, signals, spec,
 };
 
 #[derive(Parser, Debug)]
@@ -140,6 +140,75 @@ enum Command {
     },
     /// Show the enabled features
     Features,
+    /// Update container resource constraints
+    Update(UpdateArgs),
+    /// Display container events such as OOM notifications and resource usage statistics
+    Events {
+        /// Display the container's stats then exit
+        #[arg(long)]
+        stats: bool,
+        /// Set the stats collection interval
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        id: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct UpdateArgs {
+    /// Path to a file containing the resources to update, or '-' to read from stdin
+    #[arg(short, long)]
+    resources: Option<PathBuf>,
+    /// Specifies per cgroup weight, range is from 10 to 1000
+    #[arg(long = "blkio-weight")]
+    blkio_weight: Option<u16>,
+    /// CPU CFS period to be used for hardcapping (in usecs)
+    #[arg(long = "cpu-period")]
+    cpu_period: Option<u64>,
+    /// CPU CFS hardcap limit (in usecs). Allowed cpu time in a given period
+    #[arg(long = "cpu-quota")]
+    cpu_quota: Option<i64>,
+    /// CPU shares (relative weight vs. other containers)
+    #[arg(long = "cpu-share")]
+    cpu_share: Option<u64>,
+    /// CPU realtime period to be used for hardcapping (in usecs)
+    #[arg(long = "cpu-rt-period")]
+    cpu_rt_period: Option<u64>,
+    /// CPU realtime hardcap limit (in usecs)
+    #[arg(long = "cpu-rt-runtime")]
+    cpu_rt_runtime: Option<i64>,
+    /// Set cgroup SCHED_IDLE or not, 0: default behavior, 1: SCHED_IDLE
+    #[arg(long = "cpu-idle")]
+    cpu_idle: Option<i64>,
+    /// CPU(s) to use
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    /// Memory node(s) to use
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
+    /// Memory limit (in bytes, or with a k/m/g suffix)
+    #[arg(long)]
+    memory: Option<String>,
+    /// Memory reservation or soft_limit (in bytes)
+    #[arg(long = "memory-reservation")]
+    memory_reservation: Option<String>,
+    /// Total memory usage (memory + swap); set '-1' to enable unlimited swap
+    #[arg(long = "memory-swap")]
+    memory_swap: Option<String>,
+    /// Maximum number of pids allowed in the container
+    #[arg(long = "pids-limit")]
+    pids_limit: Option<i64>,
+    /// Deprecated kernel memory limits: accepted and ignored, as by runc
+    #[arg(long = "kernel-memory", hide = true)]
+    kernel_memory: Option<String>,
+    #[arg(long = "kernel-memory-tcp", hide = true)]
+    kernel_memory_tcp: Option<String>,
+    /// Intel RDT schemata: not supported
+    #[arg(long = "l3-cache-schema", hide = true)]
+    l3_cache_schema: Option<String>,
+    #[arg(long = "mem-bw-schema", hide = true)]
+    mem_bw_schema: Option<String>,
+    id: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -421,6 +490,25 @@ fn dispatch(cli: &Cli) -> Result<u8, Failure> {
             spec::write_default(bundle, *rootless)?;
             Ok(0)
         }
+        Command::Update(a) => {
+            let mut c = load(cli, &a.id)?;
+            container_update::update(&mut c, &update_overlay(a)?)?;
+            Ok(0)
+        }
+        Command::Events {
+            stats,
+            interval,
+            id,
+        } => {
+            let every = humantime::parse_duration(interval)
+                .map_err(|e| anyhow!("invalid --interval {interval:?}: {e}"))?;
+            if every.is_zero() {
+                return Err(anyhow!("duration interval must be greater than 0").into());
+            }
+            let mut c = load(cli, id)?;
+            container_events::events(&mut c, *stats, every, &mut std::io::stdout().lock())?;
+            Ok(0)
+        }
         Command::Features => {
             println!(
                 "{}",
@@ -429,6 +517,73 @@ fn dispatch(cli: &Cli) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+/// The `linux.resources` changes an `update` command line asks for.
+fn update_overlay(a: &UpdateArgs) -> Result<serde_json::Value> {
+    use serde_json::json;
+    if a.l3_cache_schema.is_some() || a.mem_bw_schema.is_some() {
+        return Err(anyhow!("Intel RDT is not supported by skiff"));
+    }
+    let mut v = match &a.resources {
+        Some(p) if p.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("read resources from stdin")?;
+            serde_json::from_str(&s).context("parse resources from stdin")?
+        }
+        Some(p) => {
+            let s = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+            serde_json::from_str(&s).with_context(|| format!("parse {}", p.display()))?
+        }
+        None => json!({}),
+    };
+    let size = |s: &Option<String>| -> Result<Option<i64>> {
+        s.as_deref()
+            .map(|s| container_update::parse_size(s).map_err(|e| anyhow!(e)))
+            .transpose()
+    };
+    let mut set = |path: &[&str], val: serde_json::Value| {
+        let mut cur = &mut v;
+        for k in &path[..path.len() - 1] {
+            if !cur.get(*k).is_some_and(|x| x.is_object()) {
+                cur[*k] = json!({});
+            }
+            cur = &mut cur[*k];
+        }
+        cur[path[path.len() - 1]] = val;
+    };
+    if let Some(w) = a.blkio_weight {
+        set(&["blockIO", "weight"], json!(w));
+    }
+    for (key, val) in [
+        ("period", a.cpu_period.map(|x| json!(x))),
+        ("quota", a.cpu_quota.map(|x| json!(x))),
+        ("shares", a.cpu_share.map(|x| json!(x))),
+        ("realtimePeriod", a.cpu_rt_period.map(|x| json!(x))),
+        ("realtimeRuntime", a.cpu_rt_runtime.map(|x| json!(x))),
+        ("idle", a.cpu_idle.map(|x| json!(x))),
+        ("cpus", a.cpuset_cpus.as_ref().map(|x| json!(x))),
+        ("mems", a.cpuset_mems.as_ref().map(|x| json!(x))),
+    ] {
+        if let Some(val) = val {
+            set(&["cpu", key], val);
+        }
+    }
+    for (key, val) in [
+        ("limit", size(&a.memory)?),
+        ("reservation", size(&a.memory_reservation)?),
+        ("swap", size(&a.memory_swap)?),
+    ] {
+        if let Some(val) = val {
+            set(&["memory", key], json!(val));
+        }
+    }
+    if let Some(p) = a.pids_limit {
+        set(&["pids", "limit"], json!(p));
+    }
+    let _ = (&a.kernel_memory, &a.kernel_memory_tcp);
+    Ok(v)
 }
 
 fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8, Failure> {

@@ -21,9 +21,11 @@ pub enum SpecError {
     NoConfig { path: PathBuf },
     #[error("read {path}: {err}")]
     Read { path: PathBuf, err: io::Error },
-    #[error("parse {path}: {err}")]
+    #[error("parse {path}: {field}{err}")]
     Parse {
         path: PathBuf,
+        /// Where in the document, like `linux.resources.devices[0].type: `.
+        field: String,
         err: serde_json::Error,
     },
     #[error("invalid config {path}: {msg}")]
@@ -50,10 +52,7 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SpecError::NoConfig { path }),
         Err(err) => return Err(SpecError::Read { path, err }),
     };
-    let spec: Spec = serde_json::from_slice(&data).map_err(|err| SpecError::Parse {
-        path: path.clone(),
-        err,
-    })?;
+    let spec: Spec = parse(&path, &data)?;
     validate(&spec).map_err(|msg| SpecError::Invalid { path, msg })?;
     Ok(spec)
 }
@@ -64,9 +63,24 @@ pub fn load_process(path: &Path) -> Result<oci_spec::runtime::Process, SpecError
         path: path.to_path_buf(),
         err,
     })?;
-    serde_json::from_slice(&data).map_err(|err| SpecError::Parse {
-        path: path.to_path_buf(),
-        err,
+    parse(path, &data)
+}
+
+/// Deserialize JSON, naming the field that is wrong when it fails.
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, data: &[u8]) -> Result<T, SpecError> {
+    let de = &mut serde_json::Deserializer::from_slice(data);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." {
+            String::new()
+        } else {
+            format!("{field}: ")
+        };
+        SpecError::Parse {
+            path: path.to_path_buf(),
+            field,
+            err: e.into_inner(),
+        }
     })
 }
 

@@ -26,6 +26,7 @@
 //! id when the path is empty, is taken below the cgroup the runtime itself
 //! runs in. `..` can never climb above those starting points.
 
+pub mod stats;
 pub mod v1;
 pub mod v2;
 
@@ -318,6 +319,92 @@ pub fn resolve_paths(cgroups_path: Option<&Path>, id: &str) -> Result<CgroupPath
         mode: Some(mode),
         paths,
     })
+}
+
+/// Reject values the kernel would refuse half-way through, with the field
+/// named, before anything is written.
+pub fn validate(r: &LinuxResources) -> Result<()> {
+    let bad = |field: &'static str, msg: String| Err(CgroupError::InvalidResource { field, msg });
+    if let Some(m) = r.memory() {
+        for (field, v) in [
+            ("memory.limit", m.limit()),
+            ("memory.reservation", m.reservation()),
+            ("memory.swap", m.swap()),
+        ] {
+            if let Some(v) = v.filter(|v| *v < -1) {
+                return bad(field, format!("{v} is negative (use -1 for unlimited)"));
+            }
+        }
+        if let Some(s) = m.swappiness().filter(|s| *s > 100) {
+            return bad("memory.swappiness", format!("{s} is above 100"));
+        }
+    }
+    if let Some(c) = r.cpu() {
+        if let Some(s) = c.shares().filter(|s| *s != 0 && !(2..=262_144).contains(s)) {
+            return bad("cpu.shares", format!("{s} is outside 2..262144"));
+        }
+        if let Some(q) = c.quota().filter(|q| *q != 0 && *q != -1 && *q < 1000) {
+            return bad(
+                "cpu.quota",
+                format!("{q} is below 1000 microseconds (use -1 for unlimited)"),
+            );
+        }
+        if let Some(p) = c
+            .period()
+            .filter(|p| *p != 0 && !(1000..=1_000_000).contains(p))
+        {
+            return bad(
+                "cpu.period",
+                format!("{p} is outside 1000..1000000 microseconds"),
+            );
+        }
+        for (field, v) in [("cpu.cpus", c.cpus()), ("cpu.mems", c.mems())] {
+            if let Some(v) = v.as_deref().filter(|v| {
+                !v.bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
+            }) {
+                return bad(field, format!("{v:?} is not a list like 0-3,5"));
+            }
+        }
+    }
+    if let Some(b) = r.block_io() {
+        if let Some(w) = b.weight().filter(|w| *w != 0 && !(10..=1000).contains(w)) {
+            return bad("blockIO.weight", format!("{w} is outside 10..1000"));
+        }
+    }
+    if let Some(p) = r.pids() {
+        if p.limit() < -1 {
+            return bad(
+                "pids.limit",
+                format!("{} is negative (use -1 for unlimited)", p.limit()),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The container's cgroup2 directory, if the `controller` is available there
+/// (on hybrid hosts a few controllers, such as hugetlb, may live in the
+/// cgroup2 tree rather than in a v1 hierarchy).
+pub fn unified_with<'a>(paths: &'a CgroupPaths, controller: &str) -> Option<&'a Path> {
+    let dir = paths.unified()?;
+    let avail = fs::read_to_string(dir.join("cgroup.controllers")).ok()?;
+    avail
+        .split_whitespace()
+        .any(|c| c == controller)
+        .then_some(dir)
+}
+
+/// One line of `rdma.max`: `DEVICE hca_handle=N hca_object=M`.
+pub fn rdma_line(dev: &str, l: &oci_spec::runtime::LinuxRdma) -> String {
+    let mut s = dev.to_string();
+    if let Some(h) = l.hca_handles() {
+        s.push_str(&format!(" hca_handle={h}"));
+    }
+    if let Some(o) = l.hca_objects() {
+        s.push_str(&format!(" hca_object={o}"));
+    }
+    s
 }
 
 /// The host mount point of the hierarchy that `dir` (a container cgroup

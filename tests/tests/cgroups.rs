@@ -1,0 +1,353 @@
+//! Cgroup resources on whatever host this runs on (hybrid v1 on the
+//! development machines, pure v2 in the VM test bed): the values land in the
+//! container's cgroup files, the same files runc writes on this host, and the
+//! kernel enforces them.
+
+use std::time::Duration;
+
+use skiff_tests::*;
+
+/// Is this host pure cgroup v2?
+fn unified() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup") && l.contains(" - cgroup2 "))
+}
+
+/// The directory of `pid`'s cgroup in the hierarchy that has `controller`
+/// (ignored on v2: there is one hierarchy).
+fn cgroup_dir(pid: i32, controller: &str) -> std::path::PathBuf {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in cg.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrls, path) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+        if unified() && ctrls.is_empty() {
+            return std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+        }
+        if ctrls.split(',').any(|c| c == controller) {
+            // The v1 hierarchy of the controller; its mount root is "/" on these hosts.
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            let mp = mounts
+                .lines()
+                .find(|l| {
+                    l.contains(" - cgroup ")
+                        && l.rsplit(' ')
+                            .next()
+                            .unwrap()
+                            .split(',')
+                            .any(|o| o == controller)
+                })
+                .and_then(|l| l.split(' ').nth(4))
+                .unwrap();
+            return std::path::Path::new(mp).join(path.trim_start_matches('/'));
+        }
+    }
+    panic!("no {controller} cgroup for pid {pid}: {cg}");
+}
+
+fn read(pid: i32, controller: &str, file: &str) -> String {
+    let p = cgroup_dir(pid, controller).join(file);
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+/// The resource files and the values to expect, for this host's layout.
+fn resource_files() -> Vec<(&'static str, &'static str, &'static str)> {
+    if unified() {
+        vec![
+            ("memory", "memory.max", "67108864"),
+            ("memory", "memory.low", "33554432"),
+            ("pids", "pids.max", "42"),
+            ("cpu", "cpu.weight", "20"),
+            ("cpu", "cpu.max", "50000 100000"),
+            ("cpuset", "cpuset.cpus", "0"),
+        ]
+    } else {
+        vec![
+            ("memory", "memory.limit_in_bytes", "67108864"),
+            ("memory", "memory.soft_limit_in_bytes", "33554432"),
+            ("memory", "memory.swappiness", "30"),
+            ("pids", "pids.max", "42"),
+            ("cpu", "cpu.shares", "512"),
+            ("cpu", "cpu.cfs_quota_us", "50000"),
+            ("cpu", "cpu.cfs_period_us", "100000"),
+            ("cpuset", "cpuset.cpus", "0"),
+        ]
+    }
+}
+
+fn with_resources(b: &Bundle) {
+    b.edit(|v| {
+        let mut mem = json!({"limit": 67108864, "reservation": 33554432});
+        if !unified() {
+            mem["swappiness"] = json!(30);
+        }
+        v["linux"]["resources"]["memory"] = mem;
+        v["linux"]["resources"]["pids"] = json!({"limit": 42});
+        v["linux"]["resources"]["cpu"] =
+            json!({"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"});
+    });
+}
+
+#[test]
+fn resources_land_in_the_cgroup_files_like_runc() {
+    let (s, r) = on_both(|rt, b| {
+        with_resources(b);
+        let id = unique_id();
+        let pid = rt.start_with(b, &id, &["sleep", "300"]);
+        let got: Vec<String> = resource_files()
+            .iter()
+            .map(|(c, f, _)| format!("{f}={}", read(pid, c, f)))
+            .collect();
+        rt.delete_force(&id).ok();
+        got
+    });
+    let want: Vec<String> = resource_files()
+        .iter()
+        .map(|(_, f, v)| format!("{f}={v}"))
+        .collect();
+    assert_eq!(s, want);
+    // runc on a v2 host writes cpu.weight from shares with the same formula.
+    assert_eq!(s, r, "(left skiff, right runc)");
+}
+
+#[test]
+fn update_changes_live_values_and_events_stats_match() {
+    let rt = Runtime::skiff();
+    let b = Bundle::busybox();
+    let id = unique_id();
+    let pid = rt.start_with(&b, &id, &["sleep", "300"]);
+    rt.call(&[
+        "update",
+        "--memory",
+        "96m",
+        "--pids-limit",
+        "17",
+        "--cpu-quota",
+        "30000",
+        "--cpu-period",
+        "100000",
+        &id,
+    ])
+    .ok();
+    let (mem_file, cpu_file, cpu_want) = if unified() {
+        ("memory.max", "cpu.max", "30000 100000")
+    } else {
+        ("memory.limit_in_bytes", "cpu.cfs_quota_us", "30000")
+    };
+    assert_eq!(read(pid, "memory", mem_file), (96 << 20).to_string());
+    assert_eq!(read(pid, "pids", "pids.max"), "17");
+    assert_eq!(read(pid, "cpu", cpu_file), cpu_want);
+    // --resources from stdin, as containerd sends it.
+    let mut cmd = rt.cmd(&["update", "--resources", "-", &id]);
+    cmd.stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"pids": {"limit": 23}}"#)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(read(pid, "pids", "pids.max"), "23");
+    // The config kept in state follows, so a later update merges with it.
+    let stats = rt.call(&["events", "--stats", &id]).ok().json();
+    assert_eq!(stats["type"], "stats");
+    assert_eq!(stats["id"], json!(id));
+    let data = &stats["data"];
+    assert_eq!(data["pids"]["limit"], json!(23));
+    assert_eq!(
+        data["pids"]["current"].as_u64(),
+        Some(read(pid, "pids", "pids.current").parse().unwrap())
+    );
+    assert_eq!(data["memory"]["usage"]["limit"], json!(96u64 << 20));
+    let usage_file = if unified() {
+        "memory.current"
+    } else {
+        "memory.usage_in_bytes"
+    };
+    let file_usage: u64 = read(pid, "memory", usage_file).parse().unwrap();
+    let reported = data["memory"]["usage"]["usage"].as_u64().unwrap();
+    assert!(
+        reported.abs_diff(file_usage) < 1 << 20,
+        "{reported} vs {file_usage}"
+    );
+    rt.delete_force(&id).ok();
+}
+
+#[test]
+fn memory_limit_oom_kills_and_events_report_it() {
+    let rt = Runtime::skiff();
+    let b = Bundle::busybox();
+    b.edit(|v| {
+        v["root"]["readonly"] = json!(false);
+        v["linux"]["resources"]["memory"] = json!({"limit": 33554432, "swap": 33554432});
+    });
+    // A shell that waits for a go signal, then eats memory forever.
+    let id = unique_id();
+    let _pid = rt.start_with(
+        &b,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "while [ ! -e /tmp/go ]; do sleep 0.05; done; tail /dev/zero",
+        ],
+    );
+    let mut events = rt.cmd(&["events", "--interval", "1h", &id]);
+    events
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut ev = events.spawn().unwrap();
+    let mut out = ev.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut out, &mut s).ok();
+        s
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    rt.exec(&id, &["touch", "/tmp/go"]).ok();
+    rt.wait_status(&id, "stopped");
+    let status = wait_or_kill(ev, Duration::from_secs(20), "events");
+    let lines = reader.join().unwrap();
+    assert!(
+        status.success(),
+        "events exits when the container stops: {lines}"
+    );
+    assert!(
+        lines
+            .lines()
+            .any(|l| l == format!(r#"{{"type":"oom","id":"{id}"}}"#)),
+        "{lines}"
+    );
+    rt.delete(&id).ok();
+}
+
+#[test]
+fn pids_limit_makes_fork_fail_inside() {
+    let both = run_both(|b| {
+        b.edit(|v| v["linux"]["resources"]["pids"] = json!({"limit": 4}));
+        b.set_args(&[
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6; do sleep 1 & done; echo done",
+        ]);
+    });
+    // busybox sh gives up (exit 2) at the first fork the pids limit refuses.
+    assert_eq!(both.same_code(), 2);
+    for out in [&both.skiff, &both.runc] {
+        assert!(out.stderr.contains("can't fork"), "{out}");
+    }
+}
+
+#[test]
+fn cpu_quota_caps_a_busy_loop() {
+    let rt = Runtime::skiff();
+    let b = Bundle::busybox();
+    b.edit(|v| v["linux"]["resources"]["cpu"] = json!({"quota": 20000, "period": 100000}));
+    let id = unique_id();
+    let _pid = rt.start_with(&b, &id, &["sh", "-c", "while :; do :; done"]);
+    let usage = |rt: &Runtime| {
+        rt.call(&["events", "--stats", &id]).ok().json()["data"]["cpu"]["usage"]["total"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = usage(&rt);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = usage(&rt) - before;
+    rt.delete_force(&id).ok();
+    // 20% of one CPU over 2 s is 0.4 s; allow generous margins.
+    assert!(
+        used > 100_000_000 && used < 900_000_000,
+        "cpu used in 2s: {used} ns"
+    );
+}
+
+#[test]
+fn device_rules_deny_and_allow() {
+    let (s, r) = on_both(|rt, b| {
+        b.add_mount(json!({"destination": "/dev/fuse", "type": "bind", "source": "/dev/fuse", "options": ["bind"]}));
+        b.set_args(&[
+            "sh",
+            "-c",
+            "(exec 3<>/dev/fuse) 2>/dev/null && echo opened || echo denied",
+        ]);
+        let denied = rt.run(b, &unique_id()).ok().stdout;
+        b.edit(|v| {
+            v["linux"]["resources"]["devices"]
+                .as_array_mut()
+                .unwrap()
+                .push(
+                    json!({"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw"}),
+                )
+        });
+        let allowed = rt.run(b, &unique_id()).ok().stdout;
+        (denied, allowed)
+    });
+    assert_eq!(s, ("denied\n".to_string(), "opened\n".to_string()));
+    assert_eq!(s, r);
+}
+
+#[test]
+fn bad_resources_are_refused_naming_the_field_and_leave_nothing() {
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        (json!({"memory": {"limit": -5}}), "memory.limit"),
+        (json!({"cpu": {"quota": 10}}), "cpu.quota"),
+        (json!({"cpu": {"shares": 1}}), "cpu.shares"),
+        (json!({"cpu": {"cpus": "zero"}}), "cpu.cpus"),
+        (json!({"pids": {"limit": -7}}), "pids.limit"),
+        (
+            json!({"devices": [{"allow": true, "type": "x", "access": "rwm"}]}),
+            "linux.resources.devices[0].type",
+        ),
+    ];
+    let rt = Runtime::skiff();
+    for (res, field) in cases {
+        let b = Bundle::busybox();
+        b.set_args(&["true"]);
+        b.edit(|v| {
+            for (k, val) in res.as_object().unwrap() {
+                v["linux"]["resources"][k] = val.clone();
+            }
+        });
+        let id = unique_id();
+        let leaks = LeakCheck::new(&[&rt], &[&b], &[&id]);
+        let out = rt.run(&b, &id).fail();
+        assert!(out.stderr.contains(field), "{field}: {out}");
+        leaks.assert_clean();
+    }
+    if !unified() {
+        // A controller this host does not have (net_cls is not mounted here).
+        let b = Bundle::busybox();
+        b.set_args(&["true"]);
+        b.edit(|v| v["linux"]["resources"]["network"] = json!({"classID": 1048577}));
+        let id = unique_id();
+        let leaks = LeakCheck::new(&[&rt], &[&b], &[&id]);
+        let out = rt.run(&b, &id).fail();
+        assert!(out.stderr.contains("net_cls"), "{out}");
+        leaks.assert_clean();
+    }
+}
+
+#[test]
+fn cgroups_path_cannot_escape_its_hierarchy() {
+    // runc's rule: the path is cleaned as if absolute, so `..` stops at the root.
+    let (s, r) = on_both(|rt, b| {
+        let name = format!("skiff-escape-{}", unique_id());
+        b.edit(|v| v["linux"]["cgroupsPath"] = json!(format!("/../../../{name}")));
+        let id = unique_id();
+        let pid = rt.start_with(b, &id, &["sleep", "300"]);
+        let dir = cgroup_dir(pid, "pids");
+        rt.delete_force(&id).ok();
+        dir.strip_prefix("/sys/fs/cgroup")
+            .unwrap()
+            .to_string_lossy()
+            .replace(&name, "NAME")
+    });
+    assert!(s.ends_with("/NAME") || s == "NAME", "{s}");
+    assert_eq!(s, r);
+}
