@@ -26,6 +26,7 @@
 //! id when the path is empty, is taken below the cgroup the runtime itself
 //! runs in. `..` can never climb above those starting points.
 
+pub mod device_filter;
 pub mod stats;
 pub mod v1;
 pub mod v2;
@@ -321,6 +322,77 @@ pub fn resolve_paths(cgroups_path: Option<&Path>, id: &str) -> Result<CgroupPath
     })
 }
 
+/// Device rules every container gets after the spec's own (runc's list):
+/// mknod of anything, the standard character devices, ptys and tun.
+const DEFAULT_DEVICE_RULES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:8 rwm",
+    "c 1:7 rwm",
+    "c 5:0 rwm",
+    "c 1:5 rwm",
+    "c 1:9 rwm",
+    "c 136:* rwm",
+    "c 5:2 rwm",
+    "c 10:200 rwm",
+];
+
+/// The container's device rules in order: `linux.resources.devices`, then
+/// every node of `linux.devices` (the container may always use what it was
+/// given), then the defaults. Later rules override earlier ones.
+pub fn device_rules(
+    spec_rules: &[oci_spec::runtime::LinuxDeviceCgroup],
+    devices: &[oci_spec::runtime::LinuxDevice],
+) -> Result<Vec<device_filter::Rule>> {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    let mut out = Vec::new();
+    for r in spec_rules {
+        let kind = match r.typ() {
+            None | Some(T::A) => 'a',
+            Some(T::B) => 'b',
+            Some(T::C) | Some(T::U) => 'c',
+            Some(T::P) => {
+                return Err(CgroupError::InvalidResource {
+                    field: "devices.type",
+                    msg: "\"p\" is not a device cgroup type (a, b or c)".into(),
+                })
+            }
+        };
+        let num = |n: Option<i64>| n.filter(|n| *n >= 0).map(|n| n as u32);
+        let access = r.access().clone().unwrap_or_else(|| "rwm".into());
+        if access.is_empty() || !access.chars().all(|c| "rwm".contains(c)) {
+            return Err(CgroupError::InvalidResource {
+                field: "devices.access",
+                msg: format!("{access:?} is not a combination of r, w and m"),
+            });
+        }
+        out.push(device_filter::Rule {
+            kind,
+            major: num(r.major()),
+            minor: num(r.minor()),
+            access,
+            allow: r.allow(),
+        });
+    }
+    for d in devices {
+        let kind = if d.typ() == T::B { 'b' } else { 'c' };
+        out.push(device_filter::Rule {
+            kind,
+            major: Some(d.major() as u32),
+            minor: Some(d.minor() as u32),
+            access: "rwm".into(),
+            allow: true,
+        });
+    }
+    out.extend(
+        DEFAULT_DEVICE_RULES
+            .iter()
+            .filter_map(|l| device_filter::Rule::parse(l, true)),
+    );
+    Ok(out)
+}
+
 /// Reject values the kernel would refuse half-way through, with the field
 /// named, before anything is written.
 pub fn validate(r: &LinuxResources) -> Result<()> {
@@ -430,7 +502,7 @@ pub fn create(
         paths.paths.len()
     );
     if paths.is_v2() {
-        v2::create(paths, resources)
+        v2::create(paths, resources, devices)
     } else {
         v1::create(paths, resources, devices)
     }

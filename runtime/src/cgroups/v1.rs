@@ -9,25 +9,9 @@
 
 use std::path::Path;
 
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxResources};
 
 use super::{mkdir_all, read, write, CgroupError, CgroupPaths, Result};
-
-/// Device rules every container gets, after the spec's own (runc's list):
-/// mknod of anything, the standard character devices, ptys and tun.
-const DEFAULT_ALLOWED: &[&str] = &[
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:8 rwm",
-    "c 1:7 rwm",
-    "c 5:0 rwm",
-    "c 1:5 rwm",
-    "c 1:9 rwm",
-    "c 136:* rwm",
-    "c 5:2 rwm",
-    "c 10:200 rwm",
-];
 
 pub fn create(
     paths: &CgroupPaths,
@@ -290,25 +274,6 @@ fn apply_blkio(paths: &CgroupPaths, b: &oci_spec::runtime::LinuxBlockIo) -> Resu
     Ok(())
 }
 
-/// Render one device rule as the devices controller wants it: `TYPE MAJOR:MINOR ACCESS`.
-pub fn device_rule(rule: &LinuxDeviceCgroup) -> String {
-    let typ = match rule.typ() {
-        Some(LinuxDeviceType::C) | Some(LinuxDeviceType::U) => "c",
-        Some(LinuxDeviceType::B) => "b",
-        Some(LinuxDeviceType::P) => "p",
-        Some(LinuxDeviceType::A) | None => "a",
-    };
-    let num = |n: Option<i64>| {
-        n.filter(|&n| n >= 0)
-            .map_or("*".to_string(), |n| n.to_string())
-    };
-    let access = rule.access().clone().unwrap_or_else(|| "rwm".into());
-    if typ == "a" {
-        return "a".into();
-    }
-    format!("{typ} {}:{} {access}", num(rule.major()), num(rule.minor()))
-}
-
 fn apply_devices(
     paths: &CgroupPaths,
     rules: &[LinuxDeviceCgroup],
@@ -324,28 +289,13 @@ fn apply_devices(
         "writing device rules to {}: the container may only open the device nodes it is allowed",
         dir.display()
     );
-    for rule in rules {
-        let line = device_rule(rule);
-        let file = if rule.allow() {
+    for rule in super::device_rules(rules, devices)? {
+        let file = if rule.allow {
             "devices.allow"
         } else {
             "devices.deny"
         };
-        write(&dir.join(file), &line)?;
-    }
-    for d in devices {
-        let typ = match d.typ() {
-            LinuxDeviceType::B => "b",
-            LinuxDeviceType::P => "p",
-            _ => "c",
-        };
-        write(
-            &dir.join("devices.allow"),
-            &format!("{typ} {}:{} rwm", d.major(), d.minor()),
-        )?;
-    }
-    for line in DEFAULT_ALLOWED {
-        write(&dir.join("devices.allow"), line)?;
+        write(&dir.join(file), &rule.line())?;
     }
     Ok(())
 }

@@ -16,11 +16,19 @@ fn dir(paths: &CgroupPaths) -> Result<&Path> {
     paths.unified().ok_or(CgroupError::NoCgroupFs)
 }
 
-pub fn create(paths: &CgroupPaths, resources: Option<&LinuxResources>) -> Result<()> {
+pub fn create(
+    paths: &CgroupPaths,
+    resources: Option<&LinuxResources>,
+    devices: &[oci_spec::runtime::LinuxDevice],
+) -> Result<()> {
     let d = dir(paths)?;
     mkdir_all(d)?;
     enable_controllers(d)?;
-    apply(paths, resources)
+    apply(paths, resources)?;
+    let spec_rules = resources
+        .and_then(|r| r.devices().as_deref())
+        .unwrap_or(&[]);
+    super::device_filter::attach(d, &super::device_rules(spec_rules, devices)?)
 }
 
 /// Enable every available controller in each ancestor's subtree_control, from
