@@ -351,3 +351,31 @@ fn cgroups_path_cannot_escape_its_hierarchy() {
     assert!(s.ends_with("/NAME") || s == "NAME", "{s}");
     assert_eq!(s, r);
 }
+
+#[test]
+fn delete_removes_nested_cgroups() {
+    let rt = Runtime::skiff();
+    let b = Bundle::busybox();
+    let id = unique_id();
+    let pid = rt.start_with(&b, &id, &["sleep", "300"]);
+    // What a container manager inside (systemd, a nested runtime) would make,
+    // with a process in it.
+    let dir = cgroup_dir(pid, "pids");
+    let nested = dir.join("nested/deeper");
+    std::fs::create_dir_all(&nested).unwrap();
+    let exec_pid_file = b.path().join("exec.pid");
+    rt.call(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        exec_pid_file.to_str().unwrap(),
+        &id,
+        "sleep",
+        "300",
+    ])
+    .ok();
+    let exec_pid = std::fs::read_to_string(&exec_pid_file).unwrap();
+    std::fs::write(nested.join("cgroup.procs"), exec_pid.trim()).unwrap();
+    rt.delete_force(&id).ok();
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
