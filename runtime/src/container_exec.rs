@@ -132,7 +132,21 @@ pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)>
                 pid = Some(p);
                 runtime_end.send(&Msg::Continue)?;
             }
-            Ok(Msg::Ready) => break Ok(()),
+            Ok(Msg::Ready) => {
+                // Keep reading: end-of-file means execve succeeded.
+                break match runtime_end.recv() {
+                    Err(sync::SyncError::Eof) => Ok(()),
+                    Ok(Msg::Error(e)) => Err(Error::Other(format!(
+                        "unable to start container process: {e}"
+                    ))),
+                    Ok(other) => Err(sync::SyncError::Unexpected {
+                        expected: "end of file",
+                        got: other,
+                    }
+                    .into()),
+                    Err(e) => Err(e.into()),
+                };
+            }
             Ok(Msg::Error(e)) => {
                 break Err(Error::Other(format!(
                     "unable to start container process: {e}"
@@ -209,6 +223,14 @@ fn join_and_fork(
     let args = process.args().clone().unwrap_or_default();
     let program = crate::process::exec::find(&args[0], &env)?;
     chan.send(&Msg::Ready)?;
-    let err: ProcessError = crate::process::exec::exec(&program, &args, &env, opts.preserve_fds);
+    // The channel is close-on-exec: the runtime reads end-of-file once the
+    // program runs, or this error if execve fails.
+    let err: ProcessError = crate::process::exec::exec(
+        &program,
+        &args,
+        &env,
+        opts.preserve_fds,
+        &[chan.as_raw_fd()],
+    );
     Err(err.into())
 }

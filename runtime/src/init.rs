@@ -237,7 +237,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         report(&e);
         return Err(e.into());
     }
-    let err = process::exec::exec(&program, &args, &env, cfg.preserve_fds);
+    let err = process::exec::exec(&program, &args, &env, cfg.preserve_fds, &[go.as_raw_fd()]);
     report(&err);
     Err(err.into())
 }

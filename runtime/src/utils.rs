@@ -37,25 +37,25 @@ pub fn rfc3339_seconds(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// Mark every descriptor from `from` upwards close-on-exec, except those in
-/// `keep` (which are left as they are). This is how no runtime descriptor
-/// leaks into the container (CVE-2024-21626): whatever the runtime still has
-/// open is closed by the kernel at `execve`.
-pub fn cloexec_from(from: i32, keep: &[i32]) -> io::Result<()> {
-    let mut start = from as u32;
+/// Close every descriptor from `from` upwards except those in `keep`, with
+/// close_range(2). This is how no runtime descriptor reaches the container
+/// (runc CVE-2024-21626): marking them close-on-exec is not enough, because
+/// execve(2) resolves the program's path while they are still open, and a
+/// path like `/proc/self/fd/7/../..` would lead through a host directory.
+pub fn close_from(from: i32, keep: &[i32]) -> io::Result<()> {
     let mut keep: Vec<u32> = keep
         .iter()
         .filter(|&&fd| fd >= from)
         .map(|&fd| fd as u32)
         .collect();
     keep.sort_unstable();
+    let mut start = from.max(0) as u32;
     for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {
         if k > start {
             let end = if k == u32::MAX { u32::MAX } else { k - 1 };
-            // SAFETY: close_range only changes descriptor flags; no memory is touched.
-            let rc = unsafe {
-                libc::syscall(libc::SYS_close_range, start, end, libc::CLOSE_RANGE_CLOEXEC)
-            };
+            // SAFETY: close_range only closes descriptors; no memory is touched,
+            // and the caller owns no Rust objects wrapping them any more.
+            let rc = unsafe { libc::syscall(libc::SYS_close_range, start, end, 0) };
             if rc < 0 {
                 return Err(io::Error::last_os_error());
             }

@@ -5,8 +5,8 @@
 //! `process.env`), not the runtime's. The lookup happens before the init
 //! reports "ready", so a missing program fails `create` with a clear error
 //! instead of a container that dies at `start`. Right before execve(2)
-//! every descriptor above stderr (and the ones passed on purpose) is marked
-//! close-on-exec, so nothing of the runtime leaks in (runc CVE-2024-21626).
+//! every descriptor above stderr (and the ones passed on purpose) is closed,
+//! so nothing of the runtime leaks in (runc CVE-2024-21626).
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -50,9 +50,16 @@ fn cstrings<'a>(items: impl Iterator<Item = &'a [u8]>) -> Vec<CString> {
     items.filter_map(|b| CString::new(b).ok()).collect()
 }
 
-/// Mark runtime descriptors close-on-exec and execve(2). Returns only on error.
-pub fn exec(path: &Path, args: &[String], env: &[String], preserve_fds: i32) -> ProcessError {
-    if let Err(e) = crate::utils::cloexec_from(3 + preserve_fds.max(0), &[]) {
+/// Close every runtime descriptor but `keep` (which must be close-on-exec)
+/// and execve(2). Returns only on error.
+pub fn exec(
+    path: &Path,
+    args: &[String],
+    env: &[String],
+    preserve_fds: i32,
+    keep: &[i32],
+) -> ProcessError {
+    if let Err(e) = crate::utils::close_from(3 + preserve_fds.max(0), keep) {
         return ProcessError::Sys {
             op: "close runtime descriptors".into(),
             err: nix::Error::from_raw(e.raw_os_error().unwrap_or(0)),
