@@ -37,6 +37,8 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
     pub no_pivot: bool,
+    /// Give the container a session keyring of its own (not `--no-new-keyring`).
+    pub new_keyring: bool,
     pub preserve_fds: i32,
     /// Set by `run` in the foreground: the terminal master comes back to us.
     pub console_fd: Option<std::sync::Arc<OwnedFd>>,
@@ -80,6 +82,11 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         .as_ref()
         .ok_or_else(|| Error::Other("process property must not be empty".into()))?;
     let rootfs = spec::rootfs_path(&bundle, &spec)?;
+    // Like runc, work from the bundle: relative bind mount sources in the
+    // config are relative to it. (Paths given on the command line were made
+    // absolute by the caller.)
+    std::env::set_current_dir(&bundle)
+        .map_err(|e| Error::Other(format!("chdir {}: {}", bundle.display(), io_msg(&e))))?;
     let terminal = process.terminal().unwrap_or(false);
     if terminal && opts.console_socket.is_none() && opts.console_fd.is_none() {
         return Err(Error::Other(
@@ -149,6 +156,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         exec_fifo: &exec_fifo,
         console_socket: console_socket.as_ref(),
         no_pivot: opts.no_pivot,
+        new_keyring: opts.new_keyring,
         preserve_fds: opts.preserve_fds,
     };
     // SAFETY: the runtime is single-threaded here, so the child may run any code.
@@ -184,7 +192,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
                     let _ = waitpid(Pid::from_raw(child), None);
                     cleanup.pids = vec![p];
                 }
-                runtime_end.send(&Msg::Continue)?;
+                runtime_end.send(&Msg::HostPid(p))?;
             }
             Msg::CreateRuntimeHooks => {
                 let hooks = spec.hooks().as_ref();

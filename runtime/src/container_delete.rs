@@ -17,12 +17,10 @@ use crate::{cgroups, Error, Result};
 
 pub fn delete(c: &mut Container, force: bool) -> Result<()> {
     match c.refresh() {
-        Status::Stopped => {}
-        Status::Created => kill_and_wait(c)?,
-        s if force => {
-            let _ = s;
-            kill_and_wait(c)?
-        }
+        // A stopped init may have left processes behind (without a pid
+        // namespace they do not die with it): they go too.
+        Status::Stopped | Status::Created => kill_and_wait(c)?,
+        _ if force => kill_and_wait(c)?,
         s => {
             return Err(Error::Other(format!(
                 "cannot delete container {} that is not stopped: {s}",
@@ -31,9 +29,10 @@ pub fn delete(c: &mut Container, force: bool) -> Result<()> {
         }
     }
     crate::explain!("", "removing the container's cgroup and state directory");
-    let cg = cgroups::remove(&c.state.cgroup_paths);
+    // The state directory goes only once the cgroup is gone, so a failed
+    // delete can be retried.
+    cgroups::remove(&c.state.cgroup_paths)?;
     c.remove_dir()?;
-    cg?;
     let hooks = c.state.config.hooks().clone();
     let st = crate::hooks::state_json(
         c.id(),
@@ -44,14 +43,40 @@ pub fn delete(c: &mut Container, force: bool) -> Result<()> {
     );
     // The container is gone whatever a poststop hook does: like runc, a
     // failing one is reported, and delete still succeeds.
-    if let Err(e) = crate::hooks::run(
-        "poststop",
-        hooks.as_ref().and_then(|h| h.poststop().as_ref()),
-        &st,
-    ) {
-        tracing::error!("{e}");
+    // The spec: a failing poststop hook is logged and the others still run.
+    for (i, hook) in hooks
+        .as_ref()
+        .and_then(|h| h.poststop().as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Err(e) = crate::hooks::run_one(i, hook, &st) {
+            tracing::error!("{e}");
+        }
     }
     Ok(())
+}
+
+/// Remove the leftovers of a container whose state could not be read (its
+/// `create` was killed before writing `state.json`): the directory, and the
+/// cgroup at its default place if it is empty. Returns whether there was a
+/// directory to remove.
+pub fn delete_stale(root: &std::path::Path, id: &str) -> Result<bool> {
+    crate::container::validate_id(id)?;
+    let dir = root.join(id);
+    if !dir.is_dir()
+        || dir.join(crate::container::STATE_FILE).exists()
+            && crate::Container::load(root, id).is_ok()
+    {
+        return Ok(false);
+    }
+    if let Ok(paths) = cgroups::resolve_paths(None, id) {
+        let _ = cgroups::remove(&paths);
+    }
+    std::fs::remove_dir_all(&dir)
+        .map_err(|e| Error::Other(format!("remove {}: {e}", dir.display())))?;
+    Ok(true)
 }
 
 /// SIGKILL everything in the container and wait (bounded) for the init to exit.

@@ -209,6 +209,13 @@ fn join_and_fork(
     }
     chan.expect(Msg::Continue, "continue")?;
     let process = &opts.process;
+    if let Some(adj) = process.oom_score_adj() {
+        crate::utils::write_file(
+            std::path::Path::new("/proc/self/oom_score_adj"),
+            &adj.to_string(),
+        )
+        .map_err(ProcessError::OomScoreAdj)?;
+    }
     if process.terminal().unwrap_or(false) {
         if let Some(sock) = console {
             let size = process

@@ -90,7 +90,7 @@ pub fn run(kind: &str, hooks: Option<&Vec<Hook>>, state: &str) -> Result<(), Hoo
     Ok(())
 }
 
-fn run_one(index: usize, hook: &Hook, state: &str) -> Result<(), HookError> {
+pub fn run_one(index: usize, hook: &Hook, state: &str) -> Result<(), HookError> {
     let path = hook.path();
     let mut cmd = Command::new(path);
     if let Some(args) = hook.args() {
@@ -123,14 +123,20 @@ fn run_one(index: usize, hook: &Hook, state: &str) -> Result<(), HookError> {
     let mut err = child.stderr.take();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        // Both pipes are drained at once: a hook filling one while we block
+        // on the other would otherwise never finish.
+        let stderr_reader = std::thread::spawn(move || {
+            let mut se = String::new();
+            if let Some(e) = err.as_mut() {
+                let _ = e.read_to_string(&mut se);
+            }
+            se
+        });
         let mut so = String::new();
-        let mut se = String::new();
         if let Some(o) = out.as_mut() {
             let _ = o.read_to_string(&mut so);
         }
-        if let Some(e) = err.as_mut() {
-            let _ = e.read_to_string(&mut se);
-        }
+        let se = stderr_reader.join().unwrap_or_default();
         let status = child.wait();
         let _ = tx.send((status, so, se));
     });

@@ -51,6 +51,7 @@ pub struct InitConfig<'a> {
     pub exec_fifo: &'a ExecFifo,
     pub console_socket: Option<&'a OwnedFd>,
     pub no_pivot: bool,
+    pub new_keyring: bool,
     pub preserve_fds: i32,
 }
 
@@ -123,7 +124,18 @@ fn in_userns(plan: &Plan) -> bool {
 
 fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     set_non_dumpable();
-    chan.expect(Msg::Continue, "continue (pid known)")?;
+    // Hooks are given the pid "as seen by the host" (runtime spec, state).
+    let host_pid = match chan.recv()? {
+        Msg::HostPid(p) => p,
+        Msg::Error(e) => return Err(Error::Other(e)),
+        got => {
+            return Err(crate::sync::SyncError::Unexpected {
+                expected: "host pid",
+                got,
+            }
+            .into())
+        }
+    };
     let _ = nix::unistd::setsid();
     let spec = cfg.spec;
     let linux = spec.linux().as_ref();
@@ -137,6 +149,9 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
             .map_err(ProcessError::OomScoreAdj)?;
     }
 
+    if cfg.new_keyring {
+        join_session_keyring(cfg.id)?;
+    }
     let has_mntns = cfg.plan.has(LinuxNamespaceType::Mount);
     if has_mntns {
         // umask 0 so mount points and device nodes get exactly the modes asked.
@@ -162,15 +177,8 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     chan.send(&Msg::CreateRuntimeHooks)?;
     chan.expect(Msg::Continue, "continue (createRuntime hooks ran)")?;
     let annotations = spec.annotations().clone().unwrap_or_default();
-    let hook_state = |status| {
-        crate::hooks::state_json(
-            cfg.id,
-            status,
-            Some(std::process::id() as i32),
-            cfg.bundle,
-            &annotations,
-        )
-    };
+    let hook_state =
+        |status| crate::hooks::state_json(cfg.id, status, Some(host_pid), cfg.bundle, &annotations);
     let hooks = spec.hooks().as_ref();
     crate::hooks::run(
         "createContainer",
@@ -178,12 +186,13 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         &hook_state(crate::Status::Creating),
     )?;
 
-    if has_mntns {
-        if cfg.no_pivot {
-            rootfs::pivot::move_and_chroot(cfg.rootfs)?;
-        } else {
-            rootfs::pivot::pivot(cfg.rootfs)?;
-        }
+    if !has_mntns {
+        // Sharing the host's mount table: all that can be done is chroot.
+        rootfs::pivot::chroot_only(cfg.rootfs)?;
+    } else if cfg.no_pivot {
+        rootfs::pivot::move_and_chroot(cfg.rootfs)?;
+    } else {
+        rootfs::pivot::pivot(cfg.rootfs)?;
     }
 
     if process.terminal().unwrap_or(false) {
@@ -221,6 +230,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     let args = process.args().clone().unwrap_or_default();
     let program = process::exec::find(&args[0], &env)?;
 
+    die_on_signals();
     chan.send(&Msg::Ready)?;
     // `start` keeps reading the fifo until this descriptor closes, which
     // happens at execve (it is close-on-exec): so `start` returns only once
@@ -240,6 +250,66 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     let err = process::exec::exec(&program, &args, &env, cfg.preserve_fds, &[go.as_raw_fd()]);
     report(&err);
     Err(err.into())
+}
+
+/// A session keyring of the container's own, so that keys (kerberos
+/// tickets, fscrypt keys...) of whoever started the runtime are not visible
+/// inside (keyrings(7), keyctl(2) `KEYCTL_JOIN_SESSION_KEYRING`). Kernels or
+/// sandboxes without keyctl are tolerated, as runc tolerates them.
+fn join_session_keyring(id: &str) -> Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    let name =
+        std::ffi::CString::new(id).map_err(|_| Error::Other("container id contains NUL".into()))?;
+    crate::explain!(
+        "keyrings(7)",
+        "joining a new session keyring named {id}: the caller's keys stay outside"
+    );
+    // SAFETY: keyctl reads a NUL-terminated name that lives for the call.
+    let rc = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    if rc < 0 {
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EACCES) => {
+                tracing::debug!("session keyring not created: {err}");
+            }
+            _ => {
+                return Err(Error::Other(format!(
+                    "unable to join session keyring: {err}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+extern "C" fn exit_on_signal(sig: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(128 + sig) }
+}
+
+/// As pid 1 of its namespace the waiting init would ignore any signal it
+/// has no handler for, so `kill ID TERM` on a created container would do
+/// nothing. Until execve (which resets handlers) the usual terminating
+/// signals end it, as they would end any process.
+fn die_on_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(exit_on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGALRM,
+    ] {
+        // SAFETY: the handler only calls _exit, which is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &action) };
+    }
 }
 
 /// The init's handle on `exec.fifo`: an `O_PATH` descriptor of the fifo and

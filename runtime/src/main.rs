@@ -286,15 +286,16 @@ failure_from!(
 
 /// The subcommand, found without a full parse: the global flags that take a
 /// value are skipped with their value.
-fn subcommand(args: &[std::ffi::OsString]) -> Option<&str> {
-    let mut it = args.iter().skip(1).filter_map(|a| a.to_str());
+fn subcommand(args: &[std::ffi::OsString]) -> Option<String> {
+    // Lossy, not filtered: a non-UTF-8 flag value must still be skipped.
+    let mut it = args.iter().skip(1).map(|a| a.to_string_lossy());
     while let Some(a) = it.next() {
-        match a {
+        match a.as_ref() {
             "--root" | "--log" | "--log-format" | "--rootless" | "--criu" => {
                 it.next();
             }
             a if a.starts_with('-') => {}
-            a => return Some(a),
+            a => return Some(a.to_string()),
         }
     }
     None
@@ -305,7 +306,10 @@ fn main() -> ExitCode {
     // read-only copy of the binary first (CVE-2019-5736), before any other
     // work, so that work is not done twice.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if matches!(subcommand(&args), Some("create" | "run" | "exec")) {
+    if matches!(
+        subcommand(&args).as_deref(),
+        Some("create" | "run" | "exec")
+    ) {
         explain::set_enabled(args.iter().any(|a| a == "--explain"));
         if let Err(e) = cloned_binary::ensure_cloned() {
             print_error(LogFormat::Text, &e.to_string());
@@ -381,14 +385,19 @@ fn load(cli: &Cli, id: &str) -> Result<Container> {
     Ok(Container::load(&cli.root, id)?)
 }
 
+/// A command-line path made absolute against the caller's working directory.
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 fn create_options(cli: &Cli, a: &CreateArgs) -> CreateOptions {
-    let _ = a.no_new_keyring;
     CreateOptions {
-        root: cli.root.clone(),
+        root: absolute(&cli.root),
         id: a.id.clone(),
-        bundle: a.bundle.clone(),
-        pid_file: a.pid_file.clone(),
-        console_socket: a.console_socket.clone(),
+        bundle: absolute(&a.bundle),
+        pid_file: a.pid_file.as_deref().map(absolute),
+        console_socket: a.console_socket.as_deref().map(absolute),
+        new_keyring: !a.no_new_keyring,
         no_pivot: a.no_pivot,
         preserve_fds: a.preserve_fds + listen_fds(),
         console_fd: None,
@@ -444,9 +453,14 @@ fn dispatch(cli: &Cli) -> Result<u8, Failure> {
         Command::Delete { force, id } => {
             let mut c = match load(cli, id) {
                 Ok(c) => c,
-                // runc: deleting a container that does not exist with --force is not an error.
-                Err(_) if *force => return Ok(0),
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    // A directory without a readable state (a create killed
+                    // half-way) is removed, so the id can be used again.
+                    if container_delete::delete_stale(&cli.root, id)? || *force {
+                        return Ok(0);
+                    }
+                    return Err(e.into());
+                }
             };
             container_delete::delete(&mut c, *force)?;
             Ok(0)
@@ -597,17 +611,28 @@ fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8, Failure> {
             }
             p.set_args(Some(a.command.clone()));
             p.set_terminal(Some(a.tty));
+            // --env overrides the config's value of the same name (last wins).
             let mut env = p.env().clone().unwrap_or_default();
-            env.extend(a.env.iter().cloned());
+            for kv in &a.env {
+                let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+                env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+                env.push(kv.clone());
+            }
             p.set_env(Some(env));
             if let Some(cwd) = &a.cwd {
                 p.set_cwd(cwd.clone());
             }
             if let Some(u) = &a.user {
-                let (uid, gid) = u.split_once(':').unwrap_or((u.as_str(), "0"));
+                // Without a gid, the config's gid stays, as with runc.
                 let mut user = p.user().clone();
+                let (uid, gid) = match u.split_once(':') {
+                    Some((uid, gid)) => (uid, Some(gid)),
+                    None => (u.as_str(), None),
+                };
                 user.set_uid(uid.parse().map_err(|_| anyhow!("invalid --user {u:?}"))?);
-                user.set_gid(gid.parse().map_err(|_| anyhow!("invalid --user {u:?}"))?);
+                if let Some(gid) = gid {
+                    user.set_gid(gid.parse().map_err(|_| anyhow!("invalid --user {u:?}"))?);
+                }
                 p.set_user(user);
             }
             if !a.additional_gids.is_empty() {

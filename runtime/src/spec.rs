@@ -107,6 +107,27 @@ fn validate(spec: &Spec) -> Result<(), String> {
     if spec.root().is_none() {
         return Err("root must be specified".into());
     }
+    if let Some(linux) = spec.linux() {
+        // Running without a filter that was asked for would silently weaken
+        // the container: refuse until seccomp support lands.
+        if linux.seccomp().is_some() {
+            return Err(
+                "linux.seccomp: seccomp filters are not supported by this version of skiff".into(),
+            );
+        }
+        let mntns = linux.namespaces().as_ref().is_some_and(|n| {
+            n.iter()
+                .any(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
+        });
+        let restricts = linux.masked_paths().as_ref().is_some_and(|m| !m.is_empty())
+            || linux
+                .readonly_paths()
+                .as_ref()
+                .is_some_and(|r| !r.is_empty());
+        if !mntns && restricts {
+            return Err("unable to restrict sys entries without a private MNT namespace".into());
+        }
+    }
     if let Some(process) = spec.process() {
         if process.args().as_ref().is_none_or(|a| a.is_empty()) {
             return Err("args must not be empty".into());

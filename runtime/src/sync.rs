@@ -48,6 +48,8 @@ pub enum Msg {
     Error(String),
     /// runtime -> init: go on.
     Continue,
+    /// runtime -> init: go on; this is your pid as the host sees it.
+    HostPid(i32),
 }
 
 /// One end of the channel.

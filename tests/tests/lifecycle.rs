@@ -320,3 +320,17 @@ fn spec_refuses_to_overwrite() {
     });
     assert_eq!(s, r);
 }
+
+#[test]
+fn kill_term_ends_a_created_container() {
+    let (s, r) = on_both(|rt, b| {
+        b.set_args(&["true"]);
+        let id = unique_id();
+        rt.create(b, &id).ok();
+        rt.kill(&id, "TERM").ok();
+        rt.wait_status(&id, "stopped");
+        rt.delete(&id).ok();
+        "stopped"
+    });
+    assert_eq!(s, r);
+}

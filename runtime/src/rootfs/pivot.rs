@@ -52,6 +52,19 @@ pub fn pivot(rootfs: &Path) -> Result<()> {
     chdir("/").map_err(sys_err("chdir", "/"))
 }
 
+/// No mount namespace: the container shares the host's mounts, and only a
+/// chroot(2) keeps its processes' paths inside the rootfs.
+pub fn chroot_only(rootfs: &Path) -> Result<()> {
+    crate::explain!(
+        "chroot(2)",
+        "no mount namespace: chrooting into {}",
+        rootfs.display()
+    );
+    chdir(rootfs).map_err(sys_err("chdir", rootfs))?;
+    chroot(".").map_err(sys_err("chroot", rootfs))?;
+    chdir("/").map_err(sys_err("chdir", "/"))
+}
+
 /// `--no-pivot`: move the rootfs mount over `/` and chroot into it.
 pub fn move_and_chroot(rootfs: &Path) -> Result<()> {
     crate::explain!(
