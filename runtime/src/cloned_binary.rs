@@ -48,17 +48,47 @@ fn required_seals() -> SealFlag {
     SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE
 }
 
-/// Is this process running from a file that cannot be written (a read-only
-/// mount, or a sealed memfd)?
+/// Is this process running from one of the two protected copies: a sealed
+/// memfd, or a read-only mount attached to no mount namespace (our own
+/// detached bind mount)? A binary merely on a read-only host mount does not
+/// count: the host may remount it read-write while a container runs.
 pub fn is_protected() -> bool {
     let Ok(exe) = File::open("/proc/self/exe") else {
         return false;
     };
-    if fstatvfs(&exe).is_ok_and(|s| s.flags().contains(FsFlags::ST_RDONLY)) {
+    if fcntl(&exe, FcntlArg::F_GET_SEALS)
+        .is_ok_and(|bits| SealFlag::from_bits_truncate(bits).contains(required_seals()))
+    {
         return true;
     }
-    fcntl(&exe, FcntlArg::F_GET_SEALS)
-        .is_ok_and(|bits| SealFlag::from_bits_truncate(bits).contains(required_seals()))
+    let read_only = fstatvfs(&exe).is_ok_and(|s| s.flags().contains(FsFlags::ST_RDONLY));
+    read_only && mount_id(&exe).is_some_and(|id| !mount_is_attached(id))
+}
+
+/// The id of the mount `f` lives on (statx(2) `STATX_MNT_ID`).
+fn mount_id(f: &File) -> Option<u64> {
+    // SAFETY: statx writes into `st`, which we own, for a descriptor we own.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::statx(
+            f.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut st,
+        )
+    };
+    (rc == 0 && st.stx_mask & libc::STATX_MNT_ID != 0).then_some(st.stx_mnt_id)
+}
+
+/// Is mount `id` part of this process's mount namespace?
+fn mount_is_attached(id: u64) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split(' ').next().and_then(|v| v.parse::<u64>().ok()) == Some(id))
+        })
+        .unwrap_or(true)
 }
 
 /// `struct mount_attr` of mount_setattr(2).

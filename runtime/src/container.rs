@@ -57,12 +57,6 @@ pub enum ContainerError {
     WriteState { path: PathBuf, err: io::Error },
     #[error("remove state directory {path}: {err}")]
     RemoveDir { path: PathBuf, err: io::Error },
-    #[error("container {id} is {status}, expected {expected}")]
-    WrongStatus {
-        id: String,
-        status: Status,
-        expected: &'static str,
-    },
 }
 
 /// The four statuses of the OCI runtime spec, plus runc's `paused`.
@@ -312,23 +306,6 @@ impl Container {
                 path: self.dir.clone(),
                 err,
             }),
-        }
-    }
-
-    /// Fail unless the container is in one of `allowed`.
-    pub fn require(
-        &self,
-        allowed: &[Status],
-        expected: &'static str,
-    ) -> Result<(), ContainerError> {
-        if allowed.contains(&self.state.status) {
-            Ok(())
-        } else {
-            Err(ContainerError::WrongStatus {
-                id: self.state.id.clone(),
-                status: self.state.status,
-                expected,
-            })
         }
     }
 }

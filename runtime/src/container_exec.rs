@@ -90,15 +90,19 @@ pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)>
         (None, false) => None,
     };
     let ns_files = open_namespaces(c)?;
-    let in_userns = ns_files
-        .iter()
-        .any(|(t, _, _)| *t == LinuxNamespaceType::User)
-        || c.state
-            .config
-            .linux()
-            .as_ref()
-            .and_then(|l| l.namespaces().as_ref())
-            .is_some_and(|n| n.iter().any(|x| x.typ() == LinuxNamespaceType::User));
+    // The namespace files are open now; make sure they were the init's and
+    // not those of a process that reused its pid meanwhile.
+    if !c.init_alive() {
+        return Err(Error::Other("cannot exec in a stopped container".into()));
+    }
+    // In a user namespace setgroups(2) may be denied; the config says whether there is one.
+    let in_userns = c
+        .state
+        .config
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|n| n.iter().any(|x| x.typ() == LinuxNamespaceType::User));
     if !opts.detach {
         crate::container_run::block_forwarded();
     }
@@ -180,9 +184,13 @@ pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)>
         return Ok((pid, None));
     }
     if let Some(fc) = foreground {
-        fc.start_proxy()?;
+        let proxy = fc.start_proxy()?;
+        return Ok((
+            pid,
+            Some(crate::container_run::wait_forwarding(pid, Some(&proxy))),
+        ));
     }
-    Ok((pid, Some(crate::container_run::wait_forwarding(pid))))
+    Ok((pid, Some(crate::container_run::wait_forwarding(pid, None))))
 }
 
 fn join_and_fork(

@@ -26,6 +26,11 @@ pub fn kill(c: &mut Container, sig: Signal, all: bool) -> Result<()> {
     );
     let pidfd = crate::container_start::pidfd_open(c.state.pid)
         .map_err(|e| Error::Other(format!("unable to signal init: {e}")))?;
+    // The pidfd pins the process; check it is still the init we recorded
+    // (not a new process that got a recycled pid) before signalling it.
+    if !c.init_alive() {
+        return Err(Error::Other("container not running".into()));
+    }
     // SAFETY: pidfd_send_signal takes a descriptor, a signal number and null info.
     let rc = unsafe {
         libc::syscall(

@@ -71,7 +71,7 @@ pub fn reset_signals() {
 
 /// Wait for `pid` (our child, directly or as subreaper), forwarding signals,
 /// reaping any other orphans on the way. Returns its shell-style exit code.
-pub fn wait_forwarding(pid: i32) -> i32 {
+pub fn wait_forwarding(pid: i32, tty: Option<&crate::terminal::Proxy>) -> i32 {
     let mask = block_forwarded();
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).ok();
     loop {
@@ -98,7 +98,9 @@ pub fn wait_forwarding(pid: i32) -> i32 {
         match sfd.read_signal() {
             Ok(Some(info)) => {
                 let signo = info.ssi_signo as i32;
-                if signo != libc::SIGCHLD {
+                if let (libc::SIGWINCH, Some(t)) = (signo, tty) {
+                    t.resize();
+                } else if signo != libc::SIGCHLD {
                     // SAFETY: kill(2) with integer arguments only.
                     unsafe { libc::kill(pid, signo) };
                 }
@@ -130,9 +132,10 @@ pub fn run(mut opts: CreateOptions, detach: bool, keep: bool) -> Result<i32> {
     let created = create(&opts)?;
     opts.console_fd = None;
     let mut c = created.container;
-    if let Some(fc) = console {
-        fc.start_proxy()?;
-    }
+    let proxy = match console {
+        Some(fc) => Some(fc.start_proxy()?),
+        None => None,
+    };
     if let Err(e) = crate::container_start::start(&mut c) {
         let _ = crate::container_delete::delete(&mut c, true);
         return Err(e);
@@ -140,7 +143,8 @@ pub fn run(mut opts: CreateOptions, detach: bool, keep: bool) -> Result<i32> {
     if detach {
         return Ok(0);
     }
-    let code = wait_forwarding(c.state.pid);
+    let code = wait_forwarding(c.state.pid, proxy.as_ref());
+    drop(proxy);
     if !keep {
         if let Err(e) = crate::container_delete::delete(&mut c, true) {
             // runc reports a failing poststop hook but keeps the exit code.

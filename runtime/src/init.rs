@@ -489,15 +489,38 @@ fn check_sysctl(key: &str, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// Write sysctls through a verified procfs: `/proc` must really be procfs
+/// (fstatfs(2) `PROC_SUPER_MAGIC`), and each file is opened below it with
+/// openat2(2) refusing symlinks and mount crossings, so a rootfs cannot
+/// redirect the write (runc CVE-2019-16884 and relatives).
 fn write_sysctls(sysctl: &std::collections::HashMap<String, String>, plan: &Plan) -> Result<()> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    let proc = File::open("/proc").map_err(|e| Error::Other(format!("open /proc: {e}")))?;
+    let fs =
+        nix::sys::statfs::fstatfs(&proc).map_err(|e| Error::Other(format!("statfs /proc: {e}")))?;
+    if fs.filesystem_type().0 as i64 != PROC_SUPER_MAGIC {
+        return Err(Error::Other(
+            "/proc is not procfs: refusing to write sysctls".into(),
+        ));
+    }
     for (k, v) in sysctl {
         check_sysctl(k, plan)?;
         if k.contains("..") || k.contains('/') {
             return Err(Error::Other(format!("invalid sysctl name {k:?}")));
         }
-        let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-        crate::explain!("sysctl(8)", "writing {v} to {}", path.display());
-        crate::utils::write_file(&path, v)
+        let rel = PathBuf::from("sys").join(k.replace('.', "/"));
+        crate::explain!("sysctl(8)", "writing {v} to /proc/{}", rel.display());
+        let how = OpenHow::new()
+            .flags(OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+            .resolve(
+                ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_XDEV
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
+        let fd = openat2(proc.as_fd(), rel.as_path(), how)
+            .map_err(|e| Error::Other(format!("open sysctl {k}: {e}")))?;
+        nix::unistd::write(&fd, v.as_bytes())
             .map_err(|e| Error::Other(format!("write sysctl {k}: {e}")))?;
     }
     Ok(())

@@ -653,16 +653,6 @@ fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8, Failure> {
                             .map_err(|_| anyhow!("unknown capability {c:?}"))
                     })
                     .collect::<Result<_>>()?;
-                for set in [
-                    caps.bounding().clone(),
-                    caps.effective().clone(),
-                    caps.permitted().clone(),
-                    caps.inheritable().clone(),
-                ]
-                .iter_mut()
-                {
-                    let _ = set;
-                }
                 let add = |s: Option<oci_spec_cap::Capabilities>| {
                     let mut s = s.unwrap_or_default();
                     s.extend(extra.iter().copied());

@@ -75,17 +75,9 @@ pub fn setup(
             err,
         })?;
     }
-    let slave = nix::fcntl::open(
-        slave_path.as_str(),
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|err| TerminalError::Sys {
-        op: "open pty slave",
-        err,
-    })?;
+    let slave = open_peer(&master, &slave_path)?;
     if mount_console {
-        mount_dev_console(&slave_path)?;
+        mount_dev_console(&slave)?;
     }
     // SAFETY: `master` is a valid open descriptor we own for this call.
     let master_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(master.as_raw_fd()) };
@@ -114,13 +106,48 @@ pub fn setup(
 }
 
 /// Bind-mount the pty slave at /dev/console (created inside the root if missing).
-fn mount_dev_console(slave: &str) -> Result<(), TerminalError> {
+/// The slave end of `master`, obtained from the master itself with
+/// `TIOCGPTPEER` (ioctl_tty(2)) rather than by path, so a symlink planted
+/// in the rootfs's /dev/pts cannot substitute another file; checked to be a
+/// pty slave (major 136..=143). Kernels before 4.13 fall back to the path.
+fn open_peer(master: &nix::pty::PtyMaster, path: &str) -> Result<OwnedFd, TerminalError> {
+    use std::os::fd::FromRawFd;
+    const TIOCGPTPEER: libc::c_ulong = 0x5441;
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor.
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), TIOCGPTPEER, flags) };
+    let slave = if fd >= 0 {
+        // SAFETY: the kernel just returned this descriptor to us.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    } else {
+        nix::fcntl::open(
+            path,
+            OFlag::from_bits_truncate(flags),
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|err| TerminalError::Sys {
+            op: "open pty slave",
+            err,
+        })?
+    };
+    let st = nix::sys::stat::fstat(&slave).map_err(|err| TerminalError::Sys {
+        op: "stat pty slave",
+        err,
+    })?;
+    let major = nix::sys::stat::major(st.st_rdev);
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || !(136..=143).contains(&major) {
+        return Err(TerminalError::Console(format!("{path} is not a pty slave")));
+    }
+    Ok(slave)
+}
+
+fn mount_dev_console(slave: &OwnedFd) -> Result<(), TerminalError> {
     let root = std::fs::File::open("/").map_err(|e| TerminalError::Console(e.to_string()))?;
     let target =
         crate::rootfs::resolve::create_file_in_root(root.as_fd(), Path::new("/dev/console"))
             .map_err(|e| TerminalError::Console(e.to_string()))?;
     sys_mount(
-        Some(slave),
+        Some(crate::rootfs::resolve::proc_fd_path(slave).as_str()),
         crate::rootfs::resolve::proc_fd_path(&target).as_str(),
         None::<&str>,
         MsFlags::MS_BIND,
@@ -157,46 +184,75 @@ impl ForegroundConsole {
         })
     }
 
-    /// Receive the master and start copying in background threads.
-    pub fn start_proxy(self) -> Result<(), TerminalError> {
+    /// Receive the master and start copying in background threads. The
+    /// returned proxy restores the caller's terminal when dropped.
+    pub fn start_proxy(self) -> Result<Proxy, TerminalError> {
         drop(self.theirs);
         let master = crate::sync::recv_fd(self.ours.as_raw_fd())?;
         let stdin = std::io::stdin();
+        let mut saved = None;
         if nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
-            if let Ok(mut t) = nix::sys::termios::tcgetattr(stdin.as_fd()) {
-                if let Ok((rows, cols)) = terminal_size() {
-                    let ws = libc::winsize {
-                        ws_row: rows,
-                        ws_col: cols,
-                        ws_xpixel: 0,
-                        ws_ypixel: 0,
-                    };
-                    // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the call.
-                    let _ = unsafe { tiocswinsz(master.as_raw_fd(), &ws) };
-                }
-                nix::sys::termios::cfmakeraw(&mut t);
+            if let Ok(t) = nix::sys::termios::tcgetattr(stdin.as_fd()) {
+                let mut raw = t.clone();
+                nix::sys::termios::cfmakeraw(&mut raw);
                 let _ = nix::sys::termios::tcsetattr(
                     stdin.as_fd(),
                     nix::sys::termios::SetArg::TCSANOW,
-                    &t,
+                    &raw,
                 );
+                saved = Some(t);
             }
         }
-        let m_in = File::from(
-            master
-                .try_clone()
-                .map_err(|e| TerminalError::Console(e.to_string()))?,
-        );
-        let m_out = File::from(master);
+        let dup = |m: &OwnedFd| {
+            m.try_clone()
+                .map_err(|e| TerminalError::Console(e.to_string()))
+        };
+        let mut m_in = File::from(dup(&master)?);
+        let mut m_out = File::from(dup(&master)?);
         std::thread::spawn(move || {
-            let mut m_in = m_in;
             let _ = std::io::copy(&mut std::io::stdin(), &mut m_in);
         });
         std::thread::spawn(move || {
-            let mut m_out = m_out;
             let _ = std::io::copy(&mut m_out, &mut std::io::stdout());
         });
-        Ok(())
+        let proxy = Proxy { saved, master };
+        proxy.resize();
+        Ok(proxy)
+    }
+}
+
+/// A running terminal proxy (see [`ForegroundConsole::start_proxy`]).
+pub struct Proxy {
+    saved: Option<nix::sys::termios::Termios>,
+    master: OwnedFd,
+}
+
+impl Proxy {
+    /// Copy our terminal's size to the container's: the kernel then sends
+    /// SIGWINCH to the container's foreground processes itself.
+    pub fn resize(&self) {
+        if let Ok((rows, cols)) = terminal_size() {
+            let ws = libc::winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the call.
+            let _ = unsafe { tiocswinsz(self.master.as_raw_fd(), &ws) };
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin().as_fd(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
     }
 }
 
