@@ -27,6 +27,7 @@ use crate::init::InitConfig;
 use crate::namespaces::{self, Plan};
 use crate::sync::{self, Msg};
 use crate::{spec, Error, Result};
+use oci_spec::runtime::LinuxNamespaceType;
 
 /// Options of `create` (and the create half of `run`).
 #[derive(Debug, Clone, Default)]
@@ -141,6 +142,24 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     // Orphans of the init's middle process come back to us, not to the host's init.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // When the container gets a new pid namespace and nothing else needs a
+    // two-step start (a user namespace must own the pid namespace; time and
+    // joined pid namespaces apply only to children), the runtime unshares the
+    // pid namespace itself: its next child is then pid 1 directly, saving
+    // the init a second fork.
+    let mut init_plan = plan.clone();
+    let direct = plan.creates(LinuxNamespaceType::Pid)
+        && !plan.has(LinuxNamespaceType::User)
+        && !plan.has(LinuxNamespaceType::Time);
+    let own_pidns = if direct {
+        init_plan.new.retain(|t| *t != LinuxNamespaceType::Pid);
+        let own = File::open("/proc/self/ns/pid")
+            .map_err(|e| Error::Other(format!("open /proc/self/ns/pid: {e}")))?;
+        namespaces::unshare_flags(nix::sched::CloneFlags::CLONE_NEWPID)?;
+        Some(own)
+    } else {
+        None
+    };
     crate::explain!(
         "fork(2)",
         "forking the process that will become the container's init"
@@ -151,7 +170,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         bundle: &bundle,
         rootfs: &rootfs,
         cgroups: &cg_paths,
-        plan: &plan,
+        plan: &init_plan,
         ns_files: &ns_files,
         exec_fifo: &exec_fifo,
         console_socket: console_socket.as_ref(),
@@ -160,7 +179,15 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         preserve_fds: opts.preserve_fds,
     };
     // SAFETY: the runtime is single-threaded here, so the child may run any code.
-    let child = match unsafe { fork() }.map_err(|e| Error::Other(format!("fork: {e}")))? {
+    let forked = unsafe { fork() };
+    if let Some(own) = &own_pidns {
+        if matches!(forked, Ok(ForkResult::Parent { .. }) | Err(_)) {
+            // Back to our own pid namespace for whatever we fork later (hooks).
+            nix::sched::setns(own, nix::sched::CloneFlags::CLONE_NEWPID)
+                .map_err(|e| Error::Other(format!("return to the runtime's pid namespace: {e}")))?;
+        }
+    }
+    let child = match forked.map_err(|e| Error::Other(format!("fork: {e}")))? {
         ForkResult::Child => {
             drop(runtime_end);
             crate::init::run(&cfg, &init_end)
@@ -186,6 +213,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
                 runtime_end.send(&Msg::Continue)?;
             }
             Msg::Pid(p) => {
+                // 0: "I am the process you forked".
+                let p = if p == 0 { child } else { p };
                 init_pid = p;
                 if p != child {
                     // The middle process exits once it has forked the init.

@@ -87,6 +87,10 @@ fn kill_and_wait(c: &Container) -> Result<()> {
     } else {
         None
     };
+    if pidfd.is_none() && cgroups::pids(paths).map(|p| p.is_empty()).unwrap_or(true) {
+        // The usual case of a stopped container: nothing left to kill.
+        return Ok(());
+    }
     if cgroups::is_frozen(paths) {
         let _ = cgroups::signal_all(paths, Signal::SIGKILL);
         let _ = cgroups::set_frozen(paths, false);

@@ -106,7 +106,8 @@ fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
             ForkResult::Child => {}
         }
     } else {
-        chan.send(&Msg::Pid(std::process::id() as i32))?;
+        // 0 means "the process you forked" (our own pid may be 1 already).
+        chan.send(&Msg::Pid(0))?;
     }
     stage2(cfg, chan)
 }
