@@ -55,40 +55,78 @@ fn read(pid: i32, controller: &str, file: &str) -> String {
 }
 
 /// The resource files and the values to expect, for this host's layout.
-fn resource_files() -> Vec<(&'static str, &'static str, &'static str)> {
-    if unified() {
+/// A block device of this machine, for I/O throttles (none in some VMs).
+fn block_device() -> Option<(u32, u32)> {
+    std::fs::read_to_string("/proc/partitions")
+        .ok()?
+        .lines()
+        .skip(2)
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.first()?.parse().ok()?, f.get(1)?.parse().ok()?))
+        })
+}
+
+fn resource_files() -> Vec<(&'static str, &'static str, String)> {
+    let mut v: Vec<(&'static str, &'static str, String)> = if unified() {
         vec![
-            ("memory", "memory.max", "67108864"),
-            ("memory", "memory.low", "33554432"),
-            ("pids", "pids.max", "42"),
-            ("cpu", "cpu.weight", "20"),
-            ("cpu", "cpu.max", "50000 100000"),
-            ("cpuset", "cpuset.cpus", "0"),
+            ("memory", "memory.max", "67108864".into()),
+            ("memory", "memory.low", "33554432".into()),
+            ("memory", "memory.swap.max", "33554432".into()),
+            ("pids", "pids.max", "42".into()),
+            ("cpu", "cpu.weight", "20".into()),
+            ("cpu", "cpu.max", "50000 100000".into()),
+            ("cpuset", "cpuset.cpus", "0".into()),
         ]
     } else {
         vec![
-            ("memory", "memory.limit_in_bytes", "67108864"),
-            ("memory", "memory.soft_limit_in_bytes", "33554432"),
-            ("memory", "memory.swappiness", "30"),
-            ("pids", "pids.max", "42"),
-            ("cpu", "cpu.shares", "512"),
-            ("cpu", "cpu.cfs_quota_us", "50000"),
-            ("cpu", "cpu.cfs_period_us", "100000"),
-            ("cpuset", "cpuset.cpus", "0"),
+            ("memory", "memory.limit_in_bytes", "67108864".into()),
+            ("memory", "memory.soft_limit_in_bytes", "33554432".into()),
+            ("memory", "memory.memsw.limit_in_bytes", "100663296".into()),
+            ("memory", "memory.swappiness", "30".into()),
+            ("pids", "pids.max", "42".into()),
+            ("cpu", "cpu.shares", "512".into()),
+            ("cpu", "cpu.cfs_quota_us", "50000".into()),
+            ("cpu", "cpu.cfs_period_us", "100000".into()),
+            ("cpu", "cpu.rt_period_us", "1000000".into()),
+            ("cpu", "cpu.rt_runtime_us", "10000".into()),
+            ("cpuset", "cpuset.cpus", "0".into()),
         ]
+    };
+    if let Some((maj, min)) = block_device() {
+        if unified() {
+            v.push((
+                "io",
+                "io.max",
+                format!("{maj}:{min} rbps=1048576 wbps=max riops=max wiops=max"),
+            ));
+        } else {
+            v.push((
+                "blkio",
+                "blkio.throttle.read_bps_device",
+                format!("{maj}:{min} 1048576"),
+            ));
+        }
     }
+    v
 }
 
 fn with_resources(b: &Bundle) {
     b.edit(|v| {
-        let mut mem = json!({"limit": 67108864, "reservation": 33554432});
+        let mut mem = json!({"limit": 67108864, "reservation": 33554432, "swap": 100663296});
+        let mut cpu = json!({"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"});
         if !unified() {
             mem["swappiness"] = json!(30);
+            cpu["realtimePeriod"] = json!(1000000);
+            cpu["realtimeRuntime"] = json!(10000);
         }
         v["linux"]["resources"]["memory"] = mem;
         v["linux"]["resources"]["pids"] = json!({"limit": 42});
-        v["linux"]["resources"]["cpu"] =
-            json!({"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"});
+        v["linux"]["resources"]["cpu"] = cpu;
+        if let Some((maj, min)) = block_device() {
+            v["linux"]["resources"]["blockIO"] =
+                json!({"throttleReadBpsDevice": [{"major": maj, "minor": min, "rate": 1048576}]});
+        }
     });
 }
 
