@@ -1,19 +1,28 @@
-#!/usr/bin/env bash
-# Provision a Debian 12 machine to build and test skiff: the same packages
-# .ci/run installs, Rust from rustup, and a check that cgroups are pure v2.
-# Used by vagrant/Vagrantfile; tests/vm/ boots its guest from the host's
-# own root filesystem instead, so it needs only the kernel check below.
+#!/bin/bash
+# Provision a Debian 12 (bookworm) box, e.g. Vagrant's debian/bookworm64, as a
+# skiff test machine: pure cgroup v2, Rust, the tests' dependencies.
+#   config.vm.provision "shell", path: "vagrant/provision.sh"
+# Reboot afterwards if it says so.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends \
-  build-essential pkg-config libseccomp-dev curl ca-certificates \
+  build-essential pkg-config libseccomp-dev ca-certificates curl git \
   runc crun busybox-static iproute2 procps util-linux jq hyperfine time
-if ! command -v cargo >/dev/null 2>&1 && [ ! -x /root/.cargo/bin/cargo ]; then
+
+# Pure cgroup v2: no v1 hierarchy at all (bookworm defaults to unified already).
+args='systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all'
+if ! grep -q 'cgroup_no_v1=all' /etc/default/grub; then
+  sed -i "s/^GRUB_CMDLINE_LINUX=\"\(.*\)\"/GRUB_CMDLINE_LINUX=\"\1 $args\"/" /etc/default/grub
+  update-grub
+  echo "provision: kernel command line changed; reboot for pure cgroup v2"
+fi
+# Let tests enable controllers in sub-cgroups of systemd's slices (root runs them).
+mkdir -p /etc/systemd/system/user@.service.d
+printf '[Service]\nDelegate=cpu cpuset io memory pids\n' > /etc/systemd/system/user@.service.d/delegate.conf
+
+# Rust (the workspace needs >= 1.85; bookworm's rustc is 1.63)
+if ! command -v cargo >/dev/null && [[ ! -x /root/.cargo/bin/cargo ]]; then
   curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
 fi
-if ! grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts; then
-  echo "provision.sh: this machine is not on pure cgroup v2 (/sys/fs/cgroup is not cgroup2)" >&2
-  exit 1
-fi
-echo "cgroup v2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
+echo "provision: done; cgroup: $(stat -fc %T /sys/fs/cgroup) (want cgroup2fs)"

@@ -229,6 +229,13 @@ pub fn default_spec(rootless: bool) -> Value {
             "readonlyPaths": readonly
         }
     });
+    // On a cgroup v2 host the container gets a cgroup namespace too, as
+    // with runc: it then sees its own cgroup as the root of the tree.
+    if unified_cgroups() {
+        if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+            ns.push(json!({"type": "cgroup"}));
+        }
+    }
     if rootless {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -236,11 +243,38 @@ pub fn default_spec(rootless: bool) -> Value {
         linux.as_object_mut().map(|o| o.remove("resources"));
         linux["uidMappings"] = json!([{"containerID": 0, "hostID": uid, "size": 1}]);
         linux["gidMappings"] = json!([{"containerID": 0, "hostID": gid, "size": 1}]);
-        linux["namespaces"] = json!([
-            {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "user"}
-        ]);
+        if let Some(ns) = linux["namespaces"].as_array_mut() {
+            ns.retain(|n| n["type"] != "network");
+            ns.push(json!({"type": "user"}));
+        }
+        // Keep runc's field order (that of the spec's Linux struct).
+        if let Some(obj) = linux.as_object_mut() {
+            let order = [
+                "uidMappings",
+                "gidMappings",
+                "resources",
+                "namespaces",
+                "maskedPaths",
+                "readonlyPaths",
+            ];
+            let mut sorted = serde_json::Map::new();
+            for k in order {
+                if let Some(v) = obj.remove(k) {
+                    sorted.insert(k.to_string(), v);
+                }
+            }
+            sorted.append(obj);
+            *obj = sorted;
+        }
     }
     spec
+}
+
+/// Is `/sys/fs/cgroup` a cgroup v2 mount (statfs(2) `CGROUP2_SUPER_MAGIC`)?
+fn unified_cgroups() -> bool {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
 }
 
 /// Render JSON the way runc writes `config.json`: tab-indented.

@@ -217,16 +217,31 @@ fn ps_json_lists_init() {
 }
 
 /// freezer.state of the (v1) freezer cgroup of `pid`, read on the host.
+/// The freezer state of `pid`'s cgroup as v1 spells it: from the v1
+/// freezer's `freezer.state`, or from v2's `cgroup.freeze` on a pure v2 host.
 fn freezer_state(pid: i32) -> String {
     let cg = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
-    let path = cg
+    if let Some(path) = cg
         .lines()
         .find_map(|l| l.split_once(":freezer:").map(|(_, p)| p.to_owned()))
-        .expect("freezer cgroup (hybrid host)");
-    fs::read_to_string(format!("/sys/fs/cgroup/freezer{path}/freezer.state"))
-        .expect("freezer.state")
-        .trim()
-        .to_owned()
+    {
+        return fs::read_to_string(format!("/sys/fs/cgroup/freezer{path}/freezer.state"))
+            .expect("freezer.state")
+            .trim()
+            .to_owned();
+    }
+    let path = cg
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a v1 freezer or a v2 cgroup");
+    let frozen =
+        fs::read_to_string(format!("/sys/fs/cgroup{path}/cgroup.freeze")).expect("cgroup.freeze");
+    if frozen.trim() == "1" {
+        "FROZEN"
+    } else {
+        "THAWED"
+    }
+    .to_string()
 }
 
 fn proc_state(pid: i32) -> String {

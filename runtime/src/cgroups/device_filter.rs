@@ -232,45 +232,59 @@ fn bpf_err(what: &str, path: &Path) -> CgroupError {
 pub fn attach(dir: &Path, rules: &[Rule]) -> Result<()> {
     crate::explain!("bpf(2)", "loading a BPF_PROG_TYPE_CGROUP_DEVICE program with {} rules and attaching it to {}: the kernel asks it before any device is opened", rules.len(), dir.display());
     let prog = program(rules);
-    let mut log = vec![0u8; 4096];
     let mut name = [0u8; 16];
     name[..12].copy_from_slice(b"skiff_devcg\0");
-    let attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
-        insn_cnt: prog.len() as u32,
-        insns: prog.as_ptr() as u64,
-        license: c"Apache".as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
-        kern_version: 0,
-        prog_flags: 0,
-        prog_name: name,
-        prog_ifindex: 0,
-        expected_attach_type: 0,
-    };
-    // SAFETY: bpf(2) reads `attr` and the program and license it points to,
-    // and writes at most log_size bytes to the log buffer; all outlive the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const ProgLoadAttr,
-            std::mem::size_of::<ProgLoadAttr>(),
-        )
-    };
-    if fd < 0 {
-        let verifier = String::from_utf8_lossy(&log)
-            .trim_end_matches('\0')
-            .trim()
-            .to_string();
-        let mut e = bpf_err("load device filter program", dir);
-        if let CgroupError::Write { value, .. } = &mut e {
-            if !verifier.is_empty() {
-                value.push_str(&format!(" (verifier: {verifier})"));
-            }
+    // Load without a verifier log first: with a log, some kernels fail a
+    // load whose log does not fit (ENOSPC) although the program is fine.
+    // Only on failure load again with a log, to say why.
+    let load = |log: Option<&mut Vec<u8>>| -> i64 {
+        let (log_level, log_size, log_buf) = match log {
+            Some(l) => (1, l.len() as u32, l.as_mut_ptr() as u64),
+            None => (0, 0, 0),
+        };
+        let attr = ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+            insn_cnt: prog.len() as u32,
+            insns: prog.as_ptr() as u64,
+            license: c"Apache".as_ptr() as u64,
+            log_level,
+            log_size,
+            log_buf,
+            kern_version: 0,
+            prog_flags: 0,
+            prog_name: name,
+            prog_ifindex: 0,
+            expected_attach_type: 0,
+        };
+        // SAFETY: bpf(2) reads `attr` and the program and license it points
+        // to, and writes at most log_size bytes to the log buffer; all
+        // outlive the call.
+        unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &attr as *const ProgLoadAttr,
+                std::mem::size_of::<ProgLoadAttr>(),
+            )
         }
-        return Err(e);
+    };
+    let mut fd = load(None);
+    if fd < 0 {
+        let mut e = bpf_err("load device filter program", dir);
+        let mut log = vec![0u8; 1 << 16];
+        fd = load(Some(&mut log));
+        if fd < 0 {
+            let verifier = String::from_utf8_lossy(&log)
+                .trim_end_matches('\0')
+                .trim()
+                .to_string();
+            if let CgroupError::Write { value, .. } = &mut e {
+                if !verifier.is_empty() {
+                    value.push_str(&format!(" (verifier: {verifier})"));
+                }
+            }
+            return Err(e);
+        }
     }
     // SAFETY: the kernel returned a new descriptor we now own.
     let prog_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };

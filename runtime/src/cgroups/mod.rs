@@ -310,7 +310,19 @@ pub fn resolve_paths(cgroups_path: Option<&Path>, id: &str) -> Result<CgroupPath
             inner.trim_start_matches('/').to_string()
         } else {
             let own_path = own.get(&key).cloned().unwrap_or_else(|| "/".into());
-            let base = own_path.strip_prefix(h.root.as_str()).unwrap_or(&own_path);
+            let mut base = own_path
+                .strip_prefix(h.root.as_str())
+                .unwrap_or(&own_path)
+                .to_string();
+            // On v2 a cgroup with processes cannot give controllers to
+            // children, and a systemd scope always has processes (ours): like
+            // runc, start one level up from a `.scope`.
+            if mode == Mode::Unified && base.ends_with(".scope") {
+                base = Path::new(&base)
+                    .parent()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+            }
             format!("{}/{}", base.trim_matches('/'), inner)
         };
         let rel = clean_path(&format!("/{rel}"));

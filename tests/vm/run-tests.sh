@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Run skiff's end-to-end runtime tests on a pure cgroup v2 kernel, in the
+# throw-away VM of run-in-vm.sh (the development machines are hybrid, so
+# this is where the v2 code paths run: cgroup2 limits, cgroup.freeze,
+# cgroup.kill, the eBPF device filter).
+#
+#   tests/vm/run-tests.sh [TEST-BINARY-NAME...]    (default: the list below)
+#
+# The tests are built on the host and run in the guest from the same paths.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+tests=("$@")
+if [ ${#tests[@]} -eq 0 ]; then
+  tests=(cgroups lifecycle kernel_features process exec hooks bad_input escapes
+         containerd_cmdlines run_and_explain terminal device_filter cli)
+fi
+args=()
+for t in "${tests[@]}"; do args+=(--test "$t"); done
+cargo test -p skiff-runtime -p skiff-tests --no-run "${args[@]}"
+echo "run-tests.sh: running ${#tests[@]} test binaries on a pure cgroup v2 kernel" >&2
+start=$(date +%s)
+status=0
+tests/vm/run-in-vm.sh --timeout "${SKIFF_VM_TIMEOUT:-2400}" -- \
+  cargo test -p skiff-runtime -p skiff-tests "${args[@]}" -- --test-threads=2 || status=$?
+echo "run-tests.sh: VM stage took $(( $(date +%s) - start )) s, exit $status" >&2
+exit $status
