@@ -233,10 +233,25 @@ fn join_and_fork(
             crate::terminal::setup(sock.as_raw_fd(), size, false)?;
         }
     }
-    crate::init::finalize_process(process, in_userns)?;
+    // The container's seccomp filter applies to every process in it.
+    let filter = c
+        .state
+        .config
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(crate::seccomp::build)
+        .transpose()?;
+    crate::init::finalize_process(process, in_userns, filter.as_ref())?;
     let env = crate::init::process_env(process);
     let args = process.args().clone().unwrap_or_default();
     let program = crate::process::exec::find(&args[0], &env)?;
+    if let Some(f) = filter
+        .as_ref()
+        .filter(|_| process.no_new_privileges().unwrap_or(false))
+    {
+        crate::seccomp::load(f)?;
+    }
     chan.send(&Msg::Ready)?;
     // The channel is close-on-exec: the runtime reads end-of-file once the
     // program runs, or this error if execve fails.

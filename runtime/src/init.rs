@@ -226,7 +226,11 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         rootfs::paths::root_propagation(l.rootfs_propagation().as_deref())?;
     }
 
-    finalize_process(process, in_userns(cfg.plan))?;
+    let filter = linux
+        .and_then(|l| l.seccomp().as_ref())
+        .map(crate::seccomp::build)
+        .transpose()?;
+    finalize_process(process, in_userns(cfg.plan), filter.as_ref())?;
     let env = process_env(process);
     let args = process.args().clone().unwrap_or_default();
     let program = process::exec::find(&args[0], &env)?;
@@ -247,6 +251,15 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     ) {
         report(&e);
         return Err(e.into());
+    }
+    if let Some(f) = filter
+        .as_ref()
+        .filter(|_| process.no_new_privileges().unwrap_or(false))
+    {
+        if let Err(e) = crate::seccomp::load(f) {
+            report(&e);
+            return Err(e.into());
+        }
     }
     let err = process::exec::exec(&program, &args, &env, cfg.preserve_fds, &[go.as_raw_fd()]);
     report(&err);
@@ -378,7 +391,11 @@ pub fn process_env(process: &Process) -> Vec<String> {
 
 /// Rlimits, no_new_privs, capabilities, user and working directory: the
 /// last changes before exec, shared by `create` and `exec`.
-pub fn finalize_process(process: &Process, in_userns: bool) -> Result<()> {
+pub fn finalize_process(
+    process: &Process,
+    in_userns: bool,
+    seccomp: Option<&libseccomp::ScmpFilterContext>,
+) -> Result<()> {
     if let Some(rl) = process.rlimits() {
         process::rlimits::apply(rl)?;
     }
@@ -392,6 +409,12 @@ pub fn finalize_process(process: &Process, in_userns: bool) -> Result<()> {
             }
             .into());
         }
+    }
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: now,
+    // before the capabilities go. (With it, the caller loads the filter
+    // just before execve.)
+    if let Some(f) = seccomp.filter(|_| !process.no_new_privileges().unwrap_or(false)) {
+        crate::seccomp::load(f)?;
     }
     let cwd = process.cwd();
     let chdir_early = nix::unistd::chdir(cwd.as_path());

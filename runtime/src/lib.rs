@@ -46,6 +46,7 @@ pub mod logging;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod signals;
 pub mod spec;
 pub mod sync;
@@ -79,6 +80,8 @@ pub enum Error {
     Signals(#[from] signals::SignalError),
     #[error(transparent)]
     ClonedBinary(#[from] cloned_binary::ClonedBinaryError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     #[error("{0}")]
     Other(String),
 }

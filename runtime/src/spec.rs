@@ -108,13 +108,6 @@ fn validate(spec: &Spec) -> Result<(), String> {
         return Err("root must be specified".into());
     }
     if let Some(linux) = spec.linux() {
-        // Running without a filter that was asked for would silently weaken
-        // the container: refuse until seccomp support lands.
-        if linux.seccomp().is_some() {
-            return Err(
-                "linux.seccomp: seccomp filters are not supported by this version of skiff".into(),
-            );
-        }
         let mntns = linux.namespaces().as_ref().is_some_and(|n| {
             n.iter()
                 .any(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)

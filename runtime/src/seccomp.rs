@@ -1,0 +1,165 @@
+//! seccomp: a filter on the system calls the container may make.
+//!
+//! A seccomp filter is a small BPF program the kernel runs on every system
+//! call of the process (and its descendants: filters are inherited and can
+//! never be removed). It looks at the call's number and arguments and picks
+//! an action: allow, fail with an errno, kill, trap, log, or hand the call to
+//! a supervisor over a notification descriptor. See seccomp(2) and
+//! seccomp_unotify(2).
+//!
+//! The filter is compiled from `linux.seccomp` with libseccomp (the
+//! `libseccomp` crate, linked statically). Syscall names this kernel and
+//! library do not know are skipped, as runc skips them. Where it is loaded
+//! matters: loading needs either `no_new_privs` or CAP_SYS_ADMIN, and every
+//! system call after it must pass it. With `noNewPrivileges` the filter is
+//! loaded as late as possible, just before execve(2); without, it must be
+//! loaded while the init still has CAP_SYS_ADMIN, before it becomes the
+//! container's user (the order runc uses).
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("seccomp: {what}: {err}")]
+    Lib {
+        what: String,
+        err: libseccomp::error::SeccompError,
+    },
+    #[error("seccomp: {0}")]
+    Unsupported(String),
+}
+
+fn lib(what: impl Into<String>) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
+    let what = what.into();
+    move |err| SeccompError::Lib { what, err }
+}
+
+const EPERM: u32 = 1;
+
+fn action(
+    a: LinuxSeccompAction,
+    errno: Option<u32>,
+    default_errno: Option<u32>,
+) -> Result<ScmpAction, SeccompError> {
+    let errno = errno.or(default_errno).unwrap_or(EPERM);
+    Ok(match a {
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            ScmpAction::KillThread
+        }
+        LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
+        LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
+        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno as i32),
+        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno as u16),
+        LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
+        LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
+        LinuxSeccompAction::ScmpActNotify => {
+            return Err(SeccompError::Unsupported(
+                "SCMP_ACT_NOTIFY is not supported by this version of skiff".into(),
+            ))
+        }
+    })
+}
+
+fn arch(a: Arch) -> Result<ScmpArch, SeccompError> {
+    let name = serde_json::to_value(a)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    // "SCMP_ARCH_X86_64" -> ScmpArch's names.
+    name.parse::<ScmpArch>()
+        .map_err(|_| SeccompError::Unsupported(format!("unknown architecture {name}")))
+}
+
+fn op(o: LinuxSeccompOperator, value: u64) -> ScmpCompareOp {
+    match o {
+        LinuxSeccompOperator::ScmpCmpNe => ScmpCompareOp::NotEqual,
+        LinuxSeccompOperator::ScmpCmpLt => ScmpCompareOp::Less,
+        LinuxSeccompOperator::ScmpCmpLe => ScmpCompareOp::LessOrEqual,
+        LinuxSeccompOperator::ScmpCmpEq => ScmpCompareOp::Equal,
+        LinuxSeccompOperator::ScmpCmpGe => ScmpCompareOp::GreaterEqual,
+        LinuxSeccompOperator::ScmpCmpGt => ScmpCompareOp::Greater,
+        // `value` is the mask, `valueTwo` the datum: (arg & value) == valueTwo.
+        LinuxSeccompOperator::ScmpCmpMaskedEq => ScmpCompareOp::MaskedEqual(value),
+    }
+}
+
+/// Compile `linux.seccomp` into a filter, ready to load.
+pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
+    let default = action(s.default_action(), None, s.default_errno_ret())?;
+    let mut ctx = ScmpFilterContext::new(default).map_err(lib("create filter"))?;
+    for a in s.architectures().as_deref().unwrap_or(&[]) {
+        let a = arch(*a)?;
+        // The native architecture is already in the filter.
+        if let Err(err) = ctx.add_arch(a) {
+            if a != ScmpArch::native() {
+                return Err(SeccompError::Lib {
+                    what: format!("add architecture {a:?}"),
+                    err,
+                });
+            }
+        }
+    }
+    // We set no_new_privs ourselves (or not), as the config says.
+    ctx.set_ctl_nnp(false).map_err(lib("clear NNP attribute"))?;
+    for f in s.flags().as_deref().unwrap_or(&[]) {
+        match f {
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => ctx
+                .set_ctl_log(true)
+                .map(drop)
+                .map_err(lib("set SECCOMP_FILTER_FLAG_LOG"))?,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
+                ctx.set_ctl_ssb(true)
+                    .map(drop)
+                    .map_err(lib("set SECCOMP_FILTER_FLAG_SPEC_ALLOW"))?
+            }
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => {} // single-threaded: nothing to sync
+        }
+    }
+    for rule in s.syscalls().as_deref().unwrap_or(&[]) {
+        let act = action(rule.action(), rule.errno_ret(), s.default_errno_ret())?;
+        if act == default {
+            continue; // libseccomp refuses rules that repeat the default
+        }
+        let conds: Vec<ScmpArgCompare> = rule
+            .args()
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .map(|a| {
+                let datum = if a.op() == LinuxSeccompOperator::ScmpCmpMaskedEq {
+                    a.value_two().unwrap_or(0)
+                } else {
+                    a.value()
+                };
+                ScmpArgCompare::new(a.index() as u32, op(a.op(), a.value()), datum)
+            })
+            .collect();
+        for name in rule.names() {
+            let Ok(sc) = ScmpSyscall::from_name(name) else {
+                tracing::debug!("seccomp: skipping unknown syscall {name}");
+                continue;
+            };
+            let r = if conds.is_empty() {
+                ctx.add_rule(act, sc)
+            } else {
+                ctx.add_rule_conditional(act, sc, &conds)
+            };
+            r.map_err(lib(format!("add rule for {name}")))?;
+        }
+    }
+    Ok(ctx)
+}
+
+/// Load the filter into this process (and so into everything it execs).
+pub fn load(ctx: &ScmpFilterContext) -> Result<(), SeccompError> {
+    crate::explain!(
+        "seccomp(2)",
+        "loading the seccomp filter: from now on the kernel checks every system call against it"
+    );
+    ctx.load().map_err(lib("load filter"))
+}
