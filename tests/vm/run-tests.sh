@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
   tests=(cgroups lifecycle kernel_features process exec hooks bad_input escapes
-         containerd_cmdlines run_and_explain terminal device_filter cli)
+         containerd_cmdlines run_and_explain terminal seccomp device_filter cli)
 fi
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
