@@ -249,6 +249,23 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
                 }
                 runtime_end.send(&Msg::Continue)?;
             }
+            Msg::SeccompFd => {
+                let fd = runtime_end.recv_fd()?;
+                forward_seccomp_fd(
+                    &spec,
+                    &fd,
+                    init_pid,
+                    &crate::hooks::state_json(
+                        &opts.id,
+                        Status::Creating,
+                        Some(init_pid),
+                        &bundle,
+                        &annotations,
+                    ),
+                )
+                .map_err(prefix_init)?;
+                runtime_end.send(&Msg::Continue)?;
+            }
             Msg::Ready => break,
             Msg::Error(e) => return Err(prefix_init(Error::Other(e))),
             other => {
@@ -292,6 +309,30 @@ fn io_msg(e: &std::io::Error) -> String {
         std::io::ErrorKind::NotFound => "no such file or directory".into(),
         _ => e.to_string(),
     }
+}
+
+/// Pass a seccomp notification descriptor from a container process to the
+/// config's `listenerPath` (see [`crate::seccomp::send_to_listener`]).
+pub fn forward_seccomp_fd(
+    spec: &oci_spec::runtime::Spec,
+    fd: &OwnedFd,
+    pid: i32,
+    state: &str,
+) -> Result<()> {
+    let s = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let Some(path) = s.and_then(|s| s.listener_path().as_ref()) else {
+        return Err(Error::Other(
+            "seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath".into(),
+        ));
+    };
+    let metadata = s.and_then(|s| s.listener_metadata().as_deref());
+    Ok(crate::seccomp::send_to_listener(
+        path,
+        std::os::fd::AsFd::as_fd(fd),
+        pid,
+        metadata,
+        state,
+    )?)
 }
 
 /// Errors that happened inside the init read like runc's.

@@ -136,6 +136,23 @@ pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)>
                 pid = Some(p);
                 runtime_end.send(&Msg::Continue)?;
             }
+            Ok(Msg::SeccompFd) => {
+                let fd = runtime_end.recv_fd()?;
+                let p = pid.unwrap_or(0);
+                let st = crate::hooks::state_json(
+                    c.id(),
+                    Status::Running,
+                    Some(p),
+                    &c.state.bundle,
+                    &c.state.annotations,
+                );
+                if let Err(e) =
+                    crate::container_create::forward_seccomp_fd(&c.state.config, &fd, p, &st)
+                {
+                    break Err(e);
+                }
+                runtime_end.send(&Msg::Continue)?;
+            }
             Ok(Msg::Ready) => {
                 // Keep reading: end-of-file means execve succeeded.
                 break match runtime_end.recv() {
@@ -234,21 +251,26 @@ fn join_and_fork(
         }
     }
     // The container's seccomp filter applies to every process in it.
-    let filter = c
+    let seccomp = c
         .state
         .config
         .linux()
         .as_ref()
-        .and_then(|l| l.seccomp().as_ref())
-        .map(crate::seccomp::build)
-        .transpose()?;
-    crate::init::finalize_process(process, in_userns, filter.as_ref())?;
+        .and_then(|l| l.seccomp().as_ref());
+    let filter = seccomp.map(crate::seccomp::build).transpose()?;
+    let notify = seccomp.is_some_and(crate::seccomp::uses_notify);
+    crate::init::finalize_process(
+        process,
+        in_userns,
+        filter.as_ref().map(|f| (f, notify)),
+        chan,
+    )?;
     let env = crate::init::process_env(process);
     let args = process.args().clone().unwrap_or_default();
     let program = crate::process::exec::find(&args[0], &env)?;
     if let Some(f) = filter
         .as_ref()
-        .filter(|_| process.no_new_privileges().unwrap_or(false))
+        .filter(|_| !notify && process.no_new_privileges().unwrap_or(false))
     {
         crate::seccomp::load(f)?;
     }

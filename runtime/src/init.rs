@@ -226,11 +226,15 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         rootfs::paths::root_propagation(l.rootfs_propagation().as_deref())?;
     }
 
-    let filter = linux
-        .and_then(|l| l.seccomp().as_ref())
-        .map(crate::seccomp::build)
-        .transpose()?;
-    finalize_process(process, in_userns(cfg.plan), filter.as_ref())?;
+    let seccomp = linux.and_then(|l| l.seccomp().as_ref());
+    let filter = seccomp.map(crate::seccomp::build).transpose()?;
+    let notify = seccomp.is_some_and(crate::seccomp::uses_notify);
+    finalize_process(
+        process,
+        in_userns(cfg.plan),
+        filter.as_ref().map(|f| (f, notify)),
+        chan,
+    )?;
     let env = process_env(process);
     let args = process.args().clone().unwrap_or_default();
     let program = process::exec::find(&args[0], &env)?;
@@ -254,7 +258,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     }
     if let Some(f) = filter
         .as_ref()
-        .filter(|_| process.no_new_privileges().unwrap_or(false))
+        .filter(|_| !notify && process.no_new_privileges().unwrap_or(false))
     {
         if let Err(e) = crate::seccomp::load(f) {
             report(&e);
@@ -394,7 +398,8 @@ pub fn process_env(process: &Process) -> Vec<String> {
 pub fn finalize_process(
     process: &Process,
     in_userns: bool,
-    seccomp: Option<&libseccomp::ScmpFilterContext>,
+    seccomp: Option<(&libseccomp::ScmpFilterContext, bool)>,
+    chan: &Channel,
 ) -> Result<()> {
     if let Some(rl) = process.rlimits() {
         process::rlimits::apply(rl)?;
@@ -413,8 +418,21 @@ pub fn finalize_process(
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: now,
     // before the capabilities go. (With it, the caller loads the filter
     // just before execve.)
-    if let Some(f) = seccomp.filter(|_| !process.no_new_privileges().unwrap_or(false)) {
+    // A filter that notifies is loaded here too, so that its listener gets
+    // the descriptor (through the runtime) before the container is ready.
+    if let Some((f, notify)) =
+        seccomp.filter(|(_, n)| *n || !process.no_new_privileges().unwrap_or(false))
+    {
         crate::seccomp::load(f)?;
+        if notify {
+            let fd = crate::seccomp::notify_fd(f)?;
+            chan.send(&Msg::SeccompFd)?;
+            chan.send_fd(std::os::fd::AsFd::as_fd(&fd))?;
+            chan.expect(
+                Msg::Continue,
+                "continue (listener has the seccomp descriptor)",
+            )?;
+        }
     }
     let cwd = process.cwd();
     let chdir_early = nix::unistd::chdir(cwd.as_path());

@@ -57,11 +57,7 @@ fn action(
         LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno as u16),
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
-        LinuxSeccompAction::ScmpActNotify => {
-            return Err(SeccompError::Unsupported(
-                "SCMP_ACT_NOTIFY is not supported by this version of skiff".into(),
-            ))
-        }
+        LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
     })
 }
 
@@ -153,6 +149,73 @@ pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
         }
     }
     Ok(ctx)
+}
+
+/// Does the filter hand system calls to a supervisor (`SCMP_ACT_NOTIFY`)?
+/// Such a filter is loaded before the container is reported ready, so the
+/// listener has its descriptor before anything runs.
+pub fn uses_notify(s: &LinuxSeccomp) -> bool {
+    s.default_action() == LinuxSeccompAction::ScmpActNotify
+        || s.syscalls()
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
+}
+
+/// The notification descriptor of a loaded filter that uses `SCMP_ACT_NOTIFY`.
+pub fn notify_fd(ctx: &ScmpFilterContext) -> Result<std::os::fd::OwnedFd, SeccompError> {
+    use std::os::fd::FromRawFd;
+    let fd = ctx
+        .get_notify_fd()
+        .map_err(lib("get notification descriptor"))?;
+    // SAFETY: libseccomp hands us the descriptor the kernel created at load;
+    // we take ownership of it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Send the notification descriptor to the listener at `listenerPath`, with
+/// the container's state, as the runtime spec's "containerProcessState":
+/// one message, the JSON as payload and the descriptor as `SCM_RIGHTS`.
+pub fn send_to_listener(
+    path: &std::path::Path,
+    fd: std::os::fd::BorrowedFd<'_>,
+    pid: i32,
+    metadata: Option<&str>,
+    state: &str,
+) -> Result<(), SeccompError> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+    crate::explain!(
+        "seccomp_unotify(2)",
+        "sending the seccomp notification descriptor to the listener at {}",
+        path.display()
+    );
+    let state: serde_json::Value = serde_json::from_str(state).unwrap_or_default();
+    let msg = serde_json::json!({
+        "ociVersion": crate::container::OCI_VERSION,
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "metadata": metadata.unwrap_or(""),
+        "state": state,
+    })
+    .to_string();
+    let sock = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        SeccompError::Unsupported(format!("connect to listenerPath {}: {e}", path.display()))
+    })?;
+    let fds = [fd.as_raw_fd()];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(msg.as_bytes())],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(|e| {
+        SeccompError::Unsupported(format!("send to listenerPath {}: {e}", path.display()))
+    })?;
+    Ok(())
 }
 
 /// Load the filter into this process (and so into everything it execs).

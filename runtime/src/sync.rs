@@ -44,6 +44,9 @@ pub enum Msg {
     CreateRuntimeHooks,
     /// init -> runtime: everything is applied; I now wait for `start`.
     Ready,
+    /// init -> runtime: the seccomp notification descriptor follows (as
+    /// SCM_RIGHTS); pass it to the listener.
+    SeccompFd,
     /// init -> runtime: setup failed with this message.
     Error(String),
     /// runtime -> init: go on.
