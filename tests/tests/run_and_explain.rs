@@ -1,6 +1,6 @@
 //! `run` in the foreground forwards signals to the container; `--explain`
-//! narrates with man pages and is silent when off; `rootfsPropagation` and
-//! `/dev/console` for terminals; `--preserve-fds`.
+//! narrates with man pages and is silent when off; `rootfsPropagation`;
+//! `--preserve-fds`.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -117,40 +117,6 @@ fn rootfs_propagation_shared() {
         "{}",
         both.runc
     );
-}
-
-#[test]
-fn terminal_gets_dev_console() {
-    let (s, r) = on_both(|rt, b| {
-        b.edit(|v| v["process"]["terminal"] = json!(true));
-        b.set_args(&[
-            "sh",
-            "-c",
-            "stat -c '%t:%T' /dev/console; stat -c '%t:%T' $(tty); echo done",
-        ]);
-        let console = ConsoleSocket::new();
-        let id = unique_id();
-        rt.call(&[
-            "create",
-            "--bundle",
-            b.path_str(),
-            "--console-socket",
-            console.path_str(),
-            &id,
-        ])
-        .ok();
-        let master = console.receive();
-        rt.start(&id).ok();
-        let text = read_pty(&master, Duration::from_secs(10), |t| t.contains("done"));
-        rt.delete_force(&id).ok();
-        text.lines()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-    });
-    assert_eq!(s.len(), 3, "{s:?}");
-    assert_eq!(s[0], s[1], "/dev/console is the pty slave: {s:?}");
-    assert_eq!(s, r);
 }
 
 #[test]

@@ -130,3 +130,26 @@ fn run_detach_with_terminal() {
     assert!(r.contains("hello-from-/dev/pts/0\n"), "{r:?}");
     assert_eq!(s, r);
 }
+
+#[test]
+fn terminal_gets_dev_console() {
+    let (s, r) = on_both(|rt, b| {
+        let text = create_with_console(
+            rt,
+            b,
+            &[
+                "sh",
+                "-c",
+                "stat -c '%t:%T' /dev/console; stat -c '%t:%T' $(tty); echo done",
+            ],
+            "done",
+        );
+        text.lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(s.len(), 3, "{s:?}");
+    assert_eq!(s[0], s[1], "/dev/console is the pty slave: {s:?}");
+    assert_eq!(s, r);
+}

@@ -67,15 +67,20 @@ fn verified_dev_null(root: &File) -> Result<File> {
     Ok(f)
 }
 
+/// The container's `/`, after pivot_root.
+fn open_root() -> Result<File> {
+    File::open("/").map_err(|err| RootfsError::Io {
+        op: "open",
+        path: "/".into(),
+        err,
+    })
+}
+
 pub fn mask(paths: &[String]) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
-    let root = File::open("/").map_err(|err| RootfsError::Io {
-        op: "open",
-        path: "/".into(),
-        err,
-    })?;
+    let root = open_root()?;
     let null = verified_dev_null(&root)?;
     for p in paths {
         let Some(fd) = open_path(&root, p)? else {
@@ -118,11 +123,7 @@ pub fn make_readonly(paths: &[String]) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
-    let root = File::open("/").map_err(|err| RootfsError::Io {
-        op: "open",
-        path: "/".into(),
-        err,
-    })?;
+    let root = open_root()?;
     for p in paths {
         let Some(fd) = open_path(&root, p)? else {
             continue;
@@ -162,11 +163,7 @@ pub fn make_readonly(paths: &[String]) -> Result<()> {
 /// `root.readonly`: remount `/` read-only, keeping its other flags.
 pub fn root_readonly() -> Result<()> {
     crate::explain!("mount(2)", "remounting / read-only (root.readonly)");
-    let root = File::open("/").map_err(|err| RootfsError::Io {
-        op: "open",
-        path: "/".into(),
-        err,
-    })?;
+    let root = open_root()?;
     let keep = statvfs_flags(&root);
     sys_mount(
         None::<&str>,
