@@ -49,3 +49,37 @@ fn leaked_descriptors_cannot_reach_the_host() {
         }
     }
 }
+
+/// With `noNewPrivileges` a setuid-root binary in the rootfs runs with the
+/// caller's uid; without it, it becomes root (the control, so the test can
+/// fail). The binary is a tiny static C program built with the host's cc.
+#[test]
+fn no_new_privileges_stops_setuid() {
+    let src = tempfile::tempdir().unwrap();
+    let c = src.path().join("euid.c");
+    std::fs::write(&c, "#include <stdio.h>\n#include <unistd.h>\nint main(void){printf(\"%d\\n\",(int)geteuid());return 0;}\n").unwrap();
+    let (s, r) = on_both(|rt, b| {
+        let bin = b.rootfs().join("bin/euid");
+        let ok = std::process::Command::new("cc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&bin)
+            .arg(&c)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "cc -static");
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o4755))
+            .unwrap();
+        let mut seen = Vec::new();
+        for nnp in [true, false] {
+            b.edit(|v| {
+                v["process"]["noNewPrivileges"] = json!(nnp);
+                v["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+            });
+            b.set_args(&["/bin/euid"]);
+            seen.push(rt.run(b, &unique_id()).ok().stdout);
+        }
+        seen
+    });
+    assert_eq!(s, vec!["1000\n".to_string(), "0\n".to_string()]);
+    assert_eq!(s, r);
+}
