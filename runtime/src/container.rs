@@ -100,6 +100,11 @@ pub struct State {
     /// Start time (clock ticks since boot) of the init, to detect pid reuse.
     #[serde(default)]
     pub init_start_time: u64,
+    /// Device and inode of the init's executable while it waits for
+    /// `start` (the runtime's own copy): once they differ, the init has
+    /// exec'd the user's program, whatever the fifo says.
+    #[serde(default)]
+    pub init_exe: Option<(u64, u64)>,
     /// Where the container's cgroup lives, per hierarchy.
     #[serde(default)]
     pub cgroup_paths: CgroupPaths,
@@ -121,6 +126,14 @@ pub struct OciState<'a> {
     pub owner: &'a str,
     #[serde(skip_serializing_if = "HashMap::is_empty")]
     pub annotations: &'a HashMap<String, String>,
+}
+
+/// Device and inode of a process's executable (/proc/PID/exe).
+pub fn exe_identity(pid: i32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Check a container id with runc's rule: letters, digits, `_ + - .`, not
@@ -263,10 +276,20 @@ impl Container {
         if crate::cgroups::is_frozen(&self.state.cgroup_paths) {
             return Status::Paused;
         }
-        if self.fifo_path().exists() {
+        if self.fifo_path().exists() && !self.init_has_execed() {
             Status::Created
         } else {
             Status::Running
+        }
+    }
+
+    /// Has the init replaced the runtime with the user's program? (A fifo
+    /// left behind by a `start` that was killed half-way would otherwise
+    /// make a running container look created.)
+    pub fn init_has_execed(&self) -> bool {
+        match (self.state.init_exe, exe_identity(self.state.pid)) {
+            (Some(then), Some(now)) => then != now,
+            _ => false,
         }
     }
 

@@ -289,6 +289,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         owner: String::new(),
         annotations,
         init_start_time: crate::utils::process_start_time(init_pid).unwrap_or(0),
+        init_exe: container::exe_identity(init_pid),
         cgroup_paths: cg_paths,
         config: spec,
     };

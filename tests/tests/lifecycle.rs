@@ -349,3 +349,29 @@ fn kill_term_ends_a_created_container() {
     });
     assert_eq!(s, r);
 }
+
+#[test]
+fn start_interrupted_after_releasing_the_init_does_not_confuse_status() {
+    // A `start` killed between releasing the init and removing exec.fifo
+    // leaves the fifo behind. skiff still sees that the init has exec'd:
+    // the container is running, and a second start fails at once instead of
+    // waiting forever. (skiff only: runc 1.1.5 reports "created" and hangs.)
+    let rt = Runtime::skiff();
+    let b = Bundle::busybox();
+    b.set_args(SLEEPER);
+    let id = unique_id();
+    rt.create(&b, &id).ok();
+    let fifo = rt.root_path().join(&id).join("exec.fifo");
+    // What the killed start did: open the fifo and read the init's byte.
+    let mut f = std::fs::File::open(&fifo).unwrap();
+    let mut byte = [0u8; 1];
+    std::io::Read::read_exact(&mut f, &mut byte).unwrap();
+    drop(f);
+    assert!(fifo.exists());
+    poll(std::time::Duration::from_secs(10), "status running", || {
+        (rt.status(&id).as_deref() == Some("running")).then_some(())
+    });
+    let again = rt.start(&id).fail();
+    assert!(again.stderr.contains("already running"), "{again}");
+    rt.delete_force(&id).ok();
+}
