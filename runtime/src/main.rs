@@ -661,6 +661,11 @@ fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8, Failure> {
                 caps.set_bounding(add(caps.bounding().clone()));
                 caps.set_effective(add(caps.effective().clone()));
                 caps.set_permitted(add(caps.permitted().clone()));
+                // Ambient needs inheritable: only when the config has an
+                // inheritable set (runc's rule).
+                if caps.inheritable().as_ref().is_some_and(|i| !i.is_empty()) {
+                    caps.set_ambient(add(caps.ambient().clone()));
+                }
                 p.set_capabilities(Some(caps));
             }
             p
