@@ -83,3 +83,41 @@ fn no_new_privileges_stops_setuid() {
     assert_eq!(s, vec!["1000\n".to_string(), "0\n".to_string()]);
     assert_eq!(s, r);
 }
+
+/// While the init is being set up (here: waiting for `start`, still holding
+/// runtime state), processes in the container must not be able to read its
+/// memory or environment: the init is non-dumpable until execve. Once it
+/// runs the user's program, the same read works (the control).
+#[test]
+fn init_is_not_readable_before_exec() {
+    let (s, r) = on_both(|rt, b| {
+        b.set_args(SLEEPER);
+        let id = unique_id();
+        rt.create(b, &id).ok();
+        let probe = [
+            "sh",
+            "-c",
+            "cat /proc/1/environ >/dev/null 2>&1 && echo readable || echo refused",
+        ];
+        let before = rt.exec(&id, &probe).stdout;
+        rt.start(&id).ok();
+        let pid = rt.pid(&id);
+        poll(
+            std::time::Duration::from_secs(10),
+            "the init to exec",
+            || {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .ok()
+                    .filter(|c| c.starts_with(b"sleep\0"))
+                    .map(drop)
+            },
+        );
+        let after = rt.exec(&id, &probe).stdout;
+        rt.delete_force(&id).ok();
+        (before, after)
+    });
+    assert_eq!(s, ("refused\n".to_string(), "readable\n".to_string()));
+    // RUNC-1.1.5-QUIRK: runc's Go init is dumpable again while it waits on
+    // exec.fifo, so the same probe reads it; only the control must agree.
+    assert_eq!(r.1, "readable\n");
+}
