@@ -260,12 +260,7 @@ impl Container {
         if pid <= 0 {
             return false;
         }
-        match crate::utils::process_start_time(pid) {
-            Some(t) if t == self.state.init_start_time => {
-                crate::utils::process_state(pid) != Some('Z')
-            }
-            _ => false,
-        }
+        matches!(crate::utils::process_stat(pid), Some((state, t)) if t == self.state.init_start_time && state != 'Z')
     }
 
     /// The live status, derived from the system (see the module docs).

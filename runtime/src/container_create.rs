@@ -41,14 +41,16 @@ pub struct CreateOptions {
     /// Give the container a session keyring of its own (not `--no-new-keyring`).
     pub new_keyring: bool,
     pub preserve_fds: i32,
-    /// Set by `run` in the foreground: the terminal master comes back to us.
-    pub console_fd: Option<std::sync::Arc<OwnedFd>>,
+    /// Set by `run` in the foreground: without `--console-socket`, a
+    /// terminal's master comes back to us (see [`Created::console`]).
+    pub foreground: bool,
 }
 
 /// What `create` leaves for `run`: the container and, for a foreground
-/// terminal, the pty master.
+/// terminal, the console that receives the pty master.
 pub struct Created {
     pub container: Container,
+    pub console: Option<crate::terminal::ForegroundConsole>,
 }
 
 /// Everything made so far, undone on drop unless disarmed.
@@ -89,7 +91,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     std::env::set_current_dir(&bundle)
         .map_err(|e| Error::Other(format!("chdir {}: {}", bundle.display(), io_msg(&e))))?;
     let terminal = process.terminal().unwrap_or(false);
-    if terminal && opts.console_socket.is_none() && opts.console_fd.is_none() {
+    if terminal && opts.console_socket.is_none() && !opts.foreground {
         return Err(Error::Other(
             "cannot allocate tty if runc will detach without setting console socket".into(),
         ));
@@ -128,10 +130,16 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     )?;
 
     let ns_files = namespaces::open_joins(&plan)?;
-    let console_socket = match (&opts.console_socket, &opts.console_fd) {
+    let foreground_console = if terminal && opts.console_socket.is_none() {
+        Some(crate::terminal::ForegroundConsole::new()?)
+    } else {
+        None
+    };
+    let console_socket = match (&opts.console_socket, &foreground_console) {
         (Some(p), _) => Some(crate::terminal::connect(p)?),
-        (None, Some(fd)) => Some(
-            fd.try_clone()
+        (None, Some(fc)) => Some(
+            fc.theirs
+                .try_clone()
                 .map_err(|e| Error::Other(format!("dup console socket: {e}")))?,
         ),
         _ => None,
@@ -288,7 +296,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         created: crate::utils::rfc3339_nano(SystemTime::now()),
         owner: String::new(),
         annotations,
-        init_start_time: crate::utils::process_start_time(init_pid).unwrap_or(0),
+        init_start_time: crate::utils::process_stat(init_pid).map_or(0, |(_, t)| t),
         init_exe: container::exe_identity(init_pid),
         cgroup_paths: cg_paths,
         config: spec,
@@ -302,7 +310,10 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     cleanup.dir = None;
     cleanup.cgroups = None;
     cleanup.pids.clear();
-    Ok(Created { container: c })
+    Ok(Created {
+        container: c,
+        console: foreground_console,
+    })
 }
 
 fn io_msg(e: &std::io::Error) -> String {

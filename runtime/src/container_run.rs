@@ -121,18 +121,10 @@ pub fn run(mut opts: CreateOptions, detach: bool, keep: bool) -> Result<i32> {
     if !detach {
         block_forwarded();
     }
-    let terminal_fg = !detach && opts.console_socket.is_none() && terminal_requested(&opts);
-    let console = if terminal_fg {
-        let fc = crate::terminal::ForegroundConsole::new()?;
-        opts.console_fd = Some(fc.theirs.clone());
-        Some(fc)
-    } else {
-        None
-    };
+    opts.foreground = !detach;
     let created = create(&opts)?;
-    opts.console_fd = None;
     let mut c = created.container;
-    let proxy = match console {
+    let proxy = match created.console {
         Some(fc) => Some(fc.start_proxy()?),
         None => None,
     };
@@ -152,14 +144,4 @@ pub fn run(mut opts: CreateOptions, detach: bool, keep: bool) -> Result<i32> {
         }
     }
     Ok(code)
-}
-
-fn terminal_requested(opts: &CreateOptions) -> bool {
-    let Ok(bundle) = std::fs::canonicalize(&opts.bundle) else {
-        return false;
-    };
-    crate::spec::load(&bundle)
-        .ok()
-        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
-        .unwrap_or(false)
 }

@@ -400,7 +400,7 @@ fn create_options(cli: &Cli, a: &CreateArgs) -> CreateOptions {
         new_keyring: !a.no_new_keyring,
         no_pivot: a.no_pivot,
         preserve_fds: a.preserve_fds + listen_fds(),
-        console_fd: None,
+        foreground: false,
     }
 }
 

@@ -162,7 +162,7 @@ fn mount_dev_console(slave: &OwnedFd) -> Result<(), TerminalError> {
 pub struct ForegroundConsole {
     ours: OwnedFd,
     /// The end handed to the init as its console socket.
-    pub theirs: std::sync::Arc<OwnedFd>,
+    pub theirs: OwnedFd,
 }
 
 impl ForegroundConsole {
@@ -178,10 +178,7 @@ impl ForegroundConsole {
             op: "socketpair",
             err,
         })?;
-        Ok(ForegroundConsole {
-            ours: a,
-            theirs: std::sync::Arc::new(b),
-        })
+        Ok(ForegroundConsole { ours: a, theirs: b })
     }
 
     /// Receive the master and start copying in background threads. The

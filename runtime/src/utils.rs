@@ -68,21 +68,17 @@ pub fn close_from(from: i32, keep: &[i32]) -> io::Result<()> {
     Ok(())
 }
 
-/// The start time of a process in clock ticks since boot (field 22 of
-/// /proc/PID/stat). Together with the pid it names a process uniquely, so a
-/// recycled pid is never mistaken for the container's init.
-pub fn process_start_time(pid: i32) -> Option<u64> {
+/// The state letter (R, S, D, Z, T...) and the start time in clock ticks
+/// since boot of a process: fields 3 and 22 of /proc/PID/stat, read once.
+/// Pid and start time name a process uniquely, so a recycled pid is never
+/// mistaken for the container's init.
+pub fn process_stat(pid: i32) -> Option<(char, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// The one-letter state of a process (R, S, D, Z, T...), field 3 of /proc/PID/stat.
-pub fn process_state(pid: i32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.chars().next()
+    let state = rest.chars().next()?;
+    let start = rest.split_whitespace().nth(19)?.parse().ok()?;
+    Some((state, start))
 }
 
 #[cfg(test)]
@@ -101,7 +97,8 @@ mod tests {
     #[test]
     fn start_time_of_self() {
         let pid = std::process::id() as i32;
-        assert!(process_start_time(pid).is_some());
-        assert!(matches!(process_state(pid), Some('R' | 'S')));
+        let (state, start) = process_stat(pid).unwrap();
+        assert!(matches!(state, 'R' | 'S'));
+        assert!(start > 0);
     }
 }

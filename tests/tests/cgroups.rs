@@ -454,3 +454,37 @@ fn hugetlb_and_unified_resources() {
         assert!(out.stderr.contains("unified"), "{out}");
     }
 }
+
+#[test]
+fn check_before_update_refuses_a_limit_below_usage() {
+    let rt = Runtime::skiff();
+    let b = Bundle::busybox();
+    let id = unique_id();
+    let pid = rt.start_with(&b, &id, &["sleep", "300"]);
+    let file = if unified() {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    let before = read(pid, "memory", file);
+    let res = b.write_file(
+        "tiny.json",
+        r#"{"memory": {"limit": 4096, "checkBeforeUpdate": true}}"#,
+    );
+    let out = rt
+        .call(&["update", "--resources", res.to_str().unwrap(), &id])
+        .fail();
+    assert!(
+        out.stderr.contains("memory.limit") && out.stderr.contains("current usage"),
+        "{out}"
+    );
+    assert_eq!(read(pid, "memory", file), before, "nothing written");
+    let res = b.write_file(
+        "fine.json",
+        r#"{"memory": {"limit": 268435456, "checkBeforeUpdate": true}}"#,
+    );
+    rt.call(&["update", "--resources", res.to_str().unwrap(), &id])
+        .ok();
+    assert_eq!(read(pid, "memory", file), "268435456");
+    rt.delete_force(&id).ok();
+}

@@ -467,6 +467,28 @@ pub fn validate(r: &LinuxResources) -> Result<()> {
     Ok(())
 }
 
+/// `memory.checkBeforeUpdate`: refuse a new limit that is not above what the
+/// container already uses (read from `usage_file`: v1 `memory.usage_in_bytes`,
+/// v2 `memory.current`).
+pub(crate) fn check_before_update(
+    mem: &oci_spec::runtime::LinuxMemory,
+    usage_file: &Path,
+) -> Result<()> {
+    if !mem.check_before_update().unwrap_or(false) {
+        return Ok(());
+    }
+    if let Some(limit) = mem.limit().filter(|l| *l > 0) {
+        let usage: i64 = read(usage_file)?.parse().unwrap_or(0);
+        if usage >= limit {
+            return Err(CgroupError::InvalidResource {
+                field: "memory.limit",
+                msg: format!("new limit {limit} is not above current usage {usage}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The container's cgroup2 directory, if the `controller` is available there
 /// (on hybrid hosts a few controllers, such as hugetlb, may live in the
 /// cgroup2 tree rather than in a v1 hierarchy).

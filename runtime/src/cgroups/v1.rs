@@ -136,17 +136,7 @@ fn apply_memory(paths: &CgroupPaths, mem: &oci_spec::runtime::LinuxMemory) -> Re
     let d = dir_for(paths, "memory")?;
     let limit_file = d.join("memory.limit_in_bytes");
     let swap_file = d.join("memory.memsw.limit_in_bytes");
-    if mem.check_before_update().unwrap_or(false) {
-        if let Some(limit) = mem.limit().filter(|l| *l > 0) {
-            let usage: i64 = read(&d.join("memory.usage_in_bytes"))?.parse().unwrap_or(0);
-            if usage >= limit {
-                return Err(CgroupError::InvalidResource {
-                    field: "memory.limit",
-                    msg: format!("new limit {limit} is not above current usage {usage}"),
-                });
-            }
-        }
-    }
+    super::check_before_update(mem, &d.join("memory.usage_in_bytes"))?;
     // v1's "swap" limits memory+swap and must stay >= the memory limit, so
     // the order of the two writes depends on whether the limits grow.
     match (mem.limit(), mem.swap()) {

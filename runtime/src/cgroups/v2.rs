@@ -105,17 +105,7 @@ pub fn apply(paths: &CgroupPaths, resources: Option<&LinuxResources>) -> Result<
         if mem.limit().is_some() || mem.swap().is_some() || mem.reservation().is_some() {
             need(d, "memory")?;
         }
-        if mem.check_before_update().unwrap_or(false) {
-            if let Some(limit) = mem.limit().filter(|l| *l > 0) {
-                let usage: i64 = read(&d.join("memory.current"))?.parse().unwrap_or(0);
-                if usage >= limit {
-                    return Err(CgroupError::InvalidResource {
-                        field: "memory.limit",
-                        msg: format!("new limit {limit} is not above current usage {usage}"),
-                    });
-                }
-            }
-        }
+        super::check_before_update(mem, &d.join("memory.current"))?;
         if let Some(v) = swap_v2(mem.limit(), mem.swap()) {
             write(&d.join("memory.swap.max"), &v)?;
         }
