@@ -137,6 +137,10 @@ enum Command {
         /// Generate a configuration for a rootless container
         #[arg(long)]
         rootless: bool,
+        /// Also fill in linux.seccomp with a profile: `default` is the
+        /// allow-list Docker and containerd apply (a skiff extension)
+        #[arg(long, value_parser = ["default"])]
+        profile: Option<String>,
     },
     /// Show the enabled features
     Features,
@@ -495,13 +499,17 @@ fn dispatch(cli: &Cli) -> Result<u8, Failure> {
             container_pause::resume(&mut load(cli, id)?)?;
             Ok(0)
         }
-        Command::Spec { bundle, rootless } => {
+        Command::Spec {
+            bundle,
+            rootless,
+            profile,
+        } => {
             if !bundle.is_dir() {
                 return Err(
                     anyhow!("chdir {}: no such file or directory", bundle.display()).into(),
                 );
             }
-            spec::write_default(bundle, *rootless)?;
+            spec::write_default(bundle, *rootless, profile.is_some())?;
             Ok(0)
         }
         Command::Update(a) => {

@@ -279,14 +279,45 @@ pub fn to_tab_indented(value: &Value) -> String {
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
+/// Add the default seccomp profile (computed for the spec's bounding
+/// capabilities) as `linux.seccomp`, where the runtime spec's field order
+/// puts it: after `namespaces` (and `devices`), before `maskedPaths`.
+pub fn with_default_seccomp(mut spec: Value) -> Value {
+    let profile = crate::seccomp::default_profile::for_spec(&spec);
+    if let Some(linux) = spec["linux"].as_object_mut() {
+        let mut ordered = serde_json::Map::new();
+        let mut pending = Some(profile);
+        for (k, v) in std::mem::take(linux) {
+            if matches!(
+                k.as_str(),
+                "rootfsPropagation" | "maskedPaths" | "readonlyPaths"
+            ) {
+                if let Some(p) = pending.take() {
+                    ordered.insert("seccomp".into(), p);
+                }
+            }
+            ordered.insert(k, v);
+        }
+        if let Some(p) = pending {
+            ordered.insert("seccomp".into(), p);
+        }
+        *linux = ordered;
+    }
+    spec
+}
+
 /// `skiff spec`: write the default config.json into `bundle`, refusing to
-/// overwrite one that exists.
-pub fn write_default(bundle: &Path, rootless: bool) -> Result<(), SpecError> {
+/// overwrite one that exists; with `seccomp`, include the default profile.
+pub fn write_default(bundle: &Path, rootless: bool, seccomp: bool) -> Result<(), SpecError> {
     let path = bundle.join(CONFIG_FILE);
     if path.exists() {
         return Err(SpecError::ConfigExists(CONFIG_FILE.to_string()));
     }
-    let text = to_tab_indented(&default_spec(rootless));
+    let mut spec = default_spec(rootless);
+    if seccomp {
+        spec = with_default_seccomp(spec);
+    }
+    let text = to_tab_indented(&spec);
     fs::write(&path, text).map_err(|err| SpecError::Write { path, err })
 }
 
@@ -300,6 +331,19 @@ mod tests {
             let v = default_spec(rootless);
             let s: Spec = serde_json::from_value(v).unwrap();
             assert!(validate(&s).is_ok());
+        }
+    }
+
+    #[test]
+    fn default_profile_lands_before_the_masked_paths() {
+        for rootless in [false, true] {
+            let v = with_default_seccomp(default_spec(rootless));
+            let keys: Vec<_> = v["linux"].as_object().unwrap().keys().cloned().collect();
+            let at = |k: &str| keys.iter().position(|x| x == k).unwrap();
+            assert_eq!(at("seccomp") + 1, at("maskedPaths"), "{keys:?}");
+            assert!(at("namespaces") < at("seccomp"));
+            let s: Spec = serde_json::from_value(v).unwrap();
+            assert!(s.linux().as_ref().unwrap().seccomp().is_some());
         }
     }
 

@@ -789,6 +789,21 @@ pub fn run_both(setup: impl Fn(&Bundle)) -> Both {
     }
 }
 
+/// Build C source `src` into a static binary at `out` with the host's cc
+/// (for attack programs that busybox cannot express).
+pub fn compile_static(src: &str, out: &Path) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = dir.path().join("prog.c");
+    fs::write(&c, src).expect("write C source");
+    let status = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(out)
+        .arg(&c)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc -static {}", out.display());
+}
+
 /// Run `f` once with skiff and once with runc, each with a fresh busybox
 /// bundle, and return `(skiff's result, runc's result)`.
 pub fn on_both<T>(f: impl Fn(&Runtime, &Bundle) -> T) -> (T, T) {

@@ -55,18 +55,12 @@ fn leaked_descriptors_cannot_reach_the_host() {
 /// fail). The binary is a tiny static C program built with the host's cc.
 #[test]
 fn no_new_privileges_stops_setuid() {
-    let src = tempfile::tempdir().unwrap();
-    let c = src.path().join("euid.c");
-    std::fs::write(&c, "#include <stdio.h>\n#include <unistd.h>\nint main(void){printf(\"%d\\n\",(int)geteuid());return 0;}\n").unwrap();
     let (s, r) = on_both(|rt, b| {
         let bin = b.rootfs().join("bin/euid");
-        let ok = std::process::Command::new("cc")
-            .args(["-static", "-O2", "-o"])
-            .arg(&bin)
-            .arg(&c)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "cc -static");
+        compile_static(
+            "#include <stdio.h>\n#include <unistd.h>\nint main(void){printf(\"%d\\n\",(int)geteuid());return 0;}\n",
+            &bin,
+        );
         std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o4755))
             .unwrap();
         let mut seen = Vec::new();

@@ -16,6 +16,8 @@
 //! loaded while the init still has CAP_SYS_ADMIN, before it becomes the
 //! container's user (the order runc uses).
 
+pub mod default_profile;
+
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
 };
