@@ -222,6 +222,16 @@ fn join_and_fork(
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     crate::container_run::reset_signals();
     cgroups::add_pid(&c.state.cgroup_paths, std::process::id() as i32)?;
+    // Written here, through the host's /proc and inherited by the fork below:
+    // once in the container's mount namespace, /proc is whatever the
+    // container mounted there (runc CVE-2019-16884).
+    if let Some(adj) = opts.process.oom_score_adj() {
+        crate::utils::write_file(
+            std::path::Path::new("/proc/self/oom_score_adj"),
+            &adj.to_string(),
+        )
+        .map_err(ProcessError::OomScoreAdj)?;
+    }
     namespaces::join(ns_files)?;
     // SAFETY: single-threaded, as above.
     match unsafe { fork() }.map_err(|e| Error::Other(format!("fork: {e}")))? {
@@ -234,13 +244,6 @@ fn join_and_fork(
     }
     chan.expect(Msg::Continue, "continue")?;
     let process = &opts.process;
-    if let Some(adj) = process.oom_score_adj() {
-        crate::utils::write_file(
-            std::path::Path::new("/proc/self/oom_score_adj"),
-            &adj.to_string(),
-        )
-        .map_err(ProcessError::OomScoreAdj)?;
-    }
     if process.terminal().unwrap_or(false) {
         if let Some(sock) = console {
             let size = process

@@ -537,15 +537,8 @@ fn check_sysctl(key: &str, plan: &Plan) -> Result<()> {
 /// redirect the write (runc CVE-2019-16884 and relatives).
 fn write_sysctls(sysctl: &std::collections::HashMap<String, String>, plan: &Plan) -> Result<()> {
     use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
-    let proc = File::open("/proc").map_err(|e| Error::Other(format!("open /proc: {e}")))?;
-    let fs =
-        nix::sys::statfs::fstatfs(&proc).map_err(|e| Error::Other(format!("statfs /proc: {e}")))?;
-    if fs.filesystem_type().0 as i64 != PROC_SUPER_MAGIC {
-        return Err(Error::Other(
-            "/proc is not procfs: refusing to write sysctls".into(),
-        ));
-    }
+    let proc = crate::rootfs::proc_guard::open_verified_proc()
+        .map_err(|e| Error::Other(format!("refusing to write sysctls: {e}")))?;
     for (k, v) in sysctl {
         check_sysctl(k, plan)?;
         if k.contains("..") || k.contains('/') {

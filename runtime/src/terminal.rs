@@ -144,8 +144,13 @@ fn open_peer(master: &nix::pty::PtyMaster, path: &str) -> Result<OwnedFd, Termin
 fn mount_dev_console(slave: &OwnedFd) -> Result<(), TerminalError> {
     let root = std::fs::File::open("/").map_err(|e| TerminalError::Console(e.to_string()))?;
     let target =
-        crate::rootfs::resolve::create_file_in_root(root.as_fd(), Path::new("/dev/console"))
-            .map_err(|e| TerminalError::Console(e.to_string()))?;
+        crate::rootfs::resolve::create_own_file_in_root(root.as_fd(), Path::new("/dev/console"))
+            .map_err(|e| match e {
+                nix::errno::Errno::ELOOP => TerminalError::Console(
+                    "/dev/console is a symlink: refusing to mount the console through it".into(),
+                ),
+                e => TerminalError::Console(format!("/dev/console: {e}")),
+            })?;
     sys_mount(
         Some(crate::rootfs::resolve::proc_fd_path(slave).as_str()),
         crate::rootfs::resolve::proc_fd_path(&target).as_str(),

@@ -115,3 +115,228 @@ fn init_is_not_readable_before_exec() {
     // exec.fifo, so the same probe reads it; only the control must agree.
     assert_eq!(r.1, "readable\n");
 }
+
+/// A config whose `/dev` is the rootfs's own directory (no tmpfs mounted
+/// there), so files the image planted in /dev are what the runtime meets.
+fn with_rootfs_dev(b: &Bundle) {
+    b.edit(|v| {
+        v["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["destination"] != "/dev");
+    });
+}
+
+/// Create `id` from `b`, expecting a refusal; asserts nothing is left
+/// behind (state, mounts, cgroups) and returns the error output.
+#[track_caller]
+fn refused(rt: &Runtime, b: &Bundle, extra: &[&str]) -> Output {
+    let id = unique_id();
+    let leak = LeakCheck::new(&[rt], &[b], &[&id]);
+    let mut args = vec!["create", "--bundle", b.path_str()];
+    args.extend_from_slice(extra);
+    args.push(&id);
+    let out = rt.call(&args).fail();
+    assert!(!rt.root_entries().contains(&id), "{id} left in root: {out}");
+    leak.assert_clean();
+    out
+}
+
+/// CVE-2025-31133: the image ships `/dev/null` as a symlink to a procfs file
+/// the container must not write (`/proc/sys/kernel/core_pattern`, global to
+/// the host). A runtime that trusts it bind-mounts the link's target over
+/// every masked file, giving the container a writable core_pattern. Skiff
+/// refuses the planted node and, as a second line, only masks with a
+/// verified 1:3 character device. The control: the same config without the
+/// planted link runs and masks /proc/keys with the null device.
+/// runc 1.1.5 predates the fix (1.2.8), so this runs skiff only.
+#[test]
+fn masked_paths_refuse_a_planted_dev_null() {
+    let rt = Runtime::skiff();
+    let b = Bundle::busybox();
+    with_rootfs_dev(&b);
+    b.set_args(&["sh", "-c", "wc -c </proc/keys; stat -c %t:%T /dev/null"]);
+    let ok = rt.run(&b, &unique_id()).ok();
+    assert_eq!(ok.stdout, "0\n1:3\n", "control: {ok}");
+
+    let b = Bundle::busybox();
+    with_rootfs_dev(&b);
+    std::fs::create_dir_all(b.rootfs().join("dev")).unwrap();
+    std::os::unix::fs::symlink("/proc/sys/kernel/core_pattern", b.rootfs().join("dev/null"))
+        .unwrap();
+    let core_pattern = std::fs::read("/proc/sys/kernel/core_pattern").unwrap();
+    let out = refused(&rt, &b, &[]);
+    assert!(
+        out.stderr.contains("/dev/null") && out.stderr.contains("not the device 1:3"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read("/proc/sys/kernel/core_pattern").unwrap(),
+        core_pattern
+    );
+}
+
+/// CVE-2025-52565: `/dev/console` in the image is a symlink to a procfs file,
+/// so the console bind mount (made before masking) lands on /proc. Skiff
+/// mounts only the pty it got from the master (TIOCGPTPEER) and only onto a
+/// /dev/console it created or that is not a link. The control: the same
+/// bundle without the link gets its console.
+/// runc 1.1.5 predates the fix (1.2.8), so this runs skiff only.
+#[test]
+fn console_refuses_a_planted_symlink() {
+    let rt = Runtime::skiff();
+    let setup = |b: &Bundle| {
+        with_rootfs_dev(b);
+        b.edit(|v| v["process"]["terminal"] = json!(true));
+        b.set_args(&["sh", "-c", "stat -c %t /dev/console"]);
+    };
+    let b = Bundle::busybox();
+    setup(&b);
+    let sock = ConsoleSocket::new();
+    let id = unique_id();
+    rt.call(&[
+        "create",
+        "--bundle",
+        b.path_str(),
+        "--console-socket",
+        sock.path_str(),
+        &id,
+    ])
+    .ok();
+    let master = sock.receive();
+    rt.start(&id).ok();
+    let text = read_pty(&master, std::time::Duration::from_secs(10), |t| {
+        t.contains('\n')
+    });
+    rt.wait_status(&id, "stopped");
+    rt.delete(&id).ok();
+    // pty slaves are major 136 (0x88).
+    assert_eq!(text.trim(), "88", "control");
+
+    let b = Bundle::busybox();
+    setup(&b);
+    std::fs::create_dir_all(b.rootfs().join("dev")).unwrap();
+    std::os::unix::fs::symlink(
+        "/proc/sys/kernel/core_pattern",
+        b.rootfs().join("dev/console"),
+    )
+    .unwrap();
+    let sock = ConsoleSocket::new();
+    let out = refused(&rt, &b, &["--console-socket", sock.path_str()]);
+    assert!(out.stderr.contains("/dev/console is a symlink"), "{out}");
+}
+
+/// CVE-2019-19921: `/proc` in the image is a symlink to a directory the
+/// image controls, so procfs would be mounted elsewhere and `/proc` would
+/// show the image's fake files (where the runtime writes security
+/// settings). Both runtimes refuse to mount procfs through the link.
+#[test]
+fn proc_is_not_mounted_through_a_symlink() {
+    let (s, r) = on_both(|rt, b| {
+        let root = b.rootfs();
+        std::fs::remove_dir(root.join("proc")).unwrap();
+        std::fs::create_dir_all(root.join("fakeproc/self/attr")).unwrap();
+        std::os::unix::fs::symlink("/fakeproc", root.join("proc")).unwrap();
+        refused(rt, b, &[])
+    });
+    for out in [&s, &r] {
+        assert!(out.stderr.contains("ordinary directory"), "{out}");
+    }
+}
+
+/// CVE-2019-16884: a "volume" bind-mounted over `/proc` (or below it) puts
+/// files the container controls where the runtime and the kernel's users
+/// expect procfs. Only procfs may go at /proc, nothing below it but the
+/// files lxcfs emulates; a symlink elsewhere in the path (`/data` ->
+/// `/proc/sys`) does not disguise the destination. Compared with runc,
+/// which refuses the same mounts.
+#[test]
+fn nothing_but_procfs_is_mounted_over_proc() {
+    let volume = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(volume.path().join("self/attr")).unwrap();
+    std::fs::write(volume.path().join("meminfo"), "MemTotal: 1 kB\n").unwrap();
+    for (dest, disguise) in [
+        ("/proc", false),
+        ("/proc/sys/kernel", false),
+        ("/data/kernel", true),
+    ] {
+        let (s, r) = on_both(|rt, b| {
+            if disguise {
+                std::os::unix::fs::symlink("/proc/sys", b.rootfs().join("data")).unwrap();
+            }
+            b.add_bind(volume.path(), dest);
+            refused(rt, b, &[])
+        });
+        for out in [&s, &r] {
+            assert!(out.stderr.contains("/proc"), "{dest}: {out}");
+        }
+    }
+    // The control: an lxcfs-style file mount inside /proc is allowed.
+    let both = run_both(|b| {
+        b.add_mount(json!({"destination": "/proc/meminfo", "type": "bind",
+                           "source": volume.path().join("meminfo"), "options": ["bind", "ro"]}));
+        b.set_args(&["cat", "/proc/meminfo"]);
+    });
+    assert_eq!(both.same_stdout(), "MemTotal: 1 kB\n");
+}
+
+/// CVE-2019-16884 for `exec`: once a process is in the container's mount
+/// namespace, `/proc` is whatever the container mounted there. A container
+/// with CAP_SYS_ADMIN hides procfs under a tmpfs with a fake
+/// `self/oom_score_adj`; `exec` with `oomScoreAdj` must still set the real
+/// value (it is written through the host's /proc before joining) and leave
+/// the decoy alone. runc 1.1.5 refuses this exec outright ("error closing
+/// exec fds: open /proc/self/fd"), so this runs skiff only.
+#[test]
+fn exec_writes_proc_settings_before_entering_the_container() {
+    let rt = Runtime::skiff();
+    let b = Bundle::busybox();
+    b.edit(|v| {
+        for set in ["bounding", "effective", "permitted"] {
+            v["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("CAP_SYS_ADMIN"));
+        }
+    });
+    b.set_args(&[
+        "sh",
+        "-c",
+        "mount -t tmpfs decoy /proc && mkdir /proc/self && echo 0 >/proc/self/oom_score_adj && touch /dev/shm/ready; sleep 60",
+    ]);
+    let id = unique_id();
+    rt.run_detached(&b, &id).ok();
+    poll(
+        std::time::Duration::from_secs(10),
+        "the decoy /proc",
+        || {
+            let pid = rt.pid(&id);
+            std::path::Path::new(&format!("/proc/{pid}/root/dev/shm/ready"))
+                .exists()
+                .then_some(())
+        },
+    );
+    let mut process = b.config()["process"].clone();
+    process["args"] = json!(["sleep", "60"]);
+    process["oomScoreAdj"] = json!(345);
+    let pj = b.write_file("process.json", &process.to_string());
+    let pidfile = b.path().join("exec.pid");
+    rt.call(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        "--process",
+        pj.to_str().unwrap(),
+        &id,
+    ])
+    .ok();
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let real = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", pid.trim())).unwrap();
+    let init = rt.pid(&id);
+    let decoy =
+        std::fs::read_to_string(format!("/proc/{init}/root/proc/self/oom_score_adj")).unwrap();
+    rt.delete_force(&id).ok();
+    assert_eq!(real.trim(), "345");
+    assert_eq!(decoy.trim(), "0");
+}

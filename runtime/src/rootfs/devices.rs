@@ -18,7 +18,7 @@ use nix::sys::stat::{fchmodat, makedev, mknodat, FchmodatFlags, Mode, SFlag};
 use nix::unistd::{fchownat, symlinkat, Gid, Uid};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
 
-use super::resolve::{create_file_in_root, mkdir_all_in_root, proc_fd_path};
+use super::resolve::{create_own_file_in_root, mkdir_all_in_root, proc_fd_path};
 use super::{sys_err, Result, RootfsError};
 
 struct Dev {
@@ -144,7 +144,17 @@ fn make_node(
 ) -> Result<()> {
     if in_userns {
         // mknod is not allowed in a user namespace: bind the host's node.
-        let target = create_file_in_root(root, path).map_err(sys_err("create", path))?;
+        let target = create_own_file_in_root(root, path).map_err(|err| match err {
+            Errno::ELOOP => RootfsError::BadDevice {
+                path: path.into(),
+                msg: "is a symlink in the rootfs: refusing to mount the device through it".into(),
+            },
+            err => RootfsError::Sys {
+                op: "create",
+                path: path.into(),
+                err,
+            },
+        })?;
         return sys_mount(
             Some(path),
             proc_fd_path(&target).as_str(),
@@ -169,7 +179,11 @@ fn make_node(
         makedev(major, minor),
     ) {
         Ok(()) => {}
-        Err(Errno::EEXIST) => return Ok(()),
+        // Already there (a rootfs with its own /dev): keep it only if it is
+        // that very device, never a symlink or file planted in its place.
+        Err(Errno::EEXIST) => {
+            return check_existing(parent.as_fd(), name, path, kind, major, minor)
+        }
         Err(err) => {
             return Err(RootfsError::Sys {
                 op: "mknod",
@@ -206,6 +220,28 @@ fn make_node(
         nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
     )
     .map_err(sys_err("chown", path))
+}
+
+fn check_existing(
+    parent: BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    path: &Path,
+    kind: SFlag,
+    major: u64,
+    minor: u64,
+) -> Result<()> {
+    let st = nix::sys::stat::fstatat(parent, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(sys_err("stat", path))?;
+    let same = st.st_mode & libc::S_IFMT == kind.bits()
+        && nix::sys::stat::major(st.st_rdev) == major
+        && nix::sys::stat::minor(st.st_rdev) == minor;
+    if same {
+        return Ok(());
+    }
+    Err(RootfsError::BadDevice {
+        path: path.into(),
+        msg: format!("exists in the rootfs but is not the device {major}:{minor}"),
+    })
 }
 
 /// `/dev/fd`, `/dev/std{in,out,err}`, `/dev/core` and `/dev/ptmx`.

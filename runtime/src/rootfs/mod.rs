@@ -19,6 +19,7 @@ pub mod mount;
 pub mod options;
 pub mod paths;
 pub mod pivot;
+pub mod proc_guard;
 pub mod resolve;
 
 use std::fs::File;

@@ -18,6 +18,7 @@ use nix::sys::stat::Mode;
 use oci_spec::runtime::Mount;
 
 use super::options::{self, MountOptions};
+use super::proc_guard;
 use super::resolve::{create_file_in_root, mkdir_all_in_root, open_in_root, proc_fd_path};
 use super::{sys_err, Context, Result, RootfsError};
 
@@ -33,8 +34,10 @@ pub fn mount_one(root: BorrowedFd<'_>, ctx: &Context<'_>, m: &Mount) -> Result<(
     if opts.is_bind() {
         return mount_bind(root, ctx, m, &opts);
     }
+    proc_guard::check_pseudo_fs_target(root, dest, typ)?;
     let target = mkdir_all_in_root(root, dest, Mode::from_bits_truncate(DIR_MODE))
         .map_err(sys_err("create mount point", dest))?;
+    proc_guard::check_proc_destination(root, dest, &target, typ, None)?;
     let source = m
         .source()
         .as_ref()
@@ -115,6 +118,7 @@ fn mount_bind(
         create_file_in_root(root, dest)
     }
     .map_err(sys_err("create mount point", dest))?;
+    proc_guard::check_proc_destination(root, dest, &target, "bind", Some(source))?;
     crate::explain!(
         "mount(2)",
         "bind-mounting host path {} at {} so the container sees the same files",

@@ -134,6 +134,39 @@ pub fn create_file_in_root(root: BorrowedFd<'_>, path: &Path) -> nix::Result<Own
     open_in_root(root, path, OFlag::O_PATH)
 }
 
+/// Like [`create_file_in_root`], for files the runtime itself puts in place
+/// (`/dev/console`, device nodes in a user namespace): the last component is
+/// never followed. A symlink there fails with `ELOOP` and a directory with
+/// `EISDIR`, so a link planted in the rootfs cannot steer the mount onto
+/// another file of the container, such as one under /proc (the 2025 runc
+/// advisories on /dev/console and masked paths).
+pub fn create_own_file_in_root(root: BorrowedFd<'_>, path: &Path) -> nix::Result<OwnedFd> {
+    let parent_path = path.parent().unwrap_or(Path::new("/"));
+    let parent = mkdir_all_in_root(root, parent_path, Mode::from_bits_truncate(0o755))?;
+    let name = path.file_name().ok_or(Errno::EINVAL)?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC)
+        .mode(Mode::from_bits_truncate(0o644))
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    match openat2(parent.as_fd(), Path::new(name), how) {
+        Ok(fd) => drop(fd),
+        Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    let fd = nix::fcntl::openat(
+        parent.as_fd(),
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = nix::sys::stat::fstat(&fd)?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFLNK => Err(Errno::ELOOP),
+        libc::S_IFDIR => Err(Errno::EISDIR),
+        _ => Ok(fd),
+    }
+}
+
 /// The path through which the kernel reaches exactly the file `fd` refers to.
 pub fn proc_fd_path(fd: &impl AsRawFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
