@@ -9,6 +9,10 @@
 # and the peak RSS of `run` (/usr/bin/time -v "Maximum resident set size").
 # Prints medians and the skiff/runc and skiff/crun ratios.
 #
+# With SKIFF_BASELINE=/path/to/another/skiff, that build runs in the same
+# hyperfine runs as "base" and a skiff/base ratio is printed too (for
+# before/after measurements of one change).
+#
 # crun refuses hybrid cgroup hosts, so every runtime runs inside one private
 # mount namespace where an empty file is bind-mounted over
 # /sys/fs/cgroup/unified/cgroup.controllers (host mounts stay untouched): the
@@ -31,8 +35,13 @@ fi
 
 skiff="$PWD/target/release/skiff"
 work=$(mktemp -d /tmp/skiff-bench.XXXXXX)
-trap 'for r in skiff runc crun; do for id in $(ls "$work/root-$r" 2>/dev/null); do "${bin[$r]}" --root "$work/root-$r" delete -f "$id" >/dev/null 2>&1 || true; done; done; rm -rf "$work"' EXIT
+trap 'for r in skiff runc crun base; do for id in $(ls "$work/root-$r" 2>/dev/null); do "${bin[$r]}" --root "$work/root-$r" delete -f "$id" >/dev/null 2>&1 || true; done; done; rm -rf "$work"' EXIT
 declare -A bin=([skiff]="$skiff" [runc]="$(command -v runc)" [crun]="$(command -v crun)")
+runtimes=(skiff runc crun)
+if [ -n "${SKIFF_BASELINE:-}" ]; then
+  bin[base]=$SKIFF_BASELINE
+  runtimes+=(base)
+fi
 
 mkdir -p "$work/bundle/rootfs/bin"
 cp /bin/busybox "$work/bundle/rootfs/bin/"
@@ -50,16 +59,18 @@ export -f lifecycle
 export work
 
 cmds_lc=() cmds_run=()
-for r in skiff runc crun; do
+names=()
+for r in "${runtimes[@]}"; do
+  names+=(-n "$r")
   mkdir -p "$work/root-$r"
   cmds_lc+=("lifecycle ${bin[$r]} $work/root-$r lc-$r")
   cmds_run+=("${bin[$r]} --root $work/root-$r run --bundle $work/bundle run-$r")
 done
 
 hyperfine --warmup 3 --runs "$runs" --export-json "$work/lc.json" --shell=bash \
-  -n skiff -n runc -n crun "${cmds_lc[@]}" >/dev/null
+  "${names[@]}" "${cmds_lc[@]}" >/dev/null
 hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/run.json" \
-  -n skiff -n runc -n crun "${cmds_run[@]}" >/dev/null
+  "${names[@]}" "${cmds_run[@]}" >/dev/null
 
 median_ms() { jq -r --arg n "$2" '.results[] | select(.command==$n) | .median * 1000' "$1"; }
 rss_kb() { # median peak RSS of `run` over 15 runs
@@ -78,3 +89,11 @@ for b in lc run; do
 done
 s=$(rss_kb skiff); r=$(rss_kb runc); c=$(rss_kb crun)
 awk -v s="$s" -v r="$r" -v c="$c" 'BEGIN {printf "%-28s %10d %10d %10d %12.2f %12.2f\n", "run peak RSS KiB", s, r, c, s/r, s/c}'
+if [ -n "${SKIFF_BASELINE:-}" ]; then
+  for b in lc run; do
+    s=$(median_ms "$work/$b.json" skiff); x=$(median_ms "$work/$b.json" base)
+    awk -v b="$b" -v s="$s" -v x="$x" 'BEGIN {printf "skiff/base %-4s %8.2f ms / %8.2f ms = %5.2f\n", b, s, x, s/x}'
+  done
+  s=$(rss_kb skiff); x=$(rss_kb base)
+  awk -v s="$s" -v x="$x" 'BEGIN {printf "skiff/base rss  %8d KiB / %8d KiB = %5.2f\n", s, x, s/x}'
+fi

@@ -340,3 +340,62 @@ fn exec_writes_proc_settings_before_entering_the_container() {
     assert_eq!(real.trim(), "345");
     assert_eq!(decoy.trim(), "0");
 }
+
+/// CVE-2019-5736: a container process that gets hold of the runtime's own
+/// executable (through `/proc/PID/exe` of a runtime process it can see, or
+/// by making the runtime exec `#!/proc/self/exe`) waits for the runtime to
+/// exit, reopens that file for writing and replaces the host's binary.
+/// Here the handle is taken the way the attacker would, `/proc/PID/exe` of
+/// the container's init while it waits for `start`, opened `O_PATH` (from
+/// the host side, so the test does not depend on winning a race); once the
+/// container is gone and nothing runs the file, it is reopened for writing.
+/// Both runtimes run from a protected copy: skiff from a read-only detached
+/// bind mount of itself (EROFS), or a sealed memfd on old kernels; runc 1.1.5
+/// the same way (its "bindfd", else a sealed memfd). Nothing is ever written:
+/// a vulnerable runtime shows up as an open that succeeds on an unsealed file.
+#[test]
+fn runtime_binary_cannot_be_reopened_for_writing() {
+    use nix::fcntl::{fcntl, open, FcntlArg, OFlag, SealFlag};
+    use nix::sys::stat::Mode;
+    use std::os::fd::AsRawFd;
+    let (s, r) = on_both(|rt, b| {
+        b.set_args(SLEEPER);
+        let id = unique_id();
+        rt.create(b, &id).ok();
+        let pid = rt.pid(&id);
+        let handle = open(
+            format!("/proc/{pid}/exe").as_str(),
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        rt.delete_force(&id).ok();
+        let reopen = format!("/proc/self/fd/{}", handle.as_raw_fd());
+        let outcome = poll(
+            std::time::Duration::from_secs(10),
+            "the init to exit",
+            || match open(
+                reopen.as_str(),
+                OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                Err(nix::errno::Errno::ETXTBSY) => None,
+                Err(e) => Some(format!("refused: {e}")),
+                Ok(fd) => {
+                    let seals = fcntl(&fd, FcntlArg::F_GET_SEALS).unwrap_or(0);
+                    let sealed =
+                        SealFlag::from_bits_truncate(seals).contains(SealFlag::F_SEAL_WRITE);
+                    Some(if sealed { "sealed copy" } else { "WRITABLE" }.to_string())
+                }
+            },
+        );
+        outcome
+    });
+    // skiff: EROFS from the read-only bind mount (or a sealed memfd).
+    for (label, outcome) in [("skiff", &s), ("runc", &r)] {
+        assert!(
+            outcome == "refused: EROFS: Read-only file system" || outcome == "sealed copy",
+            "{label}: {outcome}"
+        );
+    }
+}
