@@ -108,6 +108,10 @@ pub struct State {
     /// Where the container's cgroup lives, per hierarchy.
     #[serde(default)]
     pub cgroup_paths: CgroupPaths,
+    /// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` was in the config's seccomp
+    /// flags (kept here because the spec type cannot hold it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub seccomp_wait_killable_recv: bool,
     /// The container's config, as `create` read it.
     pub config: Spec,
 }

@@ -79,7 +79,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     container::validate_id(&opts.id)?;
     let bundle = std::fs::canonicalize(&opts.bundle)
         .map_err(|e| Error::Other(format!("chdir {}: {}", opts.bundle.display(), io_msg(&e))))?;
-    let spec = spec::load(&bundle)?;
+    let (spec, extras) = spec::load(&bundle)?;
     let process = spec
         .process()
         .as_ref()
@@ -185,6 +185,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         no_pivot: opts.no_pivot,
         new_keyring: opts.new_keyring,
         preserve_fds: opts.preserve_fds,
+        seccomp_wait_killable_recv: extras.seccomp_wait_killable_recv,
     };
     // SAFETY: the runtime is single-threaded here, so the child may run any code.
     let forked = unsafe { fork() };
@@ -299,6 +300,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         init_start_time: crate::utils::process_stat(init_pid).map_or(0, |(_, t)| t),
         init_exe: container::exe_identity(init_pid),
         cgroup_paths: cg_paths,
+        seccomp_wait_killable_recv: extras.seccomp_wait_killable_recv,
         config: spec,
     };
     let c = Container { dir, state };

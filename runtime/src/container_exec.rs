@@ -254,28 +254,23 @@ fn join_and_fork(
         }
     }
     // The container's seccomp filter applies to every process in it.
-    let seccomp = c
+    let filter = c
         .state
         .config
         .linux()
         .as_ref()
-        .and_then(|l| l.seccomp().as_ref());
-    let filter = seccomp.map(crate::seccomp::build).transpose()?;
-    let notify = seccomp.is_some_and(crate::seccomp::uses_notify);
-    crate::init::finalize_process(
-        process,
-        in_userns,
-        filter.as_ref().map(|f| (f, notify)),
-        chan,
-    )?;
+        .and_then(|l| l.seccomp().as_ref())
+        .map(|s| crate::seccomp::build(s, c.state.seccomp_wait_killable_recv))
+        .transpose()?;
+    crate::init::finalize_process(process, in_userns, filter.as_ref(), chan)?;
     let env = crate::init::process_env(process);
     let args = process.args().clone().unwrap_or_default();
     let program = crate::process::exec::find(&args[0], &env)?;
     if let Some(f) = filter
         .as_ref()
-        .filter(|_| !notify && process.no_new_privileges().unwrap_or(false))
+        .filter(|f| !f.notifies() && process.no_new_privileges().unwrap_or(false))
     {
-        crate::seccomp::load(f)?;
+        f.load()?;
     }
     chan.send(&Msg::Ready)?;
     // The channel is close-on-exec: the runtime reads end-of-file once the

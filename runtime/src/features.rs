@@ -33,7 +33,7 @@ pub fn features() -> Value {
                 "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
                               "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
                 "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32"],
-                "supportedFlags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC"]
+                "supportedFlags": seccomp_flags()
             },
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false}
@@ -42,4 +42,18 @@ pub fn features() -> Value {
             "io.github.skiff.version": env!("CARGO_PKG_VERSION")
         }
     })
+}
+
+/// The seccomp filter flags this kernel accepts:
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` arrived in Linux 5.19.
+fn seccomp_flags() -> Vec<&'static str> {
+    let mut flags = vec![
+        "SECCOMP_FILTER_FLAG_LOG",
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+        "SECCOMP_FILTER_FLAG_TSYNC",
+    ];
+    if crate::seccomp::default_profile::kernel_version() >= (5, 19) {
+        flags.push(crate::seccomp::WAIT_KILLABLE_RECV);
+    }
+    flags
 }

@@ -52,6 +52,8 @@ pub struct InitConfig<'a> {
     pub console_socket: Option<&'a OwnedFd>,
     pub no_pivot: bool,
     pub new_keyring: bool,
+    /// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` was among `linux.seccomp.flags`.
+    pub seccomp_wait_killable_recv: bool,
     pub preserve_fds: i32,
 }
 
@@ -226,15 +228,11 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         rootfs::paths::root_propagation(l.rootfs_propagation().as_deref())?;
     }
 
-    let seccomp = linux.and_then(|l| l.seccomp().as_ref());
-    let filter = seccomp.map(crate::seccomp::build).transpose()?;
-    let notify = seccomp.is_some_and(crate::seccomp::uses_notify);
-    finalize_process(
-        process,
-        in_userns(cfg.plan),
-        filter.as_ref().map(|f| (f, notify)),
-        chan,
-    )?;
+    let filter = linux
+        .and_then(|l| l.seccomp().as_ref())
+        .map(|s| crate::seccomp::build(s, cfg.seccomp_wait_killable_recv))
+        .transpose()?;
+    finalize_process(process, in_userns(cfg.plan), filter.as_ref(), chan)?;
     let env = process_env(process);
     let args = process.args().clone().unwrap_or_default();
     let program = process::exec::find(&args[0], &env)?;
@@ -258,9 +256,9 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     }
     if let Some(f) = filter
         .as_ref()
-        .filter(|_| !notify && process.no_new_privileges().unwrap_or(false))
+        .filter(|f| !f.notifies() && process.no_new_privileges().unwrap_or(false))
     {
-        if let Err(e) = crate::seccomp::load(f) {
+        if let Err(e) = f.load() {
             report(&e);
             return Err(e.into());
         }
@@ -398,7 +396,7 @@ pub fn process_env(process: &Process) -> Vec<String> {
 pub fn finalize_process(
     process: &Process,
     in_userns: bool,
-    seccomp: Option<(&libseccomp::ScmpFilterContext, bool)>,
+    seccomp: Option<&crate::seccomp::Filter>,
     chan: &Channel,
 ) -> Result<()> {
     if let Some(rl) = process.rlimits() {
@@ -420,12 +418,10 @@ pub fn finalize_process(
     // just before execve.)
     // A filter that notifies is loaded here too, so that its listener gets
     // the descriptor (through the runtime) before the container is ready.
-    if let Some((f, notify)) =
-        seccomp.filter(|(_, n)| *n || !process.no_new_privileges().unwrap_or(false))
+    if let Some(f) =
+        seccomp.filter(|f| f.notifies() || !process.no_new_privileges().unwrap_or(false))
     {
-        crate::seccomp::load(f)?;
-        if notify {
-            let fd = crate::seccomp::notify_fd(f)?;
+        if let Some(fd) = f.load()? {
             chan.send(&Msg::SeccompFd)?;
             chan.send_fd(std::os::fd::AsFd::as_fd(&fd))?;
             chan.expect(

@@ -41,8 +41,15 @@ pub enum SpecError {
 /// The name of the config file in a bundle.
 pub const CONFIG_FILE: &str = "config.json";
 
+/// What config.json says that the `oci-spec` types cannot hold.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Extras {
+    /// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` in `linux.seccomp.flags`.
+    pub seccomp_wait_killable_recv: bool,
+}
+
 /// Read and parse `bundle/config.json`.
-pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
+pub fn load(bundle: &Path) -> Result<(Spec, Extras), SpecError> {
     if !bundle.is_dir() {
         return Err(SpecError::NoBundle(bundle.to_path_buf()));
     }
@@ -52,9 +59,31 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SpecError::NoConfig { path }),
         Err(err) => return Err(SpecError::Read { path, err }),
     };
-    let spec: Spec = parse(&path, &data)?;
+    let (spec, extras) = parse_config(&path, &data)?;
     validate(&spec).map_err(|msg| SpecError::Invalid { path, msg })?;
-    Ok(spec)
+    Ok((spec, extras))
+}
+
+/// Parse config.json, first taking out the seccomp flag the `oci-spec`
+/// enum does not have (only when the text mentions it: the common path
+/// parses once).
+fn parse_config(path: &Path, data: &[u8]) -> Result<(Spec, Extras), SpecError> {
+    let flag = crate::seccomp::WAIT_KILLABLE_RECV.as_bytes();
+    if !data.windows(flag.len()).any(|w| w == flag) {
+        return Ok((parse(path, data)?, Extras::default()));
+    }
+    let mut v: Value = parse(path, data)?;
+    let mut extras = Extras::default();
+    if let Some(flags) = v
+        .pointer_mut("/linux/seccomp/flags")
+        .and_then(Value::as_array_mut)
+    {
+        let before = flags.len();
+        flags.retain(|f| f.as_str() != Some(crate::seccomp::WAIT_KILLABLE_RECV));
+        extras.seccomp_wait_killable_recv = flags.len() != before;
+    }
+    let spec = parse(path, v.to_string().as_bytes())?;
+    Ok((spec, extras))
 }
 
 /// Load a `process.json` as `exec --process` takes it.

@@ -118,13 +118,49 @@ fn exec_gets_the_container_filter() {
     assert_eq!(s, r);
 }
 
+/// Be the program at `listenerPath`: accept the runtime's connection (20 s
+/// deadline) and take the container state and the notification descriptor.
+fn receive_seccomp_fd(
+    listener: &std::os::unix::net::UnixListener,
+) -> Option<(serde_json::Value, std::os::fd::OwnedFd)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(listener),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20_000u16)).unwrap_or(0) == 0 {
+        return None;
+    }
+    let (stream, _) = listener.accept().unwrap();
+    let mut buf = vec![0u8; 16384];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([i32; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    let mut fd = None;
+    for c in msg.cmsgs().unwrap() {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(f) = c {
+            // SAFETY: the descriptor was just received; we own it.
+            fd = Some(unsafe { OwnedFd::from_raw_fd(f[0]) });
+        }
+    }
+    let n = msg.bytes;
+    let state: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+    Some((state, fd.expect("a descriptor with the message")))
+}
+
 /// SCMP_ACT_NOTIFY: the listener at listenerPath gets the notification
 /// descriptor and the container's state, and answers a system call on the
 /// container's behalf (here: a mkdir that "succeeds" without happening).
 /// skiff only: runc 1.1.5 does not forward the state the spec describes.
 #[test]
 fn notify_listener_answers_for_the_container() {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
     let rt = Runtime::skiff();
     let b = Bundle::busybox();
     let dir = tempfile::tempdir().unwrap();
@@ -144,34 +180,7 @@ fn notify_listener_answers_for_the_container() {
         "mkdir /dev/shm/n && echo mkdir-ok; ls /dev/shm | wc -l",
     ]);
     let supervisor = std::thread::spawn(move || {
-        let mut fds = [nix::poll::PollFd::new(
-            std::os::fd::AsFd::as_fd(&listener),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20_000u16)).unwrap_or(0) == 0 {
-            return None;
-        }
-        let (stream, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 16384];
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let mut space = nix::cmsg_space!([i32; 1]);
-        let msg = nix::sys::socket::recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            nix::sys::socket::MsgFlags::empty(),
-        )
-        .unwrap();
-        let mut fd = None;
-        for c in msg.cmsgs().unwrap() {
-            if let nix::sys::socket::ControlMessageOwned::ScmRights(f) = c {
-                // SAFETY: the descriptor was just received; we own it.
-                fd = Some(unsafe { OwnedFd::from_raw_fd(f[0]) });
-            }
-        }
-        let n = msg.bytes;
-        let state: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
-        let fd = fd.expect("a descriptor with the message");
+        let (state, fd) = receive_seccomp_fd(&listener)?;
         let req = libseccomp::ScmpNotifReq::receive(fd.as_raw_fd()).unwrap();
         let name = req.data.syscall.get_name().unwrap_or_default();
         libseccomp::ScmpNotifResp::new_val(req.id, 0, libseccomp::ScmpNotifRespFlags::empty())
@@ -295,4 +304,80 @@ fn default_profile_lets_a_busybox_shell_work() {
         both.same_stdout(),
         "HELLO\nf\nwaited\n1\n0\ndated\n3 2 1\n42\nrunc\n1\n"
     );
+}
+
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19): once the
+/// supervisor has received a notification, a signal the program handles no
+/// longer interrupts the call, so the supervisor's answer still lands. The
+/// supervisor receives a notified `mkdir`, signals the program (which has a
+/// SIGUSR1 handler), waits, then answers. With the flag the answer is
+/// accepted and `mkdir` returns 0; without it (the control) the call was
+/// interrupted (EINTR) and the answer is refused. skiff only: runc 1.1.5 does
+/// not know the flag.
+#[test]
+fn wait_killable_recv_keeps_a_received_call_waiting() {
+    use std::os::fd::AsRawFd;
+    const PROGRAM: &str = r#"
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+static void on_usr1(int s) { (void)s; }
+int main(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, 0);
+    int r = mkdir("/dev/shm/w", 0755);
+    printf("mkdir %d\n", r < 0 ? errno : 0);
+    return 0;
+}
+"#;
+    let attempt = |flag: bool| {
+        let rt = Runtime::skiff();
+        let b = Bundle::busybox();
+        compile_static(PROGRAM, &b.rootfs().join("bin/waiter"));
+        let dir = tempfile::tempdir().unwrap();
+        let sock_path = dir.path().join("listener.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+        with_filter(
+            &b,
+            json!([{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]),
+        );
+        b.edit(|v| {
+            v["linux"]["seccomp"]["listenerPath"] = json!(sock_path);
+            if flag {
+                v["linux"]["seccomp"]["flags"] = json!(["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]);
+            }
+        });
+        b.set_args(&["/bin/waiter"]);
+        let supervisor = std::thread::spawn(move || {
+            let (_, fd) = receive_seccomp_fd(&listener)?;
+            let req = libseccomp::ScmpNotifReq::receive(fd.as_raw_fd()).unwrap();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(req.pid as i32),
+                nix::sys::signal::Signal::SIGUSR1,
+            )
+            .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let answered = libseccomp::ScmpNotifResp::new_val(
+                req.id,
+                0,
+                libseccomp::ScmpNotifRespFlags::empty(),
+            )
+            .respond(fd.as_raw_fd())
+            .is_ok();
+            Some(answered)
+        });
+        let out = rt.run(&b, &unique_id());
+        let answered = supervisor
+            .join()
+            .unwrap()
+            .unwrap_or_else(|| panic!("no listener connection: {out}"));
+        (answered, out.stdout)
+    };
+    assert_eq!(attempt(true), (true, "mkdir 0\n".to_string()));
+    assert_eq!(attempt(false), (false, "mkdir 4\n".to_string()));
 }

@@ -86,8 +86,136 @@ fn op(o: LinuxSeccompOperator, value: u64) -> ScmpCompareOp {
     }
 }
 
-/// Compile `linux.seccomp` into a filter, ready to load.
-pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
+/// The flag name the runtime spec uses for `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`
+/// (not in the `oci-spec` crate's enum: [`crate::spec::load`] takes it out
+/// of the config and passes it along on its own).
+pub const WAIT_KILLABLE_RECV: &str = "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV";
+
+/// A compiled filter and how it must be loaded.
+pub struct Filter {
+    ctx: ScmpFilterContext,
+    notify: bool,
+    /// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19): once the
+    /// supervisor has received a notification, only a fatal signal
+    /// interrupts the waiting system call, so a program's own signal
+    /// handlers cannot make the supervisor's answer go astray.
+    wait_killable_recv: bool,
+    log: bool,
+    spec_allow: bool,
+}
+
+impl Filter {
+    /// Does it hand system calls to a supervisor (`SCMP_ACT_NOTIFY`)?
+    pub fn notifies(&self) -> bool {
+        self.notify
+    }
+
+    /// Load the filter into this process (and so into everything it
+    /// execs); for a notifying filter, return its notification descriptor.
+    pub fn load(&self) -> Result<Option<std::os::fd::OwnedFd>, SeccompError> {
+        crate::explain!(
+            "seccomp(2)",
+            "loading the seccomp filter: from now on the kernel checks every system call against it"
+        );
+        if self.notify && self.wait_killable_recv {
+            return self.load_with_flags().map(Some);
+        }
+        self.ctx.load().map_err(lib("load filter"))?;
+        if !self.notify {
+            return Ok(None);
+        }
+        let fd = self
+            .ctx
+            .get_notify_fd()
+            .map_err(lib("get notification descriptor"))?;
+        use std::os::fd::FromRawFd;
+        // SAFETY: libseccomp hands us the descriptor the kernel created at
+        // load; we take ownership of it.
+        Ok(Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// seccomp(2) `SECCOMP_SET_MODE_FILTER` by hand, for flags the linked
+    /// libseccomp does not know: libseccomp compiles the program, the
+    /// kernel gets it with exactly the flags the config asks for.
+    fn load_with_flags(&self) -> Result<std::os::fd::OwnedFd, SeccompError> {
+        use std::io::{Read, Seek};
+        use std::os::fd::FromRawFd;
+        let mut buf = tempfile_in_memory()?;
+        self.ctx
+            .export_bpf(&buf)
+            .map_err(lib("export the filter program"))?;
+        let mut bytes = Vec::new();
+        buf.rewind()
+            .and_then(|_| buf.read_to_end(&mut bytes))
+            .map_err(|e| SeccompError::Unsupported(format!("read the filter program: {e}")))?;
+        let insns: Vec<libc::sock_filter> = bytes
+            .chunks_exact(std::mem::size_of::<libc::sock_filter>())
+            .map(|c| libc::sock_filter {
+                code: u16::from_ne_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect();
+        let prog = libc::sock_fprog {
+            len: insns.len() as u16,
+            filter: insns.as_ptr() as *mut libc::sock_filter,
+        };
+        let mut flags =
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+        if self.log {
+            flags |= libc::SECCOMP_FILTER_FLAG_LOG;
+        }
+        if self.spec_allow {
+            flags |= libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW;
+        }
+        // SAFETY: `prog` points at `insns`, alive for the call; the kernel
+        // copies the program and returns a new descriptor or -1.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if fd < 0 {
+            let err = nix::Error::last();
+            return Err(SeccompError::Unsupported(match err {
+                nix::Error::EINVAL => format!(
+                    "load filter with {WAIT_KILLABLE_RECV}: {err} (the kernel needs to be 5.19 or newer)"
+                ),
+                err => format!("load filter: {err}"),
+            }));
+        }
+        // SAFETY: the kernel just returned this descriptor to us.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+    }
+}
+
+/// An anonymous in-memory file (memfd_create(2)) to export a program into.
+fn tempfile_in_memory() -> Result<std::fs::File, SeccompError> {
+    let fd =
+        nix::sys::memfd::memfd_create(c"skiff-seccomp-bpf", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| SeccompError::Unsupported(format!("memfd_create: {e}")))?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// Compile `linux.seccomp` into a filter, ready to load;
+/// `wait_killable_recv` is the flag `oci-spec` cannot carry.
+pub fn build(s: &LinuxSeccomp, wait_killable_recv: bool) -> Result<Filter, SeccompError> {
+    let ctx = compile(s)?;
+    let flags = s.flags().as_deref().unwrap_or(&[]);
+    Ok(Filter {
+        ctx,
+        notify: uses_notify(s),
+        wait_killable_recv,
+        log: flags.contains(&LinuxSeccompFilterFlag::SeccompFilterFlagLog),
+        spec_allow: flags.contains(&LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow),
+    })
+}
+
+fn compile(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
     let default = action(s.default_action(), None, s.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(lib("create filter"))?;
     for a in s.architectures().as_deref().unwrap_or(&[]) {
@@ -156,24 +284,13 @@ pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
 /// Does the filter hand system calls to a supervisor (`SCMP_ACT_NOTIFY`)?
 /// Such a filter is loaded before the container is reported ready, so the
 /// listener has its descriptor before anything runs.
-pub fn uses_notify(s: &LinuxSeccomp) -> bool {
+fn uses_notify(s: &LinuxSeccomp) -> bool {
     s.default_action() == LinuxSeccompAction::ScmpActNotify
         || s.syscalls()
             .as_deref()
             .unwrap_or(&[])
             .iter()
             .any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
-}
-
-/// The notification descriptor of a loaded filter that uses `SCMP_ACT_NOTIFY`.
-pub fn notify_fd(ctx: &ScmpFilterContext) -> Result<std::os::fd::OwnedFd, SeccompError> {
-    use std::os::fd::FromRawFd;
-    let fd = ctx
-        .get_notify_fd()
-        .map_err(lib("get notification descriptor"))?;
-    // SAFETY: libseccomp hands us the descriptor the kernel created at load;
-    // we take ownership of it.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Send the notification descriptor to the listener at `listenerPath`, with
@@ -218,13 +335,4 @@ pub fn send_to_listener(
         SeccompError::Unsupported(format!("send to listenerPath {}: {e}", path.display()))
     })?;
     Ok(())
-}
-
-/// Load the filter into this process (and so into everything it execs).
-pub fn load(ctx: &ScmpFilterContext) -> Result<(), SeccompError> {
-    crate::explain!(
-        "seccomp(2)",
-        "loading the seccomp filter: from now on the kernel checks every system call against it"
-    );
-    ctx.load().map_err(lib("load filter"))
 }
