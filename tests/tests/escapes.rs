@@ -399,3 +399,59 @@ fn runtime_binary_cannot_be_reopened_for_writing() {
         );
     }
 }
+
+/// CVE-2021-30465 and relatives: a mount destination reached through a
+/// symlink whose target climbs out with `..` (`/vol -> ../../../../<host
+/// dir>`) and a bind mount aimed at it. Resolved inside the rootfs (openat2
+/// `RESOLVE_IN_ROOT`, `..` stops at the root), the mount lands in the
+/// container and the host directory is neither mounted over nor written.
+/// The race variant (a shared volume swapping a directory for such a link
+/// between check and mount) is closed by mounting on the descriptor that
+/// was resolved, never on a path looked up again. Compared with runc,
+/// whose securejoin resolves the same way.
+#[test]
+fn relative_symlink_destinations_stay_in_the_rootfs() {
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("from-volume"), "v").unwrap();
+    let (s, r) = on_both(|rt, b| {
+        let host = tempfile::Builder::new()
+            .prefix("skiff-host-")
+            .tempdir()
+            .unwrap();
+        std::fs::write(host.path().join("keep"), "precious").unwrap();
+        let climb = format!(
+            "{}{}",
+            "../".repeat(12),
+            host.path().display().to_string().trim_start_matches('/')
+        );
+        std::os::unix::fs::symlink(&climb, b.rootfs().join("vol")).unwrap();
+        b.add_bind(source.path(), "/vol/data");
+        b.edit(|v| v["root"]["readonly"] = json!(false));
+        b.set_args(&[
+            "sh",
+            "-c",
+            "ls /vol/data && touch /vol/data/../marker && echo wrote",
+        ]);
+        let id = unique_id();
+        let leak = LeakCheck::new(&[rt], &[b], &[&id]);
+        let out = rt.run(b, &id).ok();
+        leak.assert_clean();
+        let entries: Vec<String> = std::fs::read_dir(host.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(entries, ["keep"], "{}: host dir modified: {out}", rt.label);
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mi.contains(host.path().to_str().unwrap()),
+            "{}: host dir mounted",
+            rt.label
+        );
+        // Where the link really led: the same path, inside the rootfs.
+        let inside = b.rootfs().join(host.path().strip_prefix("/").unwrap());
+        assert!(inside.join("marker").exists(), "{}: {out}", rt.label);
+        out.stdout
+    });
+    assert_eq!(s, "from-volume\nwrote\n");
+    assert_eq!(s, r);
+}
