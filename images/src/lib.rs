@@ -1,4 +1,17 @@
-//! Image handling (pull, store, unpack, image config to runtime spec) lives here.
+//! `skiff-images`: image references, digests, a content store and safe
+//! layer unpacking (DESIGN.md §4).
 //!
-//! Nothing is built yet: this crate is a placeholder in the workspace so the
-//! layout matches the design (DESIGN.md §4). It exports nothing.
+//! An OCI image is a small graph of content-addressed blobs: a *manifest*
+//! lists a *config* (what to run, environment, user...) and *layers* (tar
+//! archives of file-system changes); an *index* may point at one manifest
+//! per platform. This crate turns such a graph into directories an overlayfs
+//! mount can stack into a container's root filesystem, and a config into an
+//! OCI runtime spec. See the OCI image spec (image-spec/manifest.md,
+//! layer.md, config.md).
+
+pub mod digest;
+pub mod reference;
+pub mod unpack;
+
+pub use digest::Digest;
+pub use reference::Reference;
