@@ -10,7 +10,12 @@
 //! layer.md, config.md).
 
 pub mod digest;
+pub mod ingest;
+pub mod manifest;
+pub mod oci_layout;
 pub mod reference;
+pub mod runtime_spec;
+pub mod store;
 pub mod unpack;
 
 pub use digest::Digest;

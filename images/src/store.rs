@@ -1,0 +1,529 @@
+//! The image store under `--data-dir` (default `/var/lib/skiff`).
+//!
+//! ```text
+//! blobs/sha256/<hex>        every manifest, config and layer blob, by digest
+//! layers/<chain-id hex>/    one unpacked layer (an overlayfs lower dir),
+//!                           shared by every image whose stack starts alike
+//! images.json               which names point at which manifest
+//! tmp/                      work in progress, never visible elsewhere
+//! lock                      flock(2): one writer at a time
+//! ```
+//!
+//! A layer directory is keyed by its *chain id*, the digest of the layer
+//! together with everything below it (`chain(n) = sha256(chain(n-1) + " " +
+//! diff_id(n))`, image-spec config.md): the same tar on top of different
+//! parents is a different file system. Crash safety comes from one rule:
+//! everything is written under `tmp/` and appears in its final place with a
+//! single rename(2), after fsync. A process killed at any point leaves at
+//! most garbage in `tmp/`, which the next writer clears. `images.json` is
+//! rewritten the same way. Blobs and layers no image refers to stay until
+//! `prune`, which counts references from `images.json`.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Digest, Hasher};
+use crate::unpack::{self, Compression, Limits};
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/skiff";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{op} {path}: {err}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        err: io::Error,
+    },
+    #[error("blob {expected}: content has digest {actual}: refusing it")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("blob {digest}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("layer {blob}: its diff_id is {actual}, the image config says {expected}")]
+    DiffIdMismatch {
+        blob: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("layer {blob}: {err}")]
+    Unpack {
+        blob: Digest,
+        #[source]
+        err: unpack::UnpackError,
+    },
+    #[error("blob {0} is not in the store")]
+    MissingBlob(Digest),
+    #[error("no image {0} in the store")]
+    NoImage(String),
+    #[error("{path}: {err}")]
+    Corrupt { path: PathBuf, err: String },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |err| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        err,
+    }
+}
+
+/// One named image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The normalised reference (`docker.io/library/busybox:latest`).
+    pub name: String,
+    /// The manifest (for one platform) this name points at.
+    pub manifest: Digest,
+    /// The digest of the index it was picked from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<Digest>,
+    pub config: Digest,
+    /// Layer blobs, bottom first.
+    pub layers: Vec<Digest>,
+    /// Chain ids of the unpacked layers, bottom first.
+    pub chain: Vec<Digest>,
+    /// Sum of the layer blobs' sizes.
+    pub size: u64,
+    /// When it was stored (RFC 3339).
+    pub stored: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Images {
+    images: Vec<ImageRecord>,
+}
+
+/// What `prune` removed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Pruned {
+    pub blobs: Vec<Digest>,
+    pub layers: Vec<Digest>,
+}
+
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Held while writing: an exclusive flock(2) on `<data-dir>/lock`,
+/// released when dropped (or when the process dies).
+pub struct StoreLock {
+    _file: File,
+}
+
+/// `chain(n) = sha256(chain(n-1) + " " + diff_id(n))`, `chain(0) = diff_id(0)`.
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => Digest::of(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+fn mkdir_private(p: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(p)
+        .map_err(io_err("create directory", p))
+}
+
+/// A unique name under `tmp/` (pid and a counter: no two writers collide).
+fn tmp_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Remove a directory tree without following symlinks (layer content is
+/// untrusted: `remove_dir_all` does not follow links either).
+fn remove_tree(p: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+    }
+}
+
+impl Store {
+    /// Open (creating if needed) the store at `root`, root-only (0700).
+    pub fn open(root: &Path) -> Result<Store> {
+        for sub in ["blobs/sha256", "layers", "tmp"] {
+            mkdir_private(&root.join(sub))?;
+        }
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("chmod", root))?;
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Take the writer lock (blocking), then clear what dead writers left
+    /// in `tmp/`.
+    pub fn lock(&self) -> Result<StoreLock> {
+        let path = self.root.join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        // SAFETY: flock on a descriptor we own; it blocks until granted.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
+            return Err(io_err("lock", &path)(io::Error::last_os_error()));
+        }
+        let lock = StoreLock { _file: file };
+        self.clear_tmp();
+        Ok(lock)
+    }
+
+    /// Leftovers of writers that died (only called with the lock held: no
+    /// live writer is using tmp/ then).
+    fn clear_tmp(&self) {
+        if let Ok(rd) = fs::read_dir(self.root.join("tmp")) {
+            for e in rd.flatten() {
+                let _ = remove_tree(&e.path());
+            }
+        }
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
+        let p = self.blob_path(d);
+        fs::read(&p).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::MissingBlob(d.clone()),
+            _ => io_err("read", &p)(e),
+        })
+    }
+
+    /// Store the content of `r` as blob `expected`, verifying the digest
+    /// (and `size`, if known) while it streams; nothing is visible unless it
+    /// matches.
+    pub fn put_blob(&self, expected: &Digest, size: Option<u64>, r: impl Read) -> Result<()> {
+        if self.has_blob(expected) {
+            return Ok(());
+        }
+        let tmp = self.root.join("tmp").join(tmp_name("blob"));
+        let result = self.write_verified(&tmp, expected, size, r);
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn write_verified(
+        &self,
+        tmp: &Path,
+        expected: &Digest,
+        size: Option<u64>,
+        mut r: impl Read,
+    ) -> Result<()> {
+        let f = File::create(tmp).map_err(io_err("create", tmp))?;
+        let mut h = Hasher::new(io::BufWriter::new(f));
+        io::copy(&mut r, &mut h).map_err(io_err("write", tmp))?;
+        let n = h.len();
+        let (actual, w) = h.finish();
+        let f = w
+            .into_inner()
+            .map_err(|e| io_err("write", tmp)(e.into_error()))?;
+        if let Some(s) = size.filter(|s| *s != n) {
+            return Err(StoreError::SizeMismatch {
+                digest: expected.clone(),
+                expected: s,
+                actual: n,
+            });
+        }
+        if &actual != expected {
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        f.sync_all().map_err(io_err("fsync", tmp))?;
+        let dest = self.blob_path(expected);
+        fs::rename(tmp, &dest).map_err(io_err("rename", &dest))
+    }
+
+    /// The unpacked directory of the layer with chain id `chain`.
+    pub fn layer_dir(&self, chain: &Digest) -> PathBuf {
+        self.root.join("layers").join(chain.hex())
+    }
+
+    pub fn has_layer(&self, chain: &Digest) -> bool {
+        self.layer_dir(chain).is_dir()
+    }
+
+    /// Unpack stored blob `blob` as the layer `chain`, checking its
+    /// diff_id; it appears under `layers/` only when complete.
+    pub fn unpack_layer(
+        &self,
+        blob: &Digest,
+        media_type: &str,
+        diff_id: &Digest,
+        chain: &Digest,
+        limits: &Limits,
+    ) -> Result<()> {
+        if self.has_layer(chain) {
+            return Ok(());
+        }
+        let path = self.blob_path(blob);
+        let mut f = File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::MissingBlob(blob.clone()),
+            _ => io_err("open", &path)(e),
+        })?;
+        let compression = match Compression::from_media_type(media_type) {
+            Some(c) => c,
+            None => {
+                let mut head = [0u8; 4];
+                let n = f.read(&mut head).map_err(io_err("read", &path))?;
+                drop(f);
+                f = File::open(&path).map_err(io_err("open", &path))?;
+                Compression::sniff(&head[..n])
+            }
+        };
+        let tmp = self.root.join("tmp").join(tmp_name("layer"));
+        mkdir_private(&tmp)?;
+        let result = unpack::unpack(io::BufReader::new(f), compression, &tmp, limits)
+            .map_err(|err| StoreError::Unpack {
+                blob: blob.clone(),
+                err,
+            })
+            .and_then(|u| {
+                if &u.diff_id != diff_id {
+                    return Err(StoreError::DiffIdMismatch {
+                        blob: blob.clone(),
+                        expected: diff_id.clone(),
+                        actual: u.diff_id,
+                    });
+                }
+                // Make the new tree durable before it becomes visible:
+                // syncfs(2) flushes the store's file system only.
+                if let Ok(d) = File::open(&tmp) {
+                    let _ = nix::unistd::syncfs(&d);
+                }
+                let dest = self.layer_dir(chain);
+                fs::rename(&tmp, &dest).map_err(io_err("rename", &dest))
+            });
+        if result.is_err() {
+            let _ = remove_tree(&tmp);
+        }
+        result
+    }
+
+    fn images_path(&self) -> PathBuf {
+        self.root.join("images.json")
+    }
+
+    fn load_images(&self) -> Result<Images> {
+        let p = self.images_path();
+        match fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt {
+                path: p,
+                err: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Images::default()),
+            Err(e) => Err(io_err("read", &p)(e)),
+        }
+    }
+
+    fn save_images(&self, imgs: &Images) -> Result<()> {
+        let p = self.images_path();
+        let tmp = self.root.join("tmp").join(tmp_name("images"));
+        let data = serde_json::to_vec_pretty(imgs).expect("image records serialise");
+        let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        f.write_all(&data)
+            .and_then(|_| f.sync_all())
+            .map_err(io_err("write", &tmp))?;
+        fs::rename(&tmp, &p).map_err(io_err("rename", &p))
+    }
+
+    /// All images, sorted by name.
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        let mut v = self.load_images()?.images;
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    /// The image called `name` (normalised), or the only one whose manifest
+    /// digest starts with `name` (as `sha256:...` or bare hex, at least 12
+    /// digits).
+    pub fn find(&self, name: &str) -> Result<ImageRecord> {
+        let imgs = self.images()?;
+        if let Some(i) = imgs.iter().find(|i| i.name == name) {
+            return Ok(i.clone());
+        }
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        if hex.len() >= 12 && hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+            let hits: Vec<_> = imgs
+                .iter()
+                .filter(|i| i.manifest.hex().starts_with(hex))
+                .collect();
+            if let [one] = hits.as_slice() {
+                return Ok((*one).clone());
+            }
+        }
+        Err(StoreError::NoImage(name.to_string()))
+    }
+
+    /// Add or replace the record for `rec.name`.
+    pub fn put_image(&self, rec: ImageRecord) -> Result<()> {
+        let mut imgs = self.load_images()?;
+        imgs.images.retain(|i| i.name != rec.name);
+        imgs.images.push(rec);
+        self.save_images(&imgs)
+    }
+
+    /// Forget the image called `name`; its blobs and layers stay until `prune`.
+    pub fn remove_image(&self, name: &str) -> Result<ImageRecord> {
+        let rec = self.find(name)?;
+        let mut imgs = self.load_images()?;
+        imgs.images.retain(|i| i.name != rec.name);
+        self.save_images(&imgs)?;
+        Ok(rec)
+    }
+
+    /// Remove every blob and layer no image refers to.
+    pub fn prune(&self) -> Result<Pruned> {
+        let imgs = self.load_images()?;
+        let mut blobs = BTreeSet::new();
+        let mut layers = BTreeSet::new();
+        for i in &imgs.images {
+            blobs.insert(i.manifest.hex().to_string());
+            blobs.insert(i.config.hex().to_string());
+            if let Some(ix) = &i.index {
+                blobs.insert(ix.hex().to_string());
+            }
+            blobs.extend(i.layers.iter().map(|d| d.hex().to_string()));
+            layers.extend(i.chain.iter().map(|d| d.hex().to_string()));
+        }
+        let mut out = Pruned::default();
+        for (dir, keep, list) in [
+            ("blobs/sha256", &blobs, &mut out.blobs),
+            ("layers", &layers, &mut out.layers),
+        ] {
+            let d = self.root.join(dir);
+            for e in fs::read_dir(&d).map_err(io_err("read", &d))?.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if keep.contains(&name) {
+                    continue;
+                }
+                remove_tree(&e.path()).map_err(io_err("remove", &e.path()))?;
+                if let Ok(dg) = Digest::parse(&format!("sha256:{name}")) {
+                    list.push(dg);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        let c = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(c[0], a);
+        assert_eq!(c[1], Digest::of(format!("{a} {b}").as_bytes()));
+    }
+
+    #[test]
+    fn blobs_are_verified_before_they_appear() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let _l = s.lock().unwrap();
+        let good = Digest::of(b"content");
+        s.put_blob(&good, Some(7), &b"content"[..]).unwrap();
+        assert_eq!(s.read_blob(&good).unwrap(), b"content");
+        let err = s
+            .put_blob(&Digest::of(b"other"), None, &b"content"[..])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+        let err = s
+            .put_blob(&Digest::of(b"x"), Some(9), &b"x"[..])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::SizeMismatch { .. }), "{err}");
+        assert!(!s.has_blob(&Digest::of(b"other")));
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("blobs/sha256"))
+                .unwrap()
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn records_and_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let _l = s.lock().unwrap();
+        let blob = |b: &[u8]| {
+            let d = Digest::of(b);
+            s.put_blob(&d, None, b).unwrap();
+            d
+        };
+        let (m1, c1, l1) = (blob(b"m1"), blob(b"c1"), blob(b"l1"));
+        let (m2, c2) = (blob(b"m2"), blob(b"c2"));
+        let chain1 = Digest::of(b"chain1");
+        fs::create_dir(s.layer_dir(&chain1)).unwrap();
+        let orphan = Digest::of(b"orphan");
+        fs::create_dir(s.layer_dir(&orphan)).unwrap();
+        let rec = |name: &str, m: &Digest, c: &Digest| ImageRecord {
+            name: name.into(),
+            manifest: m.clone(),
+            index: None,
+            config: c.clone(),
+            layers: vec![l1.clone()],
+            chain: vec![chain1.clone()],
+            size: 2,
+            stored: "now".into(),
+        };
+        s.put_image(rec("a/one:1", &m1, &c1)).unwrap();
+        s.put_image(rec("a/two:1", &m2, &c2)).unwrap();
+        assert_eq!(s.find(&m2.hex()[..12]).unwrap().name, "a/two:1");
+        s.remove_image("a/two:1").unwrap();
+        let pruned = s.prune().unwrap();
+        let mut want = vec![m2.clone(), c2.clone()];
+        want.sort();
+        let mut got = pruned.blobs.clone();
+        got.sort();
+        assert_eq!(got, want);
+        assert_eq!(pruned.layers, vec![orphan]);
+        assert!(s.has_blob(&l1) && s.has_layer(&chain1));
+        assert!(matches!(s.find("a/two:1"), Err(StoreError::NoImage(_))));
+    }
+}
