@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod oci_layout;
 pub mod reference;
 pub mod runtime_spec;
+pub mod snapshot;
 pub mod store;
 pub mod unpack;
 

@@ -133,11 +133,7 @@ fn entries(text: &str) -> impl Iterator<Item = Vec<&str>> {
 pub fn resolve_user(user: &str, rootfs: &Path) -> Result<ResolvedUser, SpecError> {
     let user = user.trim();
     if user.is_empty() {
-        return Ok(ResolvedUser {
-            uid: 0,
-            gid: 0,
-            additional_gids: vec![],
-        });
+        return resolve_user("0", rootfs);
     }
     let passwd = read_in_root(rootfs, "/etc/passwd");
     let group = read_in_root(rootfs, "/etc/group");
@@ -176,8 +172,10 @@ pub fn resolve_user(user: &str, rootfs: &Path) -> Result<ResolvedUser, SpecError
                 })?,
         };
     }
-    // With an explicit group, only that group (as docker and containerd do).
-    let mut additional = vec![];
+    // The primary group always comes first (containerd adds it, so that
+    // dropping supplementary groups can never leave the process in a group
+    // the image did not grant); with an explicit group, only that one.
+    let mut additional = vec![gid];
     if g.is_none() {
         if let Some(name) = &name {
             for f in entries(&group) {
@@ -225,10 +223,8 @@ pub fn from_image(
         env.push("TERM=xterm".into());
     }
     let user = resolve_user(cfg.user().as_deref().unwrap_or(""), rootfs)?;
-    let mut user_json = json!({"uid": user.uid, "gid": user.gid});
-    if !user.additional_gids.is_empty() {
-        user_json["additionalGids"] = json!(user.additional_gids);
-    }
+    let user_json =
+        json!({"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids});
     let cwd = cfg
         .working_dir()
         .clone()
@@ -334,13 +330,13 @@ mod tests {
     fn users_resolve_like_containerd() {
         let r = rootfs();
         let r = r.path();
-        assert_eq!(user("", r).unwrap(), (0, 0, vec![]));
-        assert_eq!(user("app", r).unwrap(), (1000, 1000, vec![50, 29]));
-        assert_eq!(user("1000", r).unwrap(), (1000, 1000, vec![50, 29]));
-        assert_eq!(user("app:www", r).unwrap(), (1000, 33, vec![]));
-        assert_eq!(user("app:7", r).unwrap(), (1000, 7, vec![]));
-        assert_eq!(user("4242", r).unwrap(), (4242, 0, vec![]));
-        assert_eq!(user("4242:4343", r).unwrap(), (4242, 4343, vec![]));
+        assert_eq!(user("", r).unwrap(), (0, 0, vec![0]));
+        assert_eq!(user("app", r).unwrap(), (1000, 1000, vec![1000, 50, 29]));
+        assert_eq!(user("1000", r).unwrap(), (1000, 1000, vec![1000, 50, 29]));
+        assert_eq!(user("app:www", r).unwrap(), (1000, 33, vec![33]));
+        assert_eq!(user("app:7", r).unwrap(), (1000, 7, vec![7]));
+        assert_eq!(user("4242", r).unwrap(), (4242, 0, vec![0]));
+        assert_eq!(user("4242:4343", r).unwrap(), (4242, 4343, vec![4343]));
         assert_eq!(
             user("nobody", r),
             Err(SpecError::NoUser {
@@ -389,7 +385,7 @@ mod tests {
         assert_eq!(s["process"]["cwd"], "/srv");
         assert_eq!(
             s["process"]["user"],
-            json!({"uid": 1000, "gid": 1000, "additionalGids": [50, 29]})
+            json!({"uid": 1000, "gid": 1000, "additionalGids": [1000, 50, 29]})
         );
         assert_eq!(s["annotations"][EXPOSED_PORTS_ANNOTATION], "53/udp,80/tcp");
         assert_eq!(s["annotations"][VOLUMES_ANNOTATION], "/data");

@@ -1,5 +1,5 @@
-//! The node agent `skiff-agent` lives here.
+//! The node agent `skiff-agent` (DESIGN.md §5).
 //!
-//! Nothing is built yet: this crate is a placeholder in the workspace so the
-//! layout matches the design (DESIGN.md §5). It exports nothing and produces no
-//! binary.
+//! What exists so far is its `image` command line (see `src/image_cmd.rs`),
+//! built on `skiff-images`; the pod daemon, probes and API come with the
+//! node-agent issue. The library exports nothing yet.

@@ -101,6 +101,20 @@ pub fn skiff_bin() -> PathBuf {
     bin
 }
 
+/// The node agent binary, next to `skiff` (or `$SKIFF_AGENT_BIN`).
+pub fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SKIFF_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    let bin = skiff_bin().with_file_name("skiff-agent");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build -p skiff-agent) or set SKIFF_AGENT_BIN",
+        bin.display()
+    );
+    bin
+}
+
 /// The reference runtime, Debian's runc 1.1.5.
 pub fn runc_bin() -> PathBuf {
     PathBuf::from("/usr/sbin/runc")
