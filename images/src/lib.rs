@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod manifest;
 pub mod oci_layout;
 pub mod reference;
+pub mod registry;
 pub mod runtime_spec;
 pub mod snapshot;
 pub mod store;

@@ -274,6 +274,24 @@ impl Store {
         fs::rename(tmp, &dest).map_err(io_err("rename", &dest))
     }
 
+    /// Move a downloaded file into the store as blob `d`. The caller has
+    /// verified its digest while downloading (see
+    /// [`crate::registry::Registry::download_blob`]); the size is checked
+    /// again here, cheaply.
+    pub fn adopt_blob(&self, file: &Path, d: &Digest, size: u64) -> Result<()> {
+        let n = fs::metadata(file).map_err(io_err("stat", file))?.len();
+        if n != size {
+            let _ = fs::remove_file(file);
+            return Err(StoreError::SizeMismatch {
+                digest: d.clone(),
+                expected: size,
+                actual: n,
+            });
+        }
+        let dest = self.blob_path(d);
+        fs::rename(file, &dest).map_err(io_err("rename", &dest))
+    }
+
     /// The unpacked directory of the layer with chain id `chain`.
     pub fn layer_dir(&self, chain: &Digest) -> PathBuf {
         self.root.join("layers").join(chain.hex())

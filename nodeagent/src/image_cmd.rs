@@ -10,6 +10,9 @@ use serde_json::json;
 use skiff_images::ingest::IngestOptions;
 use skiff_images::manifest::Platform;
 use skiff_images::oci_layout::{self, Location};
+use skiff_images::registry::auth::Credentials;
+use skiff_images::registry::pull::{self, Progress, PullOptions};
+use skiff_images::registry::ClientOptions;
 use skiff_images::runtime_spec::{self, SpecOptions};
 use skiff_images::store::{ImageRecord, Store, DEFAULT_DATA_DIR};
 use skiff_images::unpack::Limits;
@@ -39,6 +42,27 @@ struct LimitArgs {
 
 #[derive(Subcommand)]
 enum ImageCommand {
+    /// Pull an image from a registry (busybox, 127.0.0.1:5000/team/app:v1, name@sha256:...)
+    Pull {
+        reference: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Reach this registry (host[:port]) over plain HTTP; loopback ones always are
+        #[arg(long)]
+        insecure: Vec<String>,
+        /// Per-registry CA and client certificates: DIR/<host[:port]>/{ca.crt,client.cert,client.key}
+        #[arg(long, default_value = "/etc/skiff/certs.d")]
+        hosts_dir: PathBuf,
+        /// Credentials as user:password (default: from ~/.docker/config.json)
+        #[arg(long)]
+        creds: Option<String>,
+        /// No progress bars
+        #[arg(short, long)]
+        quiet: bool,
+        /// Layers downloaded at once
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+    },
     /// Import an image from an OCI layout (oci:DIR[:TAG]) or archive (oci-archive:FILE[:TAG])
     Import {
         location: String,
@@ -97,6 +121,39 @@ enum ImageCommand {
 pub fn run(a: &ImageArgs) -> Result<()> {
     let store = Store::open(&a.data_dir)?;
     match &a.command {
+        ImageCommand::Pull {
+            reference,
+            limits,
+            insecure,
+            hosts_dir,
+            creds,
+            quiet,
+            parallel,
+        } => {
+            let r = Reference::parse(reference)?;
+            let creds = match creds {
+                Some(c) => Some(Credentials::parse(c).context("--creds: want user:password")?),
+                None => None,
+            };
+            let opts = PullOptions {
+                client: ClientOptions {
+                    insecure: insecure.clone(),
+                    hosts_dir: Some(hosts_dir.clone()),
+                    creds,
+                    docker_config: None,
+                    attempts: 4,
+                },
+                ingest: ingest_options(limits)?,
+                progress: if *quiet {
+                    Progress::Quiet
+                } else {
+                    Progress::Auto
+                },
+                parallel: *parallel,
+            };
+            let rec = pull::pull(&store, &r, &opts)?;
+            println!("{} {}", rec.name, rec.manifest);
+        }
         ImageCommand::Import {
             location,
             name,

@@ -55,6 +55,8 @@
 //! * `SKIFF_TEST_TIMEOUT`: seconds one runtime command may take (default 30).
 //! * `SKIFF_LEAK_CYCLES`: create/start/delete cycles in `leak.rs` (default 200).
 
+pub mod images;
+
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
