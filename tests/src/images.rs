@@ -280,6 +280,8 @@ pub struct RegistrySetup {
     pub basic_auth: Option<(String, String)>,
     /// Serve HTTPS with a certificate from a fresh self-signed CA.
     pub tls: bool,
+    /// Extra YAML appended to the config (e.g. [`TokenServer::registry_auth`]).
+    pub extra: String,
 }
 
 /// A real Debian `docker-registry` on a free port of 127.0.0.1, with its
@@ -326,6 +328,7 @@ impl TestRegistry {
                 d.join("htpasswd").display()
             );
         }
+        cfg += &setup.extra;
         std::fs::write(d.join("config.yml"), cfg).unwrap();
         let log = std::fs::File::create(d.join("log")).unwrap();
         let child = Command::new("docker-registry")
@@ -443,4 +446,194 @@ fn make_tls(d: &Path) {
         "-out",
         &p("server.crt"),
     ]));
+}
+
+/// A token server for a registry's `auth: token` mode: answers
+/// `GET /token?service=..&scope=..` (with Basic credentials `user:pass`)
+/// with a JWT signed RS256 by a key whose certificate the registry trusts
+/// (`rootcertbundle`), carried in the token's `x5c` header, as the
+/// distribution token spec describes. Runs on a thread until dropped.
+pub struct TokenServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Token requests seen: (scope, whether credentials were right).
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>,
+}
+
+pub const TOKEN_ISSUER: &str = "skiff-test-issuer";
+pub const TOKEN_SERVICE: &str = "skiff-test-registry";
+
+impl TokenServer {
+    pub fn start(user: &str, pass: &str) -> TokenServer {
+        use base64::Engine;
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-token-")
+            .tempdir()
+            .unwrap();
+        let key = dir.path().join("token.key");
+        let crt = dir.path().join("token.crt");
+        sh(Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=skiff token signer", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt));
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&crt)
+            .output()
+            .unwrap()
+            .stdout;
+        let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let want = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        );
+        let (stop2, seen2, user) = (stop.clone(), seen.clone(), user.to_string());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                let req = read_request(&mut conn);
+                let authorised = req.lines().any(|l| {
+                    l.to_ascii_lowercase().starts_with("authorization:") && l[14..].trim() == want
+                });
+                let scope = query_param(&req, "scope").unwrap_or_default();
+                seen2.lock().unwrap().push((scope.clone(), authorised));
+                let response = if authorised {
+                    let jwt = sign_jwt(&key, &x5c, &user, &scope);
+                    let body =
+                        format!(r#"{{"token":"{jwt}","access_token":"{jwt}","expires_in":300}}"#);
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                } else {
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_string()
+                };
+                let _ = std::io::Write::write_all(&mut conn, response.as_bytes());
+            }
+        });
+        TokenServer {
+            port,
+            dir,
+            stop,
+            thread: Some(thread),
+            seen,
+        }
+    }
+
+    /// The registry config stanza trusting this server.
+    pub fn registry_auth(&self) -> String {
+        format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+            self.port,
+            self.dir.path().join("token.crt").display()
+        )
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_request(conn: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn query_param(req: &str, name: &str) -> Option<String> {
+    let target = req.lines().next()?.split_whitespace().nth(1)?;
+    let (_, query) = target.split_once('?')?;
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let h = u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'?');
+                out.push(h);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A JWT granting every action `scope` asks for, signed with openssl.
+fn sign_jwt(key: &Path, x5c: &str, sub: &str, scope: &str) -> String {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut access = vec![];
+    for s in scope.split(' ').filter(|s| !s.is_empty()) {
+        // repository:NAME:ACTIONS (NAME may hold ':' only with a port; not here)
+        let parts: Vec<&str> = s.splitn(3, ':').collect();
+        if let [typ, name, actions] = parts.as_slice() {
+            access.push(json!({"type": typ, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}));
+        }
+    }
+    let header = json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
+    let claims = json!({"iss": TOKEN_ISSUER, "sub": sub, "aud": TOKEN_SERVICE,
+                        "exp": now + 300, "nbf": now - 10, "iat": now,
+                        "jti": format!("{now}-{}", std::process::id()), "access": access});
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), signing_input.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let sig = child.wait_with_output().unwrap().stdout;
+    format!("{signing_input}.{}", b64(&sig))
 }

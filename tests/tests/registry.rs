@@ -325,3 +325,41 @@ fn concurrent_pulls_cooperate() {
     );
     assert_eq!(agent.run(&r, &[]).ok().stdout, "together\n");
 }
+
+/// The bearer-token flow: the registry answers 401 with a `Bearer realm=…,
+/// service=…,scope=…` challenge, the client asks the token server (with the
+/// credentials) for a token for `repository:test/tok:pull`, and the
+/// registry verifies the token's signature against the certificate it
+/// trusts. Wrong credentials: the token server refuses, nothing is stored.
+#[test]
+fn bearer_token_registry() {
+    let tokens = TokenServer::start("bob", "hunter2");
+    let reg = TestRegistry::start(RegistrySetup {
+        extra: tokens.registry_auth(),
+        ..Default::default()
+    });
+    let img = busybox_layout(&["echo", "token ok"], &[]);
+    reg.push(
+        &layout_ref(&img),
+        "test/tok:v1",
+        &["--dest-creds", "bob:hunter2"],
+    );
+    let r = format!("{}/test/tok:v1", reg.host());
+    let agent = Agent::new();
+    let err = pull(&agent, &[&r, "--creds", "bob:wrong"]).fail();
+    assert!(err.stderr.contains("refused the credentials"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(agent.store().join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+    pull(&agent, &[&r, "--creds", "bob:hunter2"]).ok();
+    assert_eq!(agent.run(&r, &[]).ok().stdout, "token ok\n");
+    let seen = tokens.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|(scope, ok)| scope == "repository:test/tok:pull" && *ok),
+        "{seen:?}"
+    );
+}
