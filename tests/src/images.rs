@@ -637,3 +637,60 @@ fn sign_jwt(key: &Path, x5c: &str, sub: &str, scope: &str) -> String {
     let sig = child.wait_with_output().unwrap().stdout;
     format!("{signing_input}.{}", b64(&sig))
 }
+
+/// A server that answers every request with `307 Temporary Redirect` to the
+/// same path on `target` (as registries do to send blob downloads to
+/// storage). Runs on a thread until dropped; counts redirects.
+pub struct Redirector {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub redirects: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Redirector {
+    pub fn start(target: &str) -> Redirector {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let redirects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (stop2, count, target) = (stop.clone(), redirects.clone(), target.to_string());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                let req = read_request(&mut conn);
+                let path = req
+                    .lines()
+                    .next()
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .unwrap_or("/");
+                count.fetch_add(1, Ordering::Relaxed);
+                let resp = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = std::io::Write::write_all(&mut conn, resp.as_bytes());
+            }
+        });
+        Redirector {
+            port,
+            stop,
+            thread: Some(thread),
+            redirects,
+        }
+    }
+}
+
+impl Drop for Redirector {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

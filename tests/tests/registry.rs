@@ -363,3 +363,25 @@ fn bearer_token_registry() {
         "{seen:?}"
     );
 }
+
+/// Registries send blob downloads elsewhere with a redirect (to object
+/// storage, a CDN): here every request to a redirector comes back as a 307
+/// to the real registry, and the pull follows them.
+#[test]
+fn redirects_are_followed() {
+    let reg = TestRegistry::start(RegistrySetup::default());
+    let img = busybox_layout(&["echo", "redirected"], &[]);
+    reg.push(&layout_ref(&img), "test/redir:v1", &[]);
+    let redirector = Redirector::start(&reg.host());
+    let r = format!("127.0.0.1:{}/test/redir:v1", redirector.port);
+    let agent = Agent::new();
+    pull(&agent, &[&r]).ok();
+    assert_eq!(agent.run(&r, &[]).ok().stdout, "redirected\n");
+    // manifest, config and layer each came through a redirect
+    assert!(
+        redirector
+            .redirects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3
+    );
+}
