@@ -45,6 +45,12 @@ pub fn start(c: &mut Container) -> Result<()> {
             ))
         }
     }
+    // The pidfd first, while the init is certainly alive and waiting: once
+    // the fifo is opened, a short program may run and exit at once, and a
+    // subreaper (containerd's shim) reaps it before a later pidfd_open
+    // could find it.
+    let pidfd = pidfd_open(c.state.pid)
+        .map_err(|_| Error::Other("container process is already dead".into()))?;
     let fifo_path = c.fifo_path();
     crate::explain!("fifo(7)", "opening exec.fifo for reading: this releases the waiting init, which now execs the user's program");
     let fifo = nix::fcntl::open(
@@ -53,8 +59,6 @@ pub fn start(c: &mut Container) -> Result<()> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| Error::Other(format!("open exec fifo: {e}")))?;
-    let pidfd = pidfd_open(c.state.pid)
-        .map_err(|_| Error::Other("container process is already dead".into()))?;
     // The init writes "0" once it is released, then keeps the fifo open
     // until its execve closes it; if it fails before that, it writes why.
     let mut got: Vec<u8> = Vec::new();

@@ -115,7 +115,10 @@ pub fn busybox_layout(cmd: &[&str], env: &[&str]) -> tempfile::TempDir {
     std::fs::write(rootfs.join("data/old/file"), "old").unwrap();
     std::fs::write(rootfs.join("data/gone"), "gone").unwrap();
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for a in ["sh", "echo", "id", "cat", "ls", "find", "sort", "test"] {
+    for a in [
+        "sh", "echo", "id", "cat", "ls", "find", "sort", "test", "true", "sleep", "head", "tail",
+        "tty", "readlink",
+    ] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
     }
     std::fs::write(

@@ -1,0 +1,454 @@
+//! skiff under a real containerd 1.6 (private root, state and socket),
+//! driven by containerd's own runc shim (`ctr run --runc-binary skiff`):
+//! the path most Kubernetes nodes would take with skiff as `BinaryName`.
+
+use std::process::Command;
+
+use skiff_tests::containerd::Containerd;
+use skiff_tests::*;
+
+/// `ctr run` flags that make containerd's runc shim drive skiff.
+fn runtime_flags() -> Vec<String> {
+    vec![
+        "--runc-binary".into(),
+        skiff_bin().to_string_lossy().into_owned(),
+    ]
+}
+
+fn run_args<'a>(flags: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["run"];
+    v.extend(flags.iter().map(String::as_str));
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn run_rm_returns_exit_code_and_output() {
+    let ctrd = Containerd::start();
+    let img = ctrd.import_busybox(&["sh"]);
+    let f = runtime_flags();
+    let id = unique_id();
+    let out = ctrd.ctr(&run_args(
+        &f,
+        &[
+            "--rm",
+            &img,
+            &id,
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+    ));
+    assert_eq!(out.code(), 3, "{out}");
+    assert_eq!(out.stdout, "out\n");
+    assert!(out.stderr.contains("err"), "{out}");
+    // A program that exits at once (the init is reaped by the shim right away).
+    let out = ctrd.ctr(&run_args(&f, &["--rm", &img, &unique_id(), "true"]));
+    assert_eq!(out.code(), 0, "{out}");
+}
+
+#[test]
+fn detached_task_exec_ps_pause_resume_kill_delete() {
+    let ctrd = Containerd::start();
+    let img = ctrd.import_busybox(&["sh"]);
+    let f = runtime_flags();
+    let id = unique_id();
+    ctrd.ctr(&run_args(
+        &f,
+        &[
+            "-d",
+            &img,
+            &id,
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; while true; do sleep 0.1; done",
+        ],
+    ))
+    .ok();
+    let out = ctrd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        &id,
+        "sh",
+        "-c",
+        "echo in-exec; exit 4",
+    ]);
+    assert_eq!((out.code(), out.stdout.as_str()), (4, "in-exec\n"), "{out}");
+    // With a terminal: ctr needs one of its own, so run it under script(1).
+    let inner = format!(
+        "ctr -a {} -n {} task exec -t --exec-id e2 {id} sh -c 'tty; test -t 0 && echo tty-ok'",
+        ctrd.socket().display(),
+        ctrd.namespace
+    );
+    let out = output({
+        let mut c = Command::new("script");
+        c.args(["-qec", &inner, "/dev/null"]);
+        c
+    });
+    assert!(out.stdout.contains("/dev/pts/"), "{out}");
+    assert!(out.stdout.contains("tty-ok"), "{out}");
+
+    let ps = ctrd.ctr(&["task", "ps", &id]).ok().stdout;
+    let pid: i32 = ctrd
+        .ctr(&["task", "ls"])
+        .ok()
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ps.contains(&pid.to_string()), "{ps}");
+    ctrd.ctr(&["task", "pause", &id]).ok();
+    assert!(ctrd.ctr(&["task", "ls"]).ok().stdout.contains("PAUSED"));
+    ctrd.ctr(&["task", "resume", &id]).ok();
+    assert!(ctrd.ctr(&["task", "ls"]).ok().stdout.contains("RUNNING"));
+    ctrd.ctr(&["task", "kill", "-s", "SIGTERM", &id]).ok();
+    let status = poll(
+        std::time::Duration::from_secs(10),
+        "the task to stop",
+        || {
+            let ls = ctrd.ctr(&["task", "ls"]).stdout;
+            ls.lines()
+                .find(|l| l.starts_with(&id) && l.contains("STOPPED"))
+                .map(str::to_string)
+        },
+    );
+    assert!(status.contains("STOPPED"));
+    ctrd.ctr(&["task", "delete", &id]).ok();
+    ctrd.ctr(&["containers", "rm", &id]).ok();
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    // SIGKILL on a task that ignores SIGTERM.
+    let id = unique_id();
+    ctrd.ctr(&run_args(
+        &f,
+        &[
+            "-d",
+            &img,
+            &id,
+            "sh",
+            "-c",
+            "trap '' TERM; while true; do sleep 0.1; done",
+        ],
+    ))
+    .ok();
+    ctrd.ctr(&["task", "kill", "-s", "SIGKILL", &id]).ok();
+    poll(
+        std::time::Duration::from_secs(10),
+        "the killed task to stop",
+        || {
+            ctrd.ctr(&["task", "ls"])
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(&id) && l.contains("STOPPED"))
+                .then_some(())
+        },
+    );
+    let del = ctrd.ctr(&["task", "delete", &id]).ok();
+    assert!(del.stderr.contains("exit code 137"), "{del}");
+}
+
+/// `--memory-limit` reaches the cgroup, `task metrics` reports the cgroup's
+/// numbers, and a task that outgrows the limit is OOM-killed with a
+/// `/tasks/oom` event on `ctr events`.
+#[test]
+fn memory_limit_metrics_and_oom_event() {
+    let ctrd = Containerd::start();
+    let img = ctrd.import_busybox(&["sh"]);
+    let f = runtime_flags();
+    let id = unique_id();
+    let limit = 32 << 20;
+    let lim = limit.to_string();
+    ctrd.ctr(&run_args(
+        &f,
+        &["-d", "--memory-limit", &lim, &img, &id, "sleep", "1000"],
+    ))
+    .ok();
+    let metrics = ctrd.ctr(&["task", "metrics", &id]).ok().stdout;
+    let from_ctr = |key: &str| -> Option<u64> {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+    };
+    let pid = ctrd
+        .ctr(&["task", "ls"])
+        .ok()
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    if let Some(mem) = cg
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+    {
+        let file = |n: &str| -> u64 {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/memory{mem}/{n}"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(
+            from_ctr("memory.limit_in_bytes"),
+            Some(file("memory.limit_in_bytes")),
+            "{metrics}"
+        );
+        assert_eq!(file("memory.limit_in_bytes"), limit);
+        assert!(from_ctr("memory.usage_in_bytes").is_some(), "{metrics}");
+    } else {
+        let path = cg
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap()
+            .to_string();
+        let max = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/memory.max")).unwrap();
+        assert_eq!(max.trim(), lim);
+        assert!(
+            from_ctr("memory.usage").is_some() || metrics.contains("memory"),
+            "{metrics}"
+        );
+    }
+    ctrd.ctr(&["task", "kill", "-s", "SIGKILL", &id]).ok();
+    ctrd.ctr(&["task", "delete", &id]).ok();
+
+    let mut events = ctrd.ctr_cmd(&["events"]);
+    events
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut events = events.spawn().unwrap();
+    let stdout = events.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let hog = unique_id();
+    let out = ctrd.ctr(&run_args(
+        &f,
+        &[
+            "--rm",
+            "--memory-limit",
+            &lim,
+            &img,
+            &hog,
+            "sh",
+            "-c",
+            "head -c 200m /dev/zero | tail",
+        ],
+    ));
+    assert_ne!(out.code(), 0, "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            seen.push(l);
+            if seen
+                .iter()
+                .any(|l| l.contains("/tasks/oom") && l.contains(&hog))
+            {
+                break;
+            }
+        }
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("/tasks/oom") && l.contains(&hog)),
+        "{seen:#?}"
+    );
+}
+
+/// A container joining a network namespace the test made (`--with-ns`).
+#[test]
+fn joins_a_network_namespace() {
+    let ctrd = Containerd::start();
+    let img = ctrd.import_busybox(&["sh"]);
+    let f = runtime_flags();
+    let ns = format!("skiff-{}", unique_id());
+    sh(Command::new("ip").args(["netns", "add", &ns]));
+    let _guard = NetnsGuard(ns.clone());
+    let netns = format!("network:/var/run/netns/{ns}");
+    let out = ctrd
+        .ctr(&run_args(
+            &f,
+            &[
+                "--rm",
+                "--with-ns",
+                &netns,
+                &img,
+                &unique_id(),
+                "readlink",
+                "/proc/self/ns/net",
+            ],
+        ))
+        .ok();
+    let ino = std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata(format!("/var/run/netns/{ns}")).unwrap(),
+    );
+    assert_eq!(out.stdout, format!("net:[{ino}]\n"));
+}
+
+struct NetnsGuard(String);
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A missing entrypoint is a clear error through containerd, naming it.
+#[test]
+fn bad_entrypoint_is_a_clear_error() {
+    let ctrd = Containerd::start();
+    let img = ctrd.import_busybox(&["sh"]);
+    let f = runtime_flags();
+    let id = unique_id();
+    let out = ctrd.ctr(&run_args(&f, &["--rm", &img, &id, "/no/such-binary"]));
+    assert_ne!(out.code(), 0);
+    assert!(out.stderr.contains("/no/such-binary"), "{out}");
+    let _ = ctrd.ctr(&["containers", "rm", &id]);
+    assert!(ctrd.ctr(&["task", "ls", "-q"]).ok().stdout.is_empty());
+}
+
+/// SIGKILL to the shim: containerd can still delete the task, and the
+/// container's processes and cgroup are gone.
+#[test]
+fn shim_killed_then_task_deleted() {
+    let ctrd = Containerd::start();
+    let img = ctrd.import_busybox(&["sh"]);
+    let f = runtime_flags();
+    let id = unique_id();
+    ctrd.ctr(&run_args(&f, &["-d", &img, &id, "sleep", "1000"]))
+        .ok();
+    let pid: i32 = ctrd
+        .ctr(&["task", "ls"])
+        .ok()
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let shim = ctrd.shim_pid(&id).expect("the shim process");
+    // SAFETY: kill(2) on the shim's pid, found by its command line.
+    unsafe { libc::kill(shim, libc::SIGKILL) };
+    poll(
+        std::time::Duration::from_secs(10),
+        "the shim to die",
+        || {
+            (!std::path::Path::new(&format!("/proc/{shim}")).exists()
+                || std::fs::read_to_string(format!("/proc/{shim}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")))
+            .then_some(())
+        },
+    );
+    let _ = ctrd.ctr(&["task", "delete", "-f", &id]);
+    ctrd.ctr(&["containers", "rm", &id]).ok();
+    poll(
+        std::time::Duration::from_secs(10),
+        "the container's process to go",
+        || {
+            (!std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")))
+            .then_some(())
+        },
+    );
+    for line in cgroup.lines() {
+        let (ctrls, path) = line
+            .split_once(':')
+            .and_then(|(_, r)| r.split_once(':'))
+            .unwrap();
+        let dir = if ctrls.is_empty() {
+            format!("/sys/fs/cgroup/unified{path}")
+        } else {
+            format!(
+                "/sys/fs/cgroup/{}{path}",
+                ctrls.split(',').next().unwrap().trim_start_matches("name=")
+            )
+        };
+        if path != "/" {
+            assert!(
+                !std::path::Path::new(&dir).exists(),
+                "cgroup {dir} left behind"
+            );
+        }
+    }
+}
+
+/// containerd restarted while a container runs: the task is still there,
+/// exec works, and it can be stopped and deleted.
+#[test]
+fn containerd_restart_reconnects() {
+    let mut ctrd = Containerd::start();
+    let img = ctrd.import_busybox(&["sh"]);
+    let f = runtime_flags();
+    let id = unique_id();
+    ctrd.ctr(&run_args(&f, &["-d", &img, &id, "sleep", "1000"]))
+        .ok();
+    ctrd.restart();
+    assert!(ctrd
+        .ctr(&["task", "ls"])
+        .ok()
+        .stdout
+        .lines()
+        .any(|l| l.starts_with(&id) && l.contains("RUNNING")));
+    let out = ctrd
+        .ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "after",
+            &id,
+            "echo",
+            "still here",
+        ])
+        .ok();
+    assert_eq!(out.stdout, "still here\n");
+    ctrd.ctr(&["task", "kill", "-s", "SIGKILL", &id]).ok();
+    poll(
+        std::time::Duration::from_secs(10),
+        "the task to stop",
+        || {
+            ctrd.ctr(&["task", "ls"])
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(&id) && l.contains("STOPPED"))
+                .then_some(())
+        },
+    );
+    ctrd.ctr(&["task", "delete", &id]).ok();
+}
