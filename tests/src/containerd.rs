@@ -127,6 +127,32 @@ impl Containerd {
             .to_string()
     }
 
+    /// `ctr task ls` for `id`: (pid, status), if listed.
+    pub fn task(&self, id: &str) -> Option<(i32, String)> {
+        let ls = self.ctr(&["task", "ls"]).stdout;
+        let line = ls
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))?;
+        let mut f = line.split_whitespace().skip(1);
+        Some((f.next()?.parse().ok()?, f.next()?.to_string()))
+    }
+
+    /// The host pid of task `id`'s init.
+    pub fn task_pid(&self, id: &str) -> i32 {
+        self.task(id)
+            .unwrap_or_else(|| panic!("task {id} not listed"))
+            .0
+    }
+
+    /// Wait (10 s) until task `id` has `status` (RUNNING, PAUSED, STOPPED).
+    pub fn wait_status(&self, id: &str, status: &str) {
+        poll(
+            std::time::Duration::from_secs(10),
+            &format!("task {id} to be {status}"),
+            || self.task(id).filter(|(_, s)| s == status).map(drop),
+        );
+    }
+
     /// The pid of the shim serving container `id` (`-id <id>` on its command line).
     pub fn shim_pid(&self, id: &str) -> Option<i32> {
         for e in std::fs::read_dir("/proc").ok()?.flatten() {

@@ -91,35 +91,14 @@ fn detached_task_exec_ps_pause_resume_kill_delete() {
     assert!(out.stdout.contains("tty-ok"), "{out}");
 
     let ps = ctrd.ctr(&["task", "ps", &id]).ok().stdout;
-    let pid: i32 = ctrd
-        .ctr(&["task", "ls"])
-        .ok()
-        .stdout
-        .lines()
-        .find(|l| l.starts_with(&id))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid = ctrd.task_pid(&id);
     assert!(ps.contains(&pid.to_string()), "{ps}");
     ctrd.ctr(&["task", "pause", &id]).ok();
-    assert!(ctrd.ctr(&["task", "ls"]).ok().stdout.contains("PAUSED"));
+    ctrd.wait_status(&id, "PAUSED");
     ctrd.ctr(&["task", "resume", &id]).ok();
-    assert!(ctrd.ctr(&["task", "ls"]).ok().stdout.contains("RUNNING"));
+    ctrd.wait_status(&id, "RUNNING");
     ctrd.ctr(&["task", "kill", "-s", "SIGTERM", &id]).ok();
-    let status = poll(
-        std::time::Duration::from_secs(10),
-        "the task to stop",
-        || {
-            let ls = ctrd.ctr(&["task", "ls"]).stdout;
-            ls.lines()
-                .find(|l| l.starts_with(&id) && l.contains("STOPPED"))
-                .map(str::to_string)
-        },
-    );
-    assert!(status.contains("STOPPED"));
+    ctrd.wait_status(&id, "STOPPED");
     ctrd.ctr(&["task", "delete", &id]).ok();
     ctrd.ctr(&["containers", "rm", &id]).ok();
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
@@ -139,17 +118,7 @@ fn detached_task_exec_ps_pause_resume_kill_delete() {
     ))
     .ok();
     ctrd.ctr(&["task", "kill", "-s", "SIGKILL", &id]).ok();
-    poll(
-        std::time::Duration::from_secs(10),
-        "the killed task to stop",
-        || {
-            ctrd.ctr(&["task", "ls"])
-                .stdout
-                .lines()
-                .any(|l| l.starts_with(&id) && l.contains("STOPPED"))
-                .then_some(())
-        },
-    );
+    ctrd.wait_status(&id, "STOPPED");
     let del = ctrd.ctr(&["task", "delete", &id]).ok();
     assert!(del.stderr.contains("exit code 137"), "{del}");
 }
@@ -177,17 +146,7 @@ fn memory_limit_metrics_and_oom_event() {
             .find(|l| l.starts_with(key))
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
     };
-    let pid = ctrd
-        .ctr(&["task", "ls"])
-        .ok()
-        .stdout
-        .lines()
-        .find(|l| l.starts_with(&id))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let pid = ctrd.task_pid(&id).to_string();
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     if let Some(mem) = cg
         .lines()
@@ -349,18 +308,7 @@ fn shim_killed_then_task_deleted() {
     let id = unique_id();
     ctrd.ctr(&run_args(&f, &["-d", &img, &id, "sleep", "1000"]))
         .ok();
-    let pid: i32 = ctrd
-        .ctr(&["task", "ls"])
-        .ok()
-        .stdout
-        .lines()
-        .find(|l| l.starts_with(&id))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid = ctrd.task_pid(&id);
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let shim = ctrd.shim_pid(&id).expect("the shim process");
     // SAFETY: kill(2) on the shim's pid, found by its command line.
@@ -439,16 +387,6 @@ fn containerd_restart_reconnects() {
         .ok();
     assert_eq!(out.stdout, "still here\n");
     ctrd.ctr(&["task", "kill", "-s", "SIGKILL", &id]).ok();
-    poll(
-        std::time::Duration::from_secs(10),
-        "the task to stop",
-        || {
-            ctrd.ctr(&["task", "ls"])
-                .stdout
-                .lines()
-                .any(|l| l.starts_with(&id) && l.contains("STOPPED"))
-                .then_some(())
-        },
-    );
+    ctrd.wait_status(&id, "STOPPED");
     ctrd.ctr(&["task", "delete", &id]).ok();
 }
