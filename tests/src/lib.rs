@@ -821,6 +821,30 @@ pub fn compile_static(src: &str, out: &Path) {
     assert!(status.success(), "cc -static {}", out.display());
 }
 
+/// create --console-socket, receive the master, start, read until `marker`
+/// (or EOF), then clean up.  Returns the text read (CRLF -> LF).
+pub fn create_with_console(rt: &Runtime, b: &Bundle, args: &[&str], marker: &str) -> String {
+    b.set_args(args);
+    b.edit(|v| v["process"]["terminal"] = json!(true));
+    let sock = ConsoleSocket::new();
+    let id = unique_id();
+    rt.call(&[
+        "create",
+        "--bundle",
+        b.path_str(),
+        "--console-socket",
+        sock.path_str(),
+        &id,
+    ])
+    .ok();
+    let master = sock.receive();
+    rt.start(&id).ok();
+    let text = read_pty(&master, Duration::from_secs(10), |t| t.contains(marker));
+    rt.wait_status(&id, "stopped");
+    rt.delete(&id).ok();
+    text
+}
+
 /// Run `f` once with skiff and once with runc, each with a fresh busybox
 /// bundle, and return `(skiff's result, runc's result)`.
 pub fn on_both<T>(f: impl Fn(&Runtime, &Bundle) -> T) -> (T, T) {

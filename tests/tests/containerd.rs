@@ -15,6 +15,20 @@ fn runtime_flags() -> Vec<String> {
     ]
 }
 
+/// A private containerd with a busybox image, and the runtime flags.
+fn setup() -> (Containerd, String, Vec<String>) {
+    let ctrd = Containerd::start();
+    let img = ctrd.import_busybox(&["sh"]);
+    (ctrd, img, runtime_flags())
+}
+
+/// `ctr run -d IMAGE ID ARGS...`, which must succeed.
+fn run_detached(ctrd: &Containerd, f: &[String], img: &str, id: &str, args: &[&str]) {
+    let mut extra = vec!["-d", img, id];
+    extra.extend_from_slice(args);
+    ctrd.ctr(&run_args(f, &extra)).ok();
+}
+
 fn run_args<'a>(flags: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["run"];
     v.extend(flags.iter().map(String::as_str));
@@ -24,9 +38,7 @@ fn run_args<'a>(flags: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
 
 #[test]
 fn run_rm_returns_exit_code_and_output() {
-    let ctrd = Containerd::start();
-    let img = ctrd.import_busybox(&["sh"]);
-    let f = runtime_flags();
+    let (ctrd, img, f) = setup();
     let id = unique_id();
     let out = ctrd.ctr(&run_args(
         &f,
@@ -49,22 +61,19 @@ fn run_rm_returns_exit_code_and_output() {
 
 #[test]
 fn detached_task_exec_ps_pause_resume_kill_delete() {
-    let ctrd = Containerd::start();
-    let img = ctrd.import_busybox(&["sh"]);
-    let f = runtime_flags();
+    let (ctrd, img, f) = setup();
     let id = unique_id();
-    ctrd.ctr(&run_args(
+    run_detached(
+        &ctrd,
         &f,
+        &img,
+        &id,
         &[
-            "-d",
-            &img,
-            &id,
             "sh",
             "-c",
             "trap 'exit 7' TERM; while true; do sleep 0.1; done",
         ],
-    ))
-    .ok();
+    );
     let out = ctrd.ctr(&[
         "task",
         "exec",
@@ -105,18 +114,13 @@ fn detached_task_exec_ps_pause_resume_kill_delete() {
 
     // SIGKILL on a task that ignores SIGTERM.
     let id = unique_id();
-    ctrd.ctr(&run_args(
+    run_detached(
+        &ctrd,
         &f,
-        &[
-            "-d",
-            &img,
-            &id,
-            "sh",
-            "-c",
-            "trap '' TERM; while true; do sleep 0.1; done",
-        ],
-    ))
-    .ok();
+        &img,
+        &id,
+        &["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"],
+    );
     ctrd.ctr(&["task", "kill", "-s", "SIGKILL", &id]).ok();
     ctrd.wait_status(&id, "STOPPED");
     let del = ctrd.ctr(&["task", "delete", &id]).ok();
@@ -128,9 +132,7 @@ fn detached_task_exec_ps_pause_resume_kill_delete() {
 /// `/tasks/oom` event on `ctr events`.
 #[test]
 fn memory_limit_metrics_and_oom_event() {
-    let ctrd = Containerd::start();
-    let img = ctrd.import_busybox(&["sh"]);
-    let f = runtime_flags();
+    let (ctrd, img, f) = setup();
     let id = unique_id();
     let limit = 32 << 20;
     let lim = limit.to_string();
@@ -239,9 +241,7 @@ fn memory_limit_metrics_and_oom_event() {
 /// A container joining a network namespace the test made (`--with-ns`).
 #[test]
 fn joins_a_network_namespace() {
-    let ctrd = Containerd::start();
-    let img = ctrd.import_busybox(&["sh"]);
-    let f = runtime_flags();
+    let (ctrd, img, f) = setup();
     let ns = format!("skiff-{}", unique_id());
     sh(Command::new("ip").args(["netns", "add", &ns]));
     let _guard = NetnsGuard(ns.clone());
@@ -287,9 +287,7 @@ fn sh(cmd: &mut Command) {
 /// A missing entrypoint is a clear error through containerd, naming it.
 #[test]
 fn bad_entrypoint_is_a_clear_error() {
-    let ctrd = Containerd::start();
-    let img = ctrd.import_busybox(&["sh"]);
-    let f = runtime_flags();
+    let (ctrd, img, f) = setup();
     let id = unique_id();
     let out = ctrd.ctr(&run_args(&f, &["--rm", &img, &id, "/no/such-binary"]));
     assert_ne!(out.code(), 0);
@@ -302,9 +300,7 @@ fn bad_entrypoint_is_a_clear_error() {
 /// container's processes and cgroup are gone.
 #[test]
 fn shim_killed_then_task_deleted() {
-    let ctrd = Containerd::start();
-    let img = ctrd.import_busybox(&["sh"]);
-    let f = runtime_flags();
+    let (ctrd, img, f) = setup();
     let id = unique_id();
     ctrd.ctr(&run_args(&f, &["-d", &img, &id, "sleep", "1000"]))
         .ok();
@@ -361,9 +357,7 @@ fn shim_killed_then_task_deleted() {
 /// exec works, and it can be stopped and deleted.
 #[test]
 fn containerd_restart_reconnects() {
-    let mut ctrd = Containerd::start();
-    let img = ctrd.import_busybox(&["sh"]);
-    let f = runtime_flags();
+    let (mut ctrd, img, f) = setup();
     let id = unique_id();
     ctrd.ctr(&run_args(&f, &["-d", &img, &id, "sleep", "1000"]))
         .ok();

@@ -192,24 +192,7 @@ fn console_refuses_a_planted_symlink() {
     };
     let b = Bundle::busybox();
     setup(&b);
-    let sock = ConsoleSocket::new();
-    let id = unique_id();
-    rt.call(&[
-        "create",
-        "--bundle",
-        b.path_str(),
-        "--console-socket",
-        sock.path_str(),
-        &id,
-    ])
-    .ok();
-    let master = sock.receive();
-    rt.start(&id).ok();
-    let text = read_pty(&master, std::time::Duration::from_secs(10), |t| {
-        t.contains('\n')
-    });
-    rt.wait_status(&id, "stopped");
-    rt.delete(&id).ok();
+    let text = create_with_console(&rt, &b, &["sh", "-c", "stat -c %t /dev/console"], "\n");
     // pty slaves are major 136 (0x88).
     assert_eq!(text.trim(), "88", "control");
 

@@ -7,30 +7,6 @@ use skiff_tests::*;
 
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// create --console-socket, receive the master, start, read until `marker`
-/// (or EOF), then clean up.  Returns the text read (CRLF -> LF).
-fn create_with_console(rt: &Runtime, b: &Bundle, args: &[&str], marker: &str) -> String {
-    b.set_args(args);
-    b.edit(|v| v["process"]["terminal"] = json!(true));
-    let sock = ConsoleSocket::new();
-    let id = unique_id();
-    rt.call(&[
-        "create",
-        "--bundle",
-        b.path_str(),
-        "--console-socket",
-        sock.path_str(),
-        &id,
-    ])
-    .ok();
-    let master = sock.receive();
-    rt.start(&id).ok();
-    let text = read_pty(&master, READ_TIMEOUT, |t| t.contains(marker));
-    rt.wait_status(&id, "stopped");
-    rt.delete(&id).ok();
-    text
-}
-
 #[test]
 fn console_socket_gets_pty_master() {
     let (s, r) = on_both(|rt, b| {
