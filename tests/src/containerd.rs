@@ -48,7 +48,16 @@ impl Containerd {
             .append(true)
             .open(self.dir.path().join("containerd.log"))
             .unwrap();
+        // containerd finds shims (containerd-shim-skiff-v2) on its PATH:
+        // put the build's own first.
+        let bin_dir = skiff_bin().parent().unwrap().to_path_buf();
+        let path = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let child = Command::new("containerd")
+            .env("PATH", path)
             .arg("--config")
             .arg(self.dir.path().join("config.toml"))
             .stdout(log.try_clone().unwrap())
@@ -153,6 +162,19 @@ impl Containerd {
         );
     }
 
+    /// The ttrpc socket of the shim serving container `id`, from the
+    /// `address` file in its bundle.
+    pub fn shim_socket(&self, id: &str) -> Option<PathBuf> {
+        let bundle = self
+            .dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.namespace)
+            .join(id);
+        let address = std::fs::read_to_string(bundle.join("address")).ok()?;
+        Some(PathBuf::from(address.trim().trim_start_matches("unix://")))
+    }
+
     /// The pid of the shim serving container `id` (`-id <id>` on its command line).
     pub fn shim_pid(&self, id: &str) -> Option<i32> {
         for e in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -217,5 +239,10 @@ impl Drop for Containerd {
             let _ = c.wait();
         }
         unmount_below(self.dir.path());
+        // The runtimes' per-namespace state directories, empty by now.
+        for rt in ["skiff", "runc"] {
+            let _ =
+                std::fs::remove_dir(Path::new("/run/containerd").join(rt).join(&self.namespace));
+        }
     }
 }

@@ -1,25 +1,59 @@
-//! skiff under a real containerd 1.6 (private root, state and socket),
-//! driven by containerd's own runc shim (`ctr run --runc-binary skiff`):
-//! the path most Kubernetes nodes would take with skiff as `BinaryName`.
+//! skiff under a real containerd 1.6 (private root, state and socket), two
+//! ways: skiff's own shim (`ctr run --runtime io.containerd.skiff.v2`), and
+//! containerd's runc shim driving the skiff binary (`--runc-binary`), the
+//! path a Kubernetes node takes with skiff as `BinaryName`. Every case runs
+//! under both (modules `skiff_shim` and `runc_shim`).
 
 use std::process::Command;
 
 use skiff_tests::containerd::Containerd;
 use skiff_tests::*;
 
-/// `ctr run` flags that make containerd's runc shim drive skiff.
-fn runtime_flags() -> Vec<String> {
-    vec![
-        "--runc-binary".into(),
-        skiff_bin().to_string_lossy().into_owned(),
-    ]
+#[derive(Clone, Copy)]
+enum Mode {
+    /// containerd-shim-skiff-v2
+    Native,
+    /// containerd-shim-runc-v2 running the skiff binary
+    RuncShim,
 }
 
+/// `ctr run` flags selecting the shim.
+fn runtime_flags(mode: Mode) -> Vec<String> {
+    match mode {
+        Mode::Native => vec!["--runtime".into(), "io.containerd.skiff.v2".into()],
+        Mode::RuncShim => vec![
+            "--runc-binary".into(),
+            skiff_bin().to_string_lossy().into_owned(),
+        ],
+    }
+}
+
+macro_rules! on_both_shims {
+    ($($name:ident),* $(,)?) => {
+        mod skiff_shim {
+            $( #[test] fn $name() { super::$name(super::Mode::Native) } )*
+        }
+        mod runc_shim {
+            $( #[test] fn $name() { super::$name(super::Mode::RuncShim) } )*
+        }
+    };
+}
+
+on_both_shims!(
+    run_rm_returns_exit_code_and_output,
+    detached_task_exec_ps_pause_resume_kill_delete,
+    memory_limit_metrics_and_oom_event,
+    joins_a_network_namespace,
+    bad_entrypoint_is_a_clear_error,
+    shim_killed_then_task_deleted,
+    containerd_restart_reconnects,
+);
+
 /// A private containerd with a busybox image, and the runtime flags.
-fn setup() -> (Containerd, String, Vec<String>) {
+fn setup(mode: Mode) -> (Containerd, String, Vec<String>) {
     let ctrd = Containerd::start();
     let img = ctrd.import_busybox(&["sh"]);
-    (ctrd, img, runtime_flags())
+    (ctrd, img, runtime_flags(mode))
 }
 
 /// `ctr run -d IMAGE ID ARGS...`, which must succeed.
@@ -36,9 +70,8 @@ fn run_args<'a>(flags: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
-#[test]
-fn run_rm_returns_exit_code_and_output() {
-    let (ctrd, img, f) = setup();
+fn run_rm_returns_exit_code_and_output(mode: Mode) {
+    let (ctrd, img, f) = setup(mode);
     let id = unique_id();
     let out = ctrd.ctr(&run_args(
         &f,
@@ -59,9 +92,8 @@ fn run_rm_returns_exit_code_and_output() {
     assert_eq!(out.code(), 0, "{out}");
 }
 
-#[test]
-fn detached_task_exec_ps_pause_resume_kill_delete() {
-    let (ctrd, img, f) = setup();
+fn detached_task_exec_ps_pause_resume_kill_delete(mode: Mode) {
+    let (ctrd, img, f) = setup(mode);
     let id = unique_id();
     run_detached(
         &ctrd,
@@ -130,9 +162,8 @@ fn detached_task_exec_ps_pause_resume_kill_delete() {
 /// `--memory-limit` reaches the cgroup, `task metrics` reports the cgroup's
 /// numbers, and a task that outgrows the limit is OOM-killed with a
 /// `/tasks/oom` event on `ctr events`.
-#[test]
-fn memory_limit_metrics_and_oom_event() {
-    let (ctrd, img, f) = setup();
+fn memory_limit_metrics_and_oom_event(mode: Mode) {
+    let (ctrd, img, f) = setup(mode);
     let id = unique_id();
     let limit = 32 << 20;
     let lim = limit.to_string();
@@ -239,9 +270,8 @@ fn memory_limit_metrics_and_oom_event() {
 }
 
 /// A container joining a network namespace the test made (`--with-ns`).
-#[test]
-fn joins_a_network_namespace() {
-    let (ctrd, img, f) = setup();
+fn joins_a_network_namespace(mode: Mode) {
+    let (ctrd, img, f) = setup(mode);
     let ns = format!("skiff-{}", unique_id());
     sh(Command::new("ip").args(["netns", "add", &ns]));
     let _guard = NetnsGuard(ns.clone());
@@ -285,9 +315,8 @@ fn sh(cmd: &mut Command) {
 }
 
 /// A missing entrypoint is a clear error through containerd, naming it.
-#[test]
-fn bad_entrypoint_is_a_clear_error() {
-    let (ctrd, img, f) = setup();
+fn bad_entrypoint_is_a_clear_error(mode: Mode) {
+    let (ctrd, img, f) = setup(mode);
     let id = unique_id();
     let out = ctrd.ctr(&run_args(&f, &["--rm", &img, &id, "/no/such-binary"]));
     assert_ne!(out.code(), 0);
@@ -298,15 +327,15 @@ fn bad_entrypoint_is_a_clear_error() {
 
 /// SIGKILL to the shim: containerd can still delete the task, and the
 /// container's processes and cgroup are gone.
-#[test]
-fn shim_killed_then_task_deleted() {
-    let (ctrd, img, f) = setup();
+fn shim_killed_then_task_deleted(mode: Mode) {
+    let (ctrd, img, f) = setup(mode);
     let id = unique_id();
     ctrd.ctr(&run_args(&f, &["-d", &img, &id, "sleep", "1000"]))
         .ok();
     let pid = ctrd.task_pid(&id);
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let shim = ctrd.shim_pid(&id).expect("the shim process");
+    let socket = ctrd.shim_socket(&id).expect("the shim's socket");
     // SAFETY: kill(2) on the shim's pid, found by its command line.
     unsafe { libc::kill(shim, libc::SIGKILL) };
     poll(
@@ -321,6 +350,19 @@ fn shim_killed_then_task_deleted() {
     );
     let _ = ctrd.ctr(&["task", "delete", "-f", &id]);
     ctrd.ctr(&["containers", "rm", &id]).ok();
+    match mode {
+        // skiff's shim removes the dead shim's socket in its `delete` action.
+        // (containerd runs that cleanup on its own when the connection drops.)
+        Mode::Native => poll(
+            std::time::Duration::from_secs(10),
+            "the dead shim's socket to be removed",
+            || (!socket.exists()).then_some(()),
+        ),
+        // containerd 1.6's runc shim leaves it: clean up after it.
+        Mode::RuncShim => {
+            let _ = std::fs::remove_file(&socket);
+        }
+    }
     poll(
         std::time::Duration::from_secs(10),
         "the container's process to go",
@@ -355,9 +397,8 @@ fn shim_killed_then_task_deleted() {
 
 /// containerd restarted while a container runs: the task is still there,
 /// exec works, and it can be stopped and deleted.
-#[test]
-fn containerd_restart_reconnects() {
-    let (mut ctrd, img, f) = setup();
+fn containerd_restart_reconnects(mode: Mode) {
+    let (mut ctrd, img, f) = setup(mode);
     let id = unique_id();
     ctrd.ctr(&run_args(&f, &["-d", &img, &id, "sleep", "1000"]))
         .ok();

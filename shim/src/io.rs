@@ -1,0 +1,196 @@
+//! A task's standard streams: the named pipes (fifos) containerd created,
+//! connected to the container's process.
+//!
+//! Without a terminal, stdout and stderr fifos are handed to the process
+//! directly as its file descriptors 1 and 2 (opened read-write, which never
+//! blocks on a fifo; containerd reads the other end), so no byte passes
+//! through the shim. stdin goes through a pipe fed by a thread, so that
+//! closing it (containerd's CloseIO, or the fifo's writer going away)
+//! reaches the process as end-of-file.
+//!
+//! With a terminal, skiff hands the pty master to a console socket the shim
+//! listens on (SCM_RIGHTS, see unix(7)); two threads copy stdin fifo ->
+//! master and master -> stdout fifo, and ResizePty sets the window size on
+//! the master (TIOCSWINSZ, see ioctl_tty(2)).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The fifo paths containerd gave (empty: not attached).
+#[derive(Debug, Clone, Default)]
+pub struct Stdio {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// What the shim keeps of a process's streams.
+#[derive(Default)]
+pub struct ProcessIo {
+    /// The pipe the stdin thread writes to; dropped by CloseIO.
+    pub stdin: Arc<Mutex<Option<File>>>,
+    /// The pty master, with a terminal.
+    pub console: Option<Arc<File>>,
+}
+
+fn open_rw(path: &str) -> std::io::Result<OwnedFd> {
+    let f = File::options().read(true).write(true).open(path)?;
+    Ok(OwnedFd::from(f))
+}
+
+/// Streams for the skiff call that starts the process, and what to keep.
+pub struct Prepared {
+    pub call: crate::runtime::CallIo,
+    pub keep: ProcessIo,
+    pub console_socket: Option<ConsoleSocket>,
+}
+
+/// Set up non-terminal streams, or a console socket for a terminal.
+pub fn prepare(stdio: &Stdio, workdir: &Path) -> std::io::Result<Prepared> {
+    let mut call = crate::runtime::CallIo::default();
+    let keep = ProcessIo::default();
+    if stdio.terminal {
+        let sock = ConsoleSocket::new(workdir)?;
+        return Ok(Prepared {
+            call,
+            keep,
+            console_socket: Some(sock),
+        });
+    }
+    if !stdio.stdout.is_empty() {
+        call.stdout = Some(open_rw(&stdio.stdout)?);
+    }
+    if !stdio.stderr.is_empty() {
+        call.stderr = Some(open_rw(&stdio.stderr)?);
+    }
+    if !stdio.stdin.is_empty() {
+        let (r, w) = nix::unistd::pipe().map_err(std::io::Error::from)?;
+        call.stdin = Some(r);
+        *keep.stdin.lock().unwrap_or_else(|e| e.into_inner()) = Some(File::from(w));
+        let writer = keep.stdin.clone();
+        let path = stdio.stdin.clone();
+        std::thread::spawn(move || copy_stdin(&path, writer));
+    }
+    Ok(Prepared {
+        call,
+        keep,
+        console_socket: None,
+    })
+}
+
+/// Copy the stdin fifo into the pipe until end-of-file or CloseIO.
+fn copy_stdin(fifo: &str, writer: Arc<Mutex<Option<File>>>) {
+    let Ok(mut src) = File::open(fifo) else {
+        return;
+    };
+    let mut buf = [0u8; 32 * 1024];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+        let written = w.as_mut().is_some_and(|f| f.write_all(&buf[..n]).is_ok());
+        if !written {
+            break;
+        }
+    }
+    writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+}
+
+/// A unix socket skiff connects to with the pty master.
+pub struct ConsoleSocket {
+    pub path: PathBuf,
+    listener: UnixListener,
+}
+
+impl ConsoleSocket {
+    fn new(workdir: &Path) -> std::io::Result<ConsoleSocket> {
+        // Short paths: sun_path holds 108 bytes.
+        let _ = workdir;
+        let dir = std::env::temp_dir().join(format!("skiff-shim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("c{}.sock", next_id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        Ok(ConsoleSocket { path, listener })
+    }
+
+    /// Accept skiff's connection and take the master it sends; wire it to
+    /// the fifos.
+    pub fn receive(self, stdio: &Stdio, keep: &mut ProcessIo) -> std::io::Result<()> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let (conn, _) = self.listener.accept()?;
+        let mut buf = [0u8; 4096];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        )
+        .map_err(std::io::Error::from)?;
+        let mut master = None;
+        for c in msg.cmsgs().map_err(std::io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                // SAFETY: the descriptor was just received over the socket;
+                // we are its only owner.
+                master = fds.first().map(|fd| unsafe { File::from_raw_fd(*fd) });
+            }
+        }
+        let master =
+            Arc::new(master.ok_or_else(|| std::io::Error::other("no pty master received"))?);
+        let _ = std::fs::remove_file(&self.path);
+        if !stdio.stdin.is_empty() {
+            let (m, path) = (master.clone(), stdio.stdin.clone());
+            std::thread::spawn(move || {
+                if let Ok(mut src) = File::open(&path) {
+                    let _ = std::io::copy(&mut src, &mut &*m);
+                }
+            });
+        }
+        if !stdio.stdout.is_empty() {
+            let (m, path) = (master.clone(), stdio.stdout.clone());
+            std::thread::spawn(move || {
+                if let Ok(mut dst) = File::options().write(true).open(&path) {
+                    let _ = std::io::copy(&mut &*m, &mut dst);
+                }
+            });
+        }
+        keep.console = Some(master);
+        Ok(())
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Set the terminal's window size (TIOCSWINSZ).
+pub fn resize(master: &File, width: u16, height: u16) -> std::io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct we own.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Running the `skiff` binary for each task operation, the way containerd's
+//! runc shim runs `runc`.
+//!
+//! The shim is a subreaper (prctl(2) `PR_SET_CHILD_SUBREAPER`): the
+//! container's init, orphaned when `skiff create` exits, becomes the shim's
+//! child, so the shim learns its exit status. A SIGCHLD handler in the
+//! containerd-shim crate reaps every child as soon as it exits, so the
+//! shim never calls wait(2) itself: it subscribes to the crate's exit
+//! monitor before starting a command and waits for that pid's exit there.
+//! Errors come from skiff's JSON log (`--log-format json`): the last
+//! `error` line is what containerd shows its user.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use containerd_shim::monitor::{monitor_subscribe, wait_pid, Topic};
+
+/// How to call skiff for one container.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub binary: PathBuf,
+    /// `--root`: skiff's state directory for this containerd namespace.
+    pub root: PathBuf,
+    /// `--log`, in the bundle.
+    pub log: PathBuf,
+}
+
+/// The child's standard streams for one call.
+#[derive(Default)]
+pub struct CallIo {
+    pub stdin: Option<std::os::fd::OwnedFd>,
+    pub stdout: Option<std::os::fd::OwnedFd>,
+    pub stderr: Option<std::os::fd::OwnedFd>,
+}
+
+/// Where the skiff binary is: next to this shim, else on PATH.
+pub fn find_binary() -> PathBuf {
+    if let Ok(me) = std::env::current_exe() {
+        let sibling = me.with_file_name("skiff");
+        if sibling.is_file() {
+            return sibling;
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("skiff");
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    PathBuf::from("skiff")
+}
+
+impl Runtime {
+    pub fn new(namespace: &str, bundle: &Path) -> Runtime {
+        Runtime {
+            binary: find_binary(),
+            root: PathBuf::from("/run/containerd/skiff").join(namespace),
+            log: bundle.join("log.json"),
+        }
+    }
+
+    /// The last error skiff logged, or `fallback`.
+    fn last_error(&self, fallback: String) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["level"] == "error")
+            .and_then(|v| v["msg"].as_str().map(str::to_string))
+            .unwrap_or(fallback)
+    }
+
+    /// Run `skiff <args>`; its stdout on success, skiff's error otherwise.
+    pub fn call(&self, args: &[&str], io: CallIo) -> Result<String, String> {
+        let sub = monitor_subscribe(Topic::Pid).map_err(|e| format!("subscribe to exits: {e}"))?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(&self.log)
+            .arg("--log-format")
+            .arg("json")
+            .args(args);
+        cmd.stdin(io.stdin.map_or_else(Stdio::null, Stdio::from));
+        let capture = io.stdout.is_none();
+        cmd.stdout(io.stdout.map_or_else(Stdio::piped, Stdio::from));
+        cmd.stderr(io.stderr.map_or_else(Stdio::null, Stdio::from));
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("run {}: {e}", self.binary.display()))?;
+        let mut out = String::new();
+        if capture {
+            if let Some(mut so) = child.stdout.take() {
+                let _ = std::io::Read::read_to_string(&mut so, &mut out);
+            }
+        }
+        let code = wait_pid(child.id() as i32, sub);
+        if code == 0 {
+            Ok(out)
+        } else {
+            Err(self.last_error(format!("skiff {} exited with status {code}", args[0])))
+        }
+    }
+}

@@ -1,0 +1,792 @@
+//! The task service containerd talks to (ttrpc, `containerd.task.v2.Task`):
+//! one container, its init process and its exec'd processes.
+//!
+//! containerd drives a task through Create, Start, (Exec, Start)*, Kill,
+//! Wait, Delete; every change is also published as an event (TaskCreate,
+//! TaskStart, TaskExecAdded, TaskExecStarted, TaskExit, TaskDelete...), in
+//! that order, to containerd's event service. Each operation here runs the
+//! `skiff` binary ([`crate::runtime`]); exit statuses come from the exit
+//! monitor, watched by one thread for the shim's whole life.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+use containerd_shim::api;
+use containerd_shim::monitor::{monitor_subscribe, Subject, Topic};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
+};
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
+use containerd_shim::protos::topics;
+use containerd_shim::protos::ttrpc::{Code, Error as TtrpcError, Status as TtrpcStatus};
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Context, TtrpcContext, TtrpcResult};
+
+use crate::io::{self, ProcessIo, Stdio};
+use crate::runtime::{CallIo, Runtime};
+
+fn err(code: Code, msg: impl Into<String>) -> TtrpcError {
+    TtrpcError::RpcStatus(TtrpcStatus {
+        code: code.into(),
+        message: msg.into(),
+        ..Default::default()
+    })
+}
+
+fn now() -> Timestamp {
+    containerd_shim::util::timestamp().unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Status {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl Status {
+    fn api(self) -> api::Status {
+        match self {
+            Status::Created => api::Status::CREATED,
+            Status::Running => api::Status::RUNNING,
+            Status::Paused => api::Status::PAUSED,
+            Status::Stopped => api::Status::STOPPED,
+        }
+    }
+}
+
+/// One process: the init (exec id "") or an exec.
+struct Proc {
+    pid: i32,
+    status: Status,
+    exit_status: u32,
+    exited_at: Option<Timestamp>,
+    stdio: Stdio,
+    io: ProcessIo,
+    /// An exec's process.json, written at Exec, used at Start.
+    process_json: Option<PathBuf>,
+}
+
+impl Proc {
+    fn new(stdio: Stdio) -> Proc {
+        Proc {
+            pid: 0,
+            status: Status::Created,
+            exit_status: 0,
+            exited_at: None,
+            stdio,
+            io: ProcessIo::default(),
+            process_json: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tasks {
+    id: String,
+    bundle: PathBuf,
+    rootfs_mounted: bool,
+    procs: HashMap<String, Proc>,
+    /// The container's cgroup, once created (for Stats and OOM watching).
+    cgroup: Option<skiff_runtime::cgroups::CgroupPaths>,
+    /// Exits of pids not (yet) known as ours: a short exec can exit and be
+    /// reaped before `skiff exec` has told us its pid.
+    early_exits: HashMap<i32, (u32, Timestamp)>,
+}
+
+pub struct TaskService {
+    namespace: String,
+    ooms: Arc<crate::stats::OomCount>,
+    tasks: Arc<(Mutex<Tasks>, Condvar)>,
+    publisher: Arc<Mutex<RemotePublisher>>,
+    exit: Arc<containerd_shim::ExitSignal>,
+}
+
+fn publish(p: &Mutex<RemotePublisher>, ns: &str, topic: &str, ev: Box<dyn MessageDyn>) {
+    if let Ok(p) = p.lock() {
+        if let Err(e) = p.publish(Context::default(), topic, ns, ev) {
+            log::warn!("publish {topic}: {e}");
+        }
+    }
+}
+
+impl TaskService {
+    pub fn new(
+        namespace: &str,
+        publisher: RemotePublisher,
+        exit: Arc<containerd_shim::ExitSignal>,
+    ) -> TaskService {
+        let svc = TaskService {
+            namespace: namespace.to_string(),
+            ooms: Arc::new(crate::stats::OomCount::default()),
+            tasks: Arc::new((Mutex::new(Tasks::default()), Condvar::new())),
+            publisher: Arc::new(Mutex::new(publisher)),
+            exit,
+        };
+        svc.watch_exits();
+        svc
+    }
+
+    /// One thread for the shim's life: every reaped child's exit status,
+    /// matched to our processes; TaskExit for each.
+    fn watch_exits(&self) {
+        let Ok(sub) = monitor_subscribe(Topic::Pid) else {
+            log::error!("cannot subscribe to process exits");
+            return;
+        };
+        let (tasks, publisher, ns) = (
+            self.tasks.clone(),
+            self.publisher.clone(),
+            self.namespace.clone(),
+        );
+        let ooms = self.ooms.clone();
+        std::thread::spawn(move || {
+            while let Ok(ev) = sub.rx.recv() {
+                let Subject::Pid(pid) = ev.subject else {
+                    continue;
+                };
+                let (lock, cv) = &*tasks;
+                let mut t = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let at = now();
+                let id = t.id.clone();
+                let cgroup = t.cgroup.clone();
+                let found = t
+                    .procs
+                    .iter_mut()
+                    .find(|(_, p)| p.pid == pid && p.status != Status::Stopped);
+                let Some((exec_id, p)) = found else {
+                    t.early_exits.insert(pid, (ev.exit_code as u32, at));
+                    continue;
+                };
+                p.status = Status::Stopped;
+                p.exit_status = ev.exit_code as u32;
+                p.exited_at = Some(at.clone());
+                // An init killed by the OOM killer: report it now, while the
+                // cgroup still exists (containerd deletes it after TaskExit).
+                let oom = exec_id.is_empty() && cgroup.as_ref().is_some_and(|c| ooms.rose(c));
+                let exit = TaskExit {
+                    container_id: id.clone(),
+                    id: if exec_id.is_empty() {
+                        id.clone()
+                    } else {
+                        exec_id.clone()
+                    },
+                    pid: pid as u32,
+                    exit_status: ev.exit_code as u32,
+                    exited_at: MessageField::some(at),
+                    ..Default::default()
+                };
+                cv.notify_all();
+                drop(t);
+                if oom {
+                    let ev = TaskOOM {
+                        container_id: id.clone(),
+                        ..Default::default()
+                    };
+                    publish(&publisher, &ns, topics::TASK_OOM_EVENT_TOPIC, Box::new(ev));
+                }
+                publish(
+                    &publisher,
+                    &ns,
+                    topics::TASK_EXIT_EVENT_TOPIC,
+                    Box::new(exit),
+                );
+            }
+        });
+    }
+
+    fn runtime(&self, bundle: &Path) -> Runtime {
+        Runtime::new(&self.namespace, bundle)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tasks> {
+        self.tasks.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, topic: &str, ev: Box<dyn MessageDyn>) {
+        publish(&self.publisher, &self.namespace, topic, ev);
+    }
+
+    /// Record `pid` for `exec_id`, taking an exit that came first.
+    fn set_pid(&self, exec_id: &str, pid: i32) {
+        let mut t = self.lock();
+        let early = t.early_exits.remove(&pid);
+        if let Some(p) = t.procs.get_mut(exec_id) {
+            p.pid = pid;
+            p.status = Status::Running;
+            if let Some((code, at)) = early {
+                p.status = Status::Stopped;
+                p.exit_status = code;
+                p.exited_at = Some(at);
+            }
+        }
+        self.tasks.1.notify_all();
+    }
+
+    fn state_of(&self, exec_id: &str) -> TtrpcResult<api::StateResponse> {
+        let t = self.lock();
+        let p = t
+            .procs
+            .get(exec_id)
+            .ok_or_else(|| err(Code::NOT_FOUND, format!("process {exec_id} not found")))?;
+        Ok(api::StateResponse {
+            id: if exec_id.is_empty() {
+                t.id.clone()
+            } else {
+                exec_id.to_string()
+            },
+            bundle: t.bundle.display().to_string(),
+            pid: p.pid as u32,
+            status: p.status.api().into(),
+            stdin: p.stdio.stdin.clone(),
+            stdout: p.stdio.stdout.clone(),
+            stderr: p.stdio.stderr.clone(),
+            terminal: p.stdio.terminal,
+            exit_status: p.exit_status,
+            exited_at: p.exited_at.clone().into(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        })
+    }
+}
+
+fn read_pid(path: &Path) -> Result<i32, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("read {}: {e}", path.display()))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("pid file {}: {e}", path.display()))
+}
+
+/// Mount the rootfs containerd prepared (usually one overlay) at `target`.
+fn mount_rootfs(
+    mounts: &[containerd_shim::protos::types::mount::Mount],
+    target: &Path,
+) -> Result<(), String> {
+    for m in mounts {
+        containerd_shim::mount::mount_rootfs(
+            Some(m.type_.as_str()).filter(|s| !s.is_empty()),
+            Some(m.source.as_str()).filter(|s| !s.is_empty()),
+            &m.options,
+            target,
+        )
+        .map_err(|e| format!("mount rootfs at {}: {e}", target.display()))?;
+    }
+    Ok(())
+}
+
+fn unmount_rootfs(bundle: &Path) {
+    let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+}
+
+impl containerd_shim::Task for TaskService {
+    fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        let bundle = PathBuf::from(&req.bundle);
+        let stdio = Stdio {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        if !req.rootfs.is_empty() {
+            mount_rootfs(&req.rootfs, &bundle.join("rootfs"))
+                .map_err(|e| err(Code::INTERNAL, e))?;
+        }
+        {
+            let mut t = self.lock();
+            t.id = req.id.clone();
+            t.bundle = bundle.clone();
+            t.rootfs_mounted = !req.rootfs.is_empty();
+            t.procs.insert(String::new(), Proc::new(stdio.clone()));
+        }
+        let fail = |msg: String| {
+            if !req.rootfs.is_empty() {
+                unmount_rootfs(&bundle);
+            }
+            self.lock().procs.remove("");
+            err(Code::UNKNOWN, format!("OCI runtime create failed: {msg}"))
+        };
+        let prepared =
+            io::prepare(&stdio, &bundle).map_err(|e| fail(format!("open stdio: {e}")))?;
+        let pid_file = bundle.join("init.pid");
+        let b = bundle.display().to_string();
+        let pf = pid_file.display().to_string();
+        let mut args = vec!["create", "--bundle", &b, "--pid-file", &pf];
+        let sock_path;
+        if let Some(s) = &prepared.console_socket {
+            sock_path = s.path.display().to_string();
+            args.extend(["--console-socket", sock_path.as_str()]);
+        }
+        args.push(&req.id);
+        let rt = self.runtime(&bundle);
+        rt.call(&args, prepared.call).map_err(fail)?;
+        let mut keep = prepared.keep;
+        if let Some(s) = prepared.console_socket {
+            s.receive(&stdio, &mut keep)
+                .map_err(|e| fail(format!("console: {e}")))?;
+        }
+        let pid = read_pid(&pid_file).map_err(fail)?;
+        let cgroup = skiff_runtime::container::Container::load(&rt.root, &req.id)
+            .ok()
+            .map(|c| c.state.cgroup_paths);
+        {
+            let mut t = self.lock();
+            t.cgroup = cgroup.clone();
+            if let Some(p) = t.procs.get_mut("") {
+                p.pid = pid;
+                p.io = keep;
+            }
+        }
+        if let Some(paths) = cgroup {
+            self.watch_oom(paths, &req.id);
+        }
+        self.publish(
+            topics::TASK_CREATE_EVENT_TOPIC,
+            Box::new(TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                io: MessageField::some(TaskIO {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                    ..Default::default()
+                }),
+                pid: pid as u32,
+                ..Default::default()
+            }),
+        );
+        Ok(api::CreateTaskResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    fn start(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
+        let (id, bundle) = {
+            let t = self.lock();
+            (t.id.clone(), t.bundle.clone())
+        };
+        let rt = self.runtime(&bundle);
+        if req.exec_id.is_empty() {
+            rt.call(&["start", &id], CallIo::default())
+                .map_err(|e| err(Code::UNKNOWN, format!("OCI runtime start failed: {e}")))?;
+            let pid = {
+                let mut t = self.lock();
+                let p = t
+                    .procs
+                    .get_mut("")
+                    .ok_or_else(|| err(Code::NOT_FOUND, "no init process"))?;
+                if p.status == Status::Created {
+                    p.status = Status::Running;
+                }
+                p.pid
+            };
+            self.publish(
+                topics::TASK_START_EVENT_TOPIC,
+                Box::new(TaskStart {
+                    container_id: id,
+                    pid: pid as u32,
+                    ..Default::default()
+                }),
+            );
+            return Ok(api::StartResponse {
+                pid: pid as u32,
+                ..Default::default()
+            });
+        }
+        let (stdio, pj) = {
+            let t = self.lock();
+            let p = t
+                .procs
+                .get(&req.exec_id)
+                .ok_or_else(|| err(Code::NOT_FOUND, format!("exec {} not found", req.exec_id)))?;
+            (p.stdio.clone(), p.process_json.clone().unwrap_or_default())
+        };
+        let prepared = io::prepare(&stdio, &bundle)
+            .map_err(|e| err(Code::INTERNAL, format!("open stdio: {e}")))?;
+        let pid_file = bundle.join(format!("exec-{}.pid", req.exec_id));
+        let (pjs, pfs) = (pj.display().to_string(), pid_file.display().to_string());
+        let mut args = vec!["exec", "--process", &pjs, "--detach", "--pid-file", &pfs];
+        let sock_path;
+        if let Some(s) = &prepared.console_socket {
+            sock_path = s.path.display().to_string();
+            args.extend(["--console-socket", sock_path.as_str()]);
+        }
+        args.push(&id);
+        rt.call(&args, prepared.call)
+            .map_err(|e| err(Code::UNKNOWN, format!("OCI runtime exec failed: {e}")))?;
+        let mut keep = prepared.keep;
+        if let Some(s) = prepared.console_socket {
+            s.receive(&stdio, &mut keep)
+                .map_err(|e| err(Code::INTERNAL, format!("console: {e}")))?;
+        }
+        let pid = read_pid(&pid_file).map_err(|e| err(Code::INTERNAL, e))?;
+        if let Some(p) = self.lock().procs.get_mut(&req.exec_id) {
+            p.io = keep;
+        }
+        self.set_pid(&req.exec_id, pid);
+        self.publish(
+            topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+            Box::new(TaskExecStarted {
+                container_id: id,
+                exec_id: req.exec_id.clone(),
+                pid: pid as u32,
+                ..Default::default()
+            }),
+        );
+        Ok(api::StartResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
+        let bundle = self.lock().bundle.clone();
+        let spec = req
+            .spec
+            .as_ref()
+            .map(|a| a.value.clone())
+            .ok_or_else(|| err(Code::INVALID_ARGUMENT, "exec without a process spec"))?;
+        if self.lock().procs.contains_key(&req.exec_id) {
+            return Err(err(
+                Code::ALREADY_EXISTS,
+                format!("exec {} already exists", req.exec_id),
+            ));
+        }
+        let pj = bundle.join(format!("exec-{}.json", req.exec_id));
+        std::fs::write(&pj, &spec)
+            .map_err(|e| err(Code::INTERNAL, format!("write {}: {e}", pj.display())))?;
+        let mut p = Proc::new(Stdio {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        });
+        p.process_json = Some(pj);
+        let id = {
+            let mut t = self.lock();
+            t.procs.insert(req.exec_id.clone(), p);
+            t.id.clone()
+        };
+        self.publish(
+            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            Box::new(TaskExecAdded {
+                container_id: id,
+                exec_id: req.exec_id,
+                ..Default::default()
+            }),
+        );
+        Ok(api::Empty::new())
+    }
+
+    fn state(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
+        self.state_of(&req.exec_id)
+    }
+
+    fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
+        let (lock, cv) = &*self.tasks;
+        let mut t = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let p = t.procs.get(&req.exec_id).ok_or_else(|| {
+                err(
+                    Code::NOT_FOUND,
+                    format!("process {} not found", req.exec_id),
+                )
+            })?;
+            if p.status == Status::Stopped {
+                return Ok(api::WaitResponse {
+                    exit_status: p.exit_status,
+                    exited_at: p.exited_at.clone().into(),
+                    ..Default::default()
+                });
+            }
+            t = cv.wait(t).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        let (id, bundle, pid, status) = {
+            let t = self.lock();
+            let p = t.procs.get(&req.exec_id).ok_or_else(|| {
+                err(
+                    Code::NOT_FOUND,
+                    format!("process {} not found", req.exec_id),
+                )
+            })?;
+            (t.id.clone(), t.bundle.clone(), p.pid, p.status)
+        };
+        if status == Status::Stopped {
+            return Err(err(Code::NOT_FOUND, "process already finished"));
+        }
+        if req.exec_id.is_empty() {
+            let sig = req.signal.to_string();
+            let mut args = vec!["kill"];
+            if req.all {
+                args.push("--all");
+            }
+            args.extend([id.as_str(), sig.as_str()]);
+            self.runtime(&bundle)
+                .call(&args, CallIo::default())
+                .map_err(|e| err(Code::UNKNOWN, format!("kill: {e}")))?;
+        } else {
+            let sig = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|e| {
+                err(
+                    Code::INVALID_ARGUMENT,
+                    format!("signal {}: {e}", req.signal),
+                )
+            })?;
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+                .map_err(|e| err(Code::NOT_FOUND, format!("kill exec {}: {e}", req.exec_id)))?;
+        }
+        Ok(api::Empty::new())
+    }
+
+    fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtrpcResult<api::DeleteResponse> {
+        if !req.exec_id.is_empty() {
+            let mut t = self.lock();
+            let p = t
+                .procs
+                .get(&req.exec_id)
+                .ok_or_else(|| err(Code::NOT_FOUND, format!("exec {} not found", req.exec_id)))?;
+            if p.status != Status::Stopped && p.status != Status::Created {
+                return Err(err(
+                    Code::FAILED_PRECONDITION,
+                    format!("exec {} is still running", req.exec_id),
+                ));
+            }
+            let p = t.procs.remove(&req.exec_id).expect("checked above");
+            if let Some(pj) = p.process_json {
+                let _ = std::fs::remove_file(pj);
+            }
+            return Ok(api::DeleteResponse {
+                pid: p.pid as u32,
+                exit_status: p.exit_status,
+                exited_at: p.exited_at.into(),
+                ..Default::default()
+            });
+        }
+        let (id, bundle, mounted) = {
+            let t = self.lock();
+            (t.id.clone(), t.bundle.clone(), t.rootfs_mounted)
+        };
+        let rt = self.runtime(&bundle);
+        rt.call(&["delete", "--force", &id], CallIo::default())
+            .map_err(|e| err(Code::UNKNOWN, format!("delete: {e}")))?;
+        if mounted {
+            unmount_rootfs(&bundle);
+        }
+        let p = {
+            let mut t = self.lock();
+            t.procs
+                .remove("")
+                .ok_or_else(|| err(Code::NOT_FOUND, "no init process"))?
+        };
+        let at = p.exited_at.clone().unwrap_or_else(now);
+        self.publish(
+            topics::TASK_DELETE_EVENT_TOPIC,
+            Box::new(TaskDelete {
+                container_id: id.clone(),
+                id,
+                pid: p.pid as u32,
+                exit_status: p.exit_status,
+                exited_at: MessageField::some(at.clone()),
+                ..Default::default()
+            }),
+        );
+        Ok(api::DeleteResponse {
+            pid: p.pid as u32,
+            exit_status: p.exit_status,
+            exited_at: MessageField::some(at),
+            ..Default::default()
+        })
+    }
+
+    fn pids(&self, _ctx: &TtrpcContext, _req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
+        let (id, bundle) = {
+            let t = self.lock();
+            (t.id.clone(), t.bundle.clone())
+        };
+        let out = self
+            .runtime(&bundle)
+            .call(&["ps", "--format", "json", &id], CallIo::default())
+            .map_err(|e| err(Code::UNKNOWN, format!("ps: {e}")))?;
+        let pids: Vec<u32> = serde_json::from_str(&out)
+            .map_err(|e| err(Code::INTERNAL, format!("ps output: {e}")))?;
+        Ok(api::PidsResponse {
+            processes: pids
+                .into_iter()
+                .map(|pid| containerd_shim::protos::types::task::ProcessInfo {
+                    pid,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> TtrpcResult<api::Empty> {
+        self.freeze("pause", Status::Paused)
+    }
+
+    fn resume(&self, _ctx: &TtrpcContext, _req: api::ResumeRequest) -> TtrpcResult<api::Empty> {
+        self.freeze("resume", Status::Running)
+    }
+
+    fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
+        if req.stdin {
+            if let Some(p) = self.lock().procs.get(&req.exec_id) {
+                p.io.stdin.lock().unwrap_or_else(|e| e.into_inner()).take();
+            }
+        }
+        Ok(api::Empty::new())
+    }
+
+    fn resize_pty(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ResizePtyRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let console = self
+            .lock()
+            .procs
+            .get(&req.exec_id)
+            .and_then(|p| p.io.console.clone());
+        if let Some(m) = console {
+            io::resize(&m, req.width as u16, req.height as u16)
+                .map_err(|e| err(Code::INTERNAL, format!("resize: {e}")))?;
+        }
+        Ok(api::Empty::new())
+    }
+
+    fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
+        let (id, bundle) = {
+            let t = self.lock();
+            (t.id.clone(), t.bundle.clone())
+        };
+        let res = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.clone())
+            .ok_or_else(|| err(Code::INVALID_ARGUMENT, "update without resources"))?;
+        let path = bundle.join("update.json");
+        std::fs::write(&path, res)
+            .map_err(|e| err(Code::INTERNAL, format!("write {}: {e}", path.display())))?;
+        let p = path.display().to_string();
+        self.runtime(&bundle)
+            .call(&["update", "--resources", &p, &id], CallIo::default())
+            .map_err(|e| err(Code::UNKNOWN, format!("update: {e}")))?;
+        Ok(api::Empty::new())
+    }
+
+    fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        let paths = self
+            .lock()
+            .cgroup
+            .clone()
+            .ok_or_else(|| err(Code::NOT_FOUND, "the container has no cgroup"))?;
+        let any = crate::stats::metrics(&paths).map_err(|e| err(Code::INTERNAL, e))?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(any),
+            ..Default::default()
+        })
+    }
+
+    fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        let pid = self.lock().procs.get("").map_or(0, |p| p.pid as u32);
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid: pid,
+            ..Default::default()
+        })
+    }
+
+    fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
+        if self.lock().procs.is_empty() {
+            self.exit.signal();
+        }
+        Ok(api::Empty::new())
+    }
+}
+
+impl TaskService {
+    fn watch_oom(&self, paths: skiff_runtime::cgroups::CgroupPaths, id: &str) {
+        let tasks = self.tasks.clone();
+        let alive = move || {
+            let t = tasks.0.lock().unwrap_or_else(|e| e.into_inner());
+            t.procs.get("").is_some_and(|p| p.status != Status::Stopped)
+        };
+        let (publisher, ns, id) = (
+            self.publisher.clone(),
+            self.namespace.clone(),
+            id.to_string(),
+        );
+        crate::stats::watch_oom(paths, self.ooms.clone(), alive, move || {
+            let ev = TaskOOM {
+                container_id: id.clone(),
+                ..Default::default()
+            };
+            publish(&publisher, &ns, topics::TASK_OOM_EVENT_TOPIC, Box::new(ev));
+        });
+    }
+
+    fn freeze(&self, verb: &str, to: Status) -> TtrpcResult<api::Empty> {
+        let (id, bundle) = {
+            let t = self.lock();
+            (t.id.clone(), t.bundle.clone())
+        };
+        self.runtime(&bundle)
+            .call(&[verb, &id], CallIo::default())
+            .map_err(|e| err(Code::UNKNOWN, format!("{verb}: {e}")))?;
+        if let Some(p) = self.lock().procs.get_mut("") {
+            p.status = to;
+        }
+        if to == Status::Paused {
+            self.publish(
+                topics::TASK_PAUSED_EVENT_TOPIC,
+                Box::new(TaskPaused {
+                    container_id: id,
+                    ..Default::default()
+                }),
+            );
+        } else {
+            self.publish(
+                topics::TASK_RESUMED_EVENT_TOPIC,
+                Box::new(TaskResumed {
+                    container_id: id,
+                    ..Default::default()
+                }),
+            );
+        }
+        Ok(api::Empty::new())
+    }
+}
