@@ -23,6 +23,41 @@ use std::sync::Arc;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, DeleteResponse, ExitSignal, Flags, StartOpts};
 
+/// The answer to `-info`: name, version, and `skiff features` (JSON, typed
+/// as the runtime spec's Features document), as a `RuntimeInfo` protobuf.
+pub fn runtime_info() -> Result<Vec<u8>, String> {
+    use protos_v2::protobuf::Message;
+    use protos_v2::types::introspection::{RuntimeInfo, RuntimeVersion};
+    let out = std::process::Command::new(runtime::find_binary())
+        .arg("features")
+        .output()
+        .map_err(|e| format!("run skiff features: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "skiff features: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let info = RuntimeInfo {
+        name: RUNTIME_ID.to_string(),
+        version: protos_v2::protobuf::MessageField::some(RuntimeVersion {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        }),
+        features: protos_v2::protobuf::MessageField::some(
+            protos_v2::protobuf::well_known_types::any::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
+                    .into(),
+                value: out.stdout,
+                ..Default::default()
+            },
+        ),
+        ..Default::default()
+    };
+    info.write_to_bytes()
+        .map_err(|e| format!("encode runtime info: {e}"))
+}
+
 /// The runtime type containerd knows this shim by.
 pub const RUNTIME_ID: &str = "io.containerd.skiff.v2";
 
