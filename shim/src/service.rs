@@ -203,6 +203,12 @@ impl TaskService {
         Runtime::new(&self.namespace, bundle)
     }
 
+    /// The container's id and bundle.
+    fn container(&self) -> (String, PathBuf) {
+        let t = self.lock();
+        (t.id.clone(), t.bundle.clone())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Tasks> {
         self.tasks.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -376,10 +382,7 @@ impl containerd_shim::Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        let (id, bundle) = {
-            let t = self.lock();
-            (t.id.clone(), t.bundle.clone())
-        };
+        let (id, bundle) = self.container();
         let rt = self.runtime(&bundle);
         if req.exec_id.is_empty() {
             rt.call(&["start", &id], CallIo::default())
@@ -624,10 +627,7 @@ impl containerd_shim::Task for TaskService {
     }
 
     fn pids(&self, _ctx: &TtrpcContext, _req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
-        let (id, bundle) = {
-            let t = self.lock();
-            (t.id.clone(), t.bundle.clone())
-        };
+        let (id, bundle) = self.container();
         let out = self
             .runtime(&bundle)
             .call(&["ps", "--format", "json", &id], CallIo::default())
@@ -681,10 +681,7 @@ impl containerd_shim::Task for TaskService {
     }
 
     fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
-        let (id, bundle) = {
-            let t = self.lock();
-            (t.id.clone(), t.bundle.clone())
-        };
+        let (id, bundle) = self.container();
         let res = req
             .resources
             .as_ref()
@@ -760,10 +757,7 @@ impl TaskService {
     }
 
     fn freeze(&self, verb: &str, to: Status) -> TtrpcResult<api::Empty> {
-        let (id, bundle) = {
-            let t = self.lock();
-            (t.id.clone(), t.bundle.clone())
-        };
+        let (id, bundle) = self.container();
         self.runtime(&bundle)
             .call(&[verb, &id], CallIo::default())
             .map_err(|e| err(Code::UNKNOWN, format!("{verb}: {e}")))?;

@@ -143,6 +143,15 @@ pub fn command_timeout() -> Duration {
     Duration::from_secs(secs)
 }
 
+/// Wait (10 s) until process `pid` has exited: gone, or a zombie not yet
+/// reaped (this host's pid 1 reaps orphans lazily).
+pub fn wait_exited(pid: i32, what: &str) {
+    poll(Duration::from_secs(10), what, || {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"));
+        (stat.is_err() || stat.is_ok_and(|s| s.contains(") Z "))).then_some(())
+    });
+}
+
 /// Poll `f` every 10 ms until it returns `Some`, or panic with `what` after
 /// `timeout`.
 pub fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {

@@ -338,16 +338,7 @@ fn shim_killed_then_task_deleted(mode: Mode) {
     let socket = ctrd.shim_socket(&id).expect("the shim's socket");
     // SAFETY: kill(2) on the shim's pid, found by its command line.
     unsafe { libc::kill(shim, libc::SIGKILL) };
-    poll(
-        std::time::Duration::from_secs(10),
-        "the shim to die",
-        || {
-            (!std::path::Path::new(&format!("/proc/{shim}")).exists()
-                || std::fs::read_to_string(format!("/proc/{shim}/stat"))
-                    .is_ok_and(|s| s.contains(") Z ")))
-            .then_some(())
-        },
-    );
+    wait_exited(shim, "the shim to die");
     let _ = ctrd.ctr(&["task", "delete", "-f", &id]);
     ctrd.ctr(&["containers", "rm", &id]).ok();
     match mode {
@@ -363,16 +354,7 @@ fn shim_killed_then_task_deleted(mode: Mode) {
             let _ = std::fs::remove_file(&socket);
         }
     }
-    poll(
-        std::time::Duration::from_secs(10),
-        "the container's process to go",
-        || {
-            (!std::path::Path::new(&format!("/proc/{pid}")).exists()
-                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .is_ok_and(|s| s.contains(") Z ")))
-            .then_some(())
-        },
-    );
+    wait_exited(pid, "the container's process to go");
     for line in cgroup.lines() {
         let (ctrls, path) = line
             .split_once(':')
