@@ -88,15 +88,41 @@ struct LayoutDir<'a> {
     root: &'a Path,
 }
 
+/// Open `path` only if it is a regular file, never through a symlink: a
+/// layout (above all one unpacked from an archive) may hold links to
+/// `/dev/zero` or to host files in place of blobs.
+fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(f)
+}
+
+/// Read a small regular file (index.json, oci-layout), at most 4 MiB.
+fn read_small(path: &Path) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    open_regular(path)?.take(4 << 20).read_to_end(&mut out)?;
+    Ok(out)
+}
+
 impl BlobSource for LayoutDir<'_> {
     fn open(&self, d: &Descriptor) -> Result<Box<dyn Read + '_>, IngestError> {
         let p = self.root.join("blobs/sha256").join(d.digest.hex());
-        let f = File::open(&p).map_err(|e| IngestError::Source {
+        let f = open_regular(&p).map_err(|e| IngestError::Source {
             source_name: self.root.display().to_string(),
             digest: d.digest.clone(),
             err: e.to_string(),
         })?;
-        Ok(Box::new(io::BufReader::new(f)))
+        // Never more than the descriptor says (+1, so an overlong blob
+        // fails the size check instead of filling the disk).
+        Ok(Box::new(
+            io::BufReader::new(f).take(d.size.saturating_add(1)),
+        ))
     }
 }
 
@@ -105,7 +131,8 @@ fn read_index(root: &Path) -> Result<Index, LayoutError> {
         path: root.to_path_buf(),
         why,
     };
-    let marker = fs::read(root.join("oci-layout")).map_err(|e| not(format!("oci-layout: {e}")))?;
+    let marker =
+        read_small(&root.join("oci-layout")).map_err(|e| not(format!("oci-layout: {e}")))?;
     let v: serde_json::Value =
         serde_json::from_slice(&marker).map_err(|e| not(format!("oci-layout: {e}")))?;
     if v["imageLayoutVersion"] != "1.0.0" {
@@ -114,7 +141,7 @@ fn read_index(root: &Path) -> Result<Index, LayoutError> {
             v["imageLayoutVersion"]
         )));
     }
-    let idx = fs::read(root.join("index.json")).map_err(|e| not(format!("index.json: {e}")))?;
+    let idx = read_small(&root.join("index.json")).map_err(|e| not(format!("index.json: {e}")))?;
     serde_json::from_slice(&idx).map_err(|e| not(format!("index.json: {e}")))
 }
 
@@ -193,16 +220,37 @@ pub fn import(
     }
 }
 
+/// Write `data` at `path`, replacing a regular file but never writing
+/// through a symlink someone planted in the destination.
+fn write_new(path: &Path, data: &mut dyn Read) -> Result<(), LayoutError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(io_err(path)(io::Error::other(
+            "exists and is not a regular file",
+        )));
+    }
+    let tmp = path.with_extension("skiff-partial");
+    let _ = fs::remove_file(&tmp);
+    let mut f = File::options()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    io::copy(data, &mut f).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Copy a blob out of the store (a copy, not a hardlink: editing the
+/// export must never change the store).
 fn copy_blob(store: &Store, d: &Digest, dest_root: &Path) -> Result<(), LayoutError> {
     let to = dest_root.join("blobs/sha256").join(d.hex());
-    if to.exists() {
+    if fs::symlink_metadata(&to).is_ok_and(|m| m.is_file()) {
         return Ok(());
     }
     let from = store.blob_path(d);
-    if fs::hard_link(&from, &to).is_err() {
-        fs::copy(&from, &to).map_err(io_err(&to))?;
-    }
-    Ok(())
+    let mut src = File::open(&from).map_err(io_err(&from))?;
+    write_new(&to, &mut src)
 }
 
 /// Write `rec` as a layout at `root` (created if missing; an existing
@@ -244,10 +292,7 @@ pub fn export_dir(
         platform: None,
         annotations,
     });
-    let write = |name: &str, data: Vec<u8>| {
-        let p = root.join(name);
-        fs::write(&p, data).map_err(io_err(&p))
-    };
+    let write = |name: &str, data: Vec<u8>| write_new(&root.join(name), &mut &data[..]);
     write("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec())?;
     write(
         "index.json",

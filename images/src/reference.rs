@@ -203,7 +203,11 @@ impl Reference {
             Some((h, p)) if p.bytes().all(|c| c.is_ascii_digit()) => h,
             _ => &self.registry,
         };
-        matches!(host, "localhost" | "127.0.0.1" | "[::1]") || host.starts_with("127.")
+        host == "localhost"
+            || host == "[::1]"
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 
     /// What the manifest is asked for by: the digest if there is one, else the tag.
@@ -276,6 +280,11 @@ mod tests {
         assert_eq!(local.api_host(), "127.0.0.1:5000");
         assert!(local.is_loopback());
         assert!(Reference::parse("localhost:8080/x").unwrap().is_loopback());
+        assert!(Reference::parse("127.1.2.3:5000/x").unwrap().is_loopback());
+        // A real host name that merely starts like an address is not.
+        assert!(!Reference::parse("127.corp.example/x")
+            .unwrap()
+            .is_loopback());
     }
 
     #[test]

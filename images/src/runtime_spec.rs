@@ -110,12 +110,17 @@ fn read_in_root(rootfs: &Path, path: &str) -> String {
     let Ok(root) = std::fs::File::open(rootfs) else {
         return String::new();
     };
+    // O_NONBLOCK: a fifo planted as /etc/passwd must not hang the caller;
+    // only a regular file is read.
     let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let Ok(fd) = openat2(root.as_fd(), path.trim_start_matches('/'), how) else {
         return String::new();
     };
+    if !nix::sys::stat::fstat(&fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG) {
+        return String::new();
+    }
     let mut s = String::new();
     let _ = std::fs::File::from(fd).take(4 << 20).read_to_string(&mut s);
     s
@@ -346,6 +351,21 @@ mod tests {
         assert!(matches!(
             user("app:nogroup", r),
             Err(SpecError::NoGroup { .. })
+        ));
+    }
+
+    #[test]
+    fn a_fifo_as_passwd_does_not_hang() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join("etc/passwd"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        assert!(matches!(
+            user("app", d.path()),
+            Err(SpecError::NoUser { .. })
         ));
     }
 

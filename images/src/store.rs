@@ -184,7 +184,30 @@ impl Store {
     /// Take the writer lock (blocking), then clear what dead writers left
     /// in `tmp/`.
     pub fn lock(&self) -> Result<StoreLock> {
-        let path = self.root.join("lock");
+        let lock = self.flock("lock", libc::LOCK_EX)?;
+        self.clear_tmp();
+        Ok(lock)
+    }
+
+    /// Leftovers of writers that died. Names carry the writer's pid
+    /// (`blob-PID-N`): a live process's work in progress is left alone.
+    fn clear_tmp(&self) {
+        if let Ok(rd) = fs::read_dir(self.root.join("tmp")) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = name.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+                let alive = pid.is_some_and(|p| {
+                    p == std::process::id() || Path::new(&format!("/proc/{p}")).exists()
+                });
+                if !alive {
+                    let _ = remove_tree(&e.path());
+                }
+            }
+        }
+    }
+
+    fn flock(&self, name: &str, how: libc::c_int) -> Result<StoreLock> {
+        let path = self.root.join(name);
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -192,22 +215,63 @@ impl Store {
             .open(&path)
             .map_err(io_err("open", &path))?;
         // SAFETY: flock on a descriptor we own; it blocks until granted.
-        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), how) } != 0 {
             return Err(io_err("lock", &path)(io::Error::last_os_error()));
         }
-        let lock = StoreLock { _file: file };
-        self.clear_tmp();
-        Ok(lock)
+        Ok(StoreLock { _file: file })
     }
 
-    /// Leftovers of writers that died (only called with the lock held: no
-    /// live writer is using tmp/ then).
-    fn clear_tmp(&self) {
-        if let Ok(rd) = fs::read_dir(self.root.join("tmp")) {
-            for e in rd.flatten() {
-                let _ = remove_tree(&e.path());
+    /// Held (shared) by everything that adds content or uses layers
+    /// (pull, import, bundle) for as long as it works, and taken exclusive
+    /// by `prune`: content on its way to being referenced is never pruned.
+    /// Always taken before [`Store::lock`], never after, so the two cannot
+    /// deadlock.
+    pub fn gc_guard(&self) -> Result<StoreLock> {
+        self.flock("gc.lock", libc::LOCK_SH)
+    }
+
+    /// The exclusive side of [`Store::gc_guard`], for `prune`.
+    pub fn gc_exclusive(&self) -> Result<StoreLock> {
+        self.flock("gc.lock", libc::LOCK_EX)
+    }
+
+    fn bundle_ref(&self, dir: &Path) -> PathBuf {
+        let key = Digest::of(dir.as_os_str().as_encoded_bytes());
+        self.root.join("bundles").join(key.hex())
+    }
+
+    /// Record that the bundle at `dir` stacks the layers `chain`, so that
+    /// `prune` keeps them while it exists.
+    pub fn add_bundle_ref(&self, dir: &Path, chain: &[Digest]) -> Result<()> {
+        let p = self.bundle_ref(dir);
+        mkdir_private(&self.root.join("bundles"))?;
+        let data = serde_json::to_vec(&serde_json::json!({"dir": dir, "chain": chain}))
+            .expect("bundle refs serialise");
+        fs::write(&p, data).map_err(io_err("write", &p))
+    }
+
+    pub fn remove_bundle_ref(&self, dir: &Path) {
+        let _ = fs::remove_file(self.bundle_ref(dir));
+    }
+
+    /// Chain ids used by live bundles.
+    fn bundle_layers(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let Ok(rd) = fs::read_dir(self.root.join("bundles")) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let v: serde_json::Value = fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            for c in v["chain"].as_array().into_iter().flatten() {
+                if let Some(d) = c.as_str().and_then(|s| Digest::parse(s).ok()) {
+                    out.insert(d.hex().to_string());
+                }
             }
         }
+        out
     }
 
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -430,7 +494,9 @@ impl Store {
         Ok(rec)
     }
 
-    /// Remove every blob and layer no image refers to.
+    /// Remove every blob and layer no image and no live bundle refers to.
+    /// Callers hold [`Store::gc_exclusive`] (then [`Store::lock`]), so no
+    /// pull, import or bundle is under way.
     pub fn prune(&self) -> Result<Pruned> {
         let imgs = self.load_images()?;
         let mut blobs = BTreeSet::new();
@@ -444,6 +510,7 @@ impl Store {
             blobs.extend(i.layers.iter().map(|d| d.hex().to_string()));
             layers.extend(i.chain.iter().map(|d| d.hex().to_string()));
         }
+        layers.extend(self.bundle_layers());
         let mut out = Pruned::default();
         for (dir, keep, list) in [
             ("blobs/sha256", &blobs, &mut out.blobs),

@@ -165,6 +165,7 @@ pub fn run(a: &ImageArgs) -> Result<()> {
                 None => default_name(&loc)?,
             };
             let opts = ingest_options(limits)?;
+            let _gc = store.gc_guard()?;
             let _lock = store.lock()?;
             let rec = oci_layout::import(&store, &loc, &name, &opts)?;
             println!("{} {}", rec.name, rec.manifest);
@@ -215,6 +216,7 @@ pub fn run(a: &ImageArgs) -> Result<()> {
             }
         }
         ImageCommand::Prune => {
+            let _gc = store.gc_exclusive()?;
             let _lock = store.lock()?;
             let p = store.prune()?;
             for d in &p.layers {
@@ -242,7 +244,10 @@ pub fn run(a: &ImageArgs) -> Result<()> {
             *no_seccomp,
             args,
         )?,
-        ImageCommand::Unbundle { dir } => snapshot::release(dir)?,
+        ImageCommand::Unbundle { dir } => {
+            snapshot::release(dir)?;
+            store.remove_bundle_ref(&std::path::absolute(dir)?);
+        }
     }
     Ok(())
 }
@@ -336,6 +341,7 @@ fn bundle(
     no_seccomp: bool,
     args: &[String],
 ) -> Result<()> {
+    let _gc = store.gc_guard()?;
     let rec = find(store, image)?;
     let config: oci_spec::image::ImageConfiguration =
         serde_json::from_slice(&store.read_blob(&rec.config)?)
@@ -362,5 +368,7 @@ fn bundle(
         let _ = snapshot::release(dir);
         bail!(e);
     }
+    // Its layers stay until `unbundle`, whatever `rm` and `prune` do.
+    store.add_bundle_ref(&std::path::absolute(dir)?, &rec.chain)?;
     Ok(())
 }

@@ -432,3 +432,27 @@ fn hostile_layers_are_refused() {
     assert!(!agent.store().join("blobs/sha256").join(name).exists());
     assert!(agent.tmp_is_empty());
 }
+
+/// A bundle's layers stay while the bundle exists, even after its image is
+/// removed and the store pruned; `unbundle` lets prune take them.
+#[test]
+fn prune_keeps_the_layers_of_live_bundles() {
+    let img = busybox_layout(&["echo", "still runs"], &[]);
+    let agent = Agent::new();
+    agent
+        .call(&["import", &layout_ref(&img), "--name", "test/live"])
+        .ok();
+    let dir = tempfile::tempdir().unwrap();
+    let b = dir.path().join("b");
+    agent
+        .call(&["bundle", "test/live", b.to_str().unwrap()])
+        .ok();
+    agent.call(&["rm", "test/live"]).ok();
+    let pruned = agent.call(&["prune"]).ok();
+    assert!(!pruned.stdout.contains("layer "), "{pruned}");
+    let out = Runtime::skiff().run_bundle_dir(&b, &unique_id()).ok();
+    assert_eq!(out.stdout, "still runs\n");
+    agent.call(&["unbundle", b.to_str().unwrap()]).ok();
+    let pruned = agent.call(&["prune"]).ok();
+    assert!(pruned.stdout.contains("layer "), "{pruned}");
+}

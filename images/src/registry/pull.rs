@@ -131,6 +131,9 @@ fn parse<T: serde::de::DeserializeOwned>(
 
 /// Pull `r` into `store` and name it `r`.
 pub fn pull(store: &Store, r: &Reference, opts: &PullOptions) -> Result<ImageRecord, PullError> {
+    // No prune while blobs are on their way in (they are referenced only
+    // once the image is recorded).
+    let _gc = store.gc_guard()?;
     std::fs::create_dir_all(partial_dir(store)).map_err(|err| RegistryError::Io {
         path: partial_dir(store),
         err,
