@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// The fifo paths containerd gave (empty: not attached).
@@ -51,11 +51,11 @@ pub struct Prepared {
 }
 
 /// Set up non-terminal streams, or a console socket for a terminal.
-pub fn prepare(stdio: &Stdio, workdir: &Path) -> std::io::Result<Prepared> {
+pub fn prepare(stdio: &Stdio) -> std::io::Result<Prepared> {
     let mut call = crate::runtime::CallIo::default();
     let keep = ProcessIo::default();
     if stdio.terminal {
-        let sock = ConsoleSocket::new(workdir)?;
+        let sock = ConsoleSocket::new()?;
         return Ok(Prepared {
             call,
             keep,
@@ -110,13 +110,13 @@ pub struct ConsoleSocket {
 }
 
 impl ConsoleSocket {
-    fn new(workdir: &Path) -> std::io::Result<ConsoleSocket> {
-        // Short paths: sun_path holds 108 bytes.
-        let _ = workdir;
-        let dir = std::env::temp_dir().join(format!("skiff-shim-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!("c{}.sock", next_id()));
-        let _ = std::fs::remove_file(&path);
+    fn new() -> std::io::Result<ConsoleSocket> {
+        // A fresh directory only root can enter (mkdtemp(3): unique, 0700),
+        // so nobody can swap the socket or connect to it first; and a short
+        // path, as sun_path holds 108 bytes.
+        let dir = nix::unistd::mkdtemp(&std::env::temp_dir().join("skiff-console-XXXXXX"))
+            .map_err(std::io::Error::from)?;
+        let path = dir.join("console.sock");
         let listener = UnixListener::bind(&path)?;
         Ok(ConsoleSocket { path, listener })
     }
@@ -171,13 +171,10 @@ impl ConsoleSocket {
 impl Drop for ConsoleSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
-}
-
-fn next_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Set the terminal's window size (TIOCSWINSZ).

@@ -31,6 +31,9 @@ pub struct CallIo {
     pub stdin: Option<std::os::fd::OwnedFd>,
     pub stdout: Option<std::os::fd::OwnedFd>,
     pub stderr: Option<std::os::fd::OwnedFd>,
+    /// Read skiff's stdout (for `ps`). Never for create/exec: the
+    /// container inherits that stdout and would hold the pipe open.
+    pub capture: bool,
 }
 
 /// Where the skiff binary is: next to this shim, else on PATH.
@@ -84,8 +87,12 @@ impl Runtime {
             .arg("json")
             .args(args);
         cmd.stdin(io.stdin.map_or_else(Stdio::null, Stdio::from));
-        let capture = io.stdout.is_none();
-        cmd.stdout(io.stdout.map_or_else(Stdio::piped, Stdio::from));
+        let capture = io.capture && io.stdout.is_none();
+        cmd.stdout(match io.stdout {
+            Some(fd) => Stdio::from(fd),
+            None if capture => Stdio::piped(),
+            None => Stdio::null(),
+        });
         cmd.stderr(io.stderr.map_or_else(Stdio::null, Stdio::from));
         let mut child = cmd
             .spawn()

@@ -69,6 +69,11 @@ struct Proc {
     io: ProcessIo,
     /// An exec's process.json, written at Exec, used at Start.
     process_json: Option<PathBuf>,
+    /// An exit seen before Start finished: published right after
+    /// TaskStart / TaskExecStarted, so events stay in order.
+    deferred_exit: Option<TaskExit>,
+    /// Start is running `skiff start` for this (init) process.
+    starting: bool,
 }
 
 impl Proc {
@@ -81,9 +86,25 @@ impl Proc {
             stdio,
             io: ProcessIo::default(),
             process_json: None,
+            deferred_exit: None,
+            starting: false,
         }
     }
 }
+
+/// An exit not yet matched to a process (see `Tasks::early_exits`).
+struct EarlyExit {
+    pid: i32,
+    code: u32,
+    at: Timestamp,
+    seen: std::time::Instant,
+}
+
+/// How many unmatched exits to remember, and for how long: most are the
+/// shim's own `skiff` commands, and an old entry could belong to a pid
+/// since reused.
+const EARLY_EXITS_KEPT: usize = 64;
+const EARLY_EXIT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Default)]
 struct Tasks {
@@ -95,7 +116,7 @@ struct Tasks {
     cgroup: Option<skiff_runtime::cgroups::CgroupPaths>,
     /// Exits of pids not (yet) known as ours: a short exec can exit and be
     /// reaped before `skiff exec` has told us its pid.
-    early_exits: HashMap<i32, (u32, Timestamp)>,
+    early_exits: std::collections::VecDeque<EarlyExit>,
 }
 
 pub struct TaskService {
@@ -159,9 +180,18 @@ impl TaskService {
                     .iter_mut()
                     .find(|(_, p)| p.pid == pid && p.status != Status::Stopped);
                 let Some((exec_id, p)) = found else {
-                    t.early_exits.insert(pid, (ev.exit_code as u32, at));
+                    if t.early_exits.len() >= EARLY_EXITS_KEPT {
+                        t.early_exits.pop_front();
+                    }
+                    t.early_exits.push_back(EarlyExit {
+                        pid,
+                        code: ev.exit_code as u32,
+                        at,
+                        seen: std::time::Instant::now(),
+                    });
                     continue;
                 };
+                let starting = p.starting;
                 p.status = Status::Stopped;
                 p.exit_status = ev.exit_code as u32;
                 p.exited_at = Some(at.clone());
@@ -181,6 +211,22 @@ impl TaskService {
                     ..Default::default()
                 };
                 cv.notify_all();
+                if starting {
+                    // Start has not returned yet: it publishes this after
+                    // TaskStart. (An OOM at that point is reported with it.)
+                    if let Some((_, p)) = t.procs.iter_mut().find(|(_, p)| p.pid == pid) {
+                        p.deferred_exit = Some(exit);
+                    }
+                    drop(t);
+                    if oom {
+                        let ev = TaskOOM {
+                            container_id: id.clone(),
+                            ..Default::default()
+                        };
+                        publish(&publisher, &ns, topics::TASK_OOM_EVENT_TOPIC, Box::new(ev));
+                    }
+                    continue;
+                }
                 drop(t);
                 if oom {
                     let ev = TaskOOM {
@@ -217,20 +263,39 @@ impl TaskService {
         publish(&self.publisher, &self.namespace, topic, ev);
     }
 
-    /// Record `pid` for `exec_id`, taking an exit that came first.
-    fn set_pid(&self, exec_id: &str, pid: i32) {
+    /// Record that `exec_id` runs as `pid`, taking an exit that came first;
+    /// returns the TaskExit to publish after TaskExecStarted, if any.
+    fn set_pid(&self, exec_id: &str, pid: i32) -> Option<TaskExit> {
         let mut t = self.lock();
-        let early = t.early_exits.remove(&pid);
-        if let Some(p) = t.procs.get_mut(exec_id) {
-            p.pid = pid;
-            p.status = Status::Running;
-            if let Some((code, at)) = early {
+        t.early_exits
+            .retain(|e| e.seen.elapsed() < EARLY_EXIT_MAX_AGE);
+        let early = t
+            .early_exits
+            .iter()
+            .position(|e| e.pid == pid)
+            .and_then(|i| t.early_exits.remove(i));
+        let id = t.id.clone();
+        let p = t.procs.get_mut(exec_id)?;
+        p.pid = pid;
+        p.status = Status::Running;
+        let exit = match early {
+            Some(e) => {
                 p.status = Status::Stopped;
-                p.exit_status = code;
-                p.exited_at = Some(at);
+                p.exit_status = e.code;
+                p.exited_at = Some(e.at.clone());
+                Some(TaskExit {
+                    container_id: id,
+                    id: exec_id.to_string(),
+                    pid: pid as u32,
+                    exit_status: e.code,
+                    exited_at: MessageField::some(e.at),
+                    ..Default::default()
+                })
             }
-        }
+            None => p.deferred_exit.take(),
+        };
         self.tasks.1.notify_all();
+        exit
     }
 
     fn state_of(&self, exec_id: &str) -> TtrpcResult<api::StateResponse> {
@@ -320,8 +385,7 @@ impl containerd_shim::Task for TaskService {
             self.lock().procs.remove("");
             err(Code::UNKNOWN, format!("OCI runtime create failed: {msg}"))
         };
-        let prepared =
-            io::prepare(&stdio, &bundle).map_err(|e| fail(format!("open stdio: {e}")))?;
+        let prepared = io::prepare(&stdio).map_err(|e| fail(format!("open stdio: {e}")))?;
         let pid_file = bundle.join("init.pid");
         let b = bundle.display().to_string();
         let pf = pid_file.display().to_string();
@@ -334,12 +398,17 @@ impl containerd_shim::Task for TaskService {
         args.push(&req.id);
         let rt = self.runtime(&bundle);
         rt.call(&args, prepared.call).map_err(fail)?;
+        // From here the container exists: a failure must delete it too.
+        let fail_created = |msg: String| {
+            let _ = rt.call(&["delete", "--force", &req.id], CallIo::default());
+            fail(msg)
+        };
         let mut keep = prepared.keep;
         if let Some(s) = prepared.console_socket {
             s.receive(&stdio, &mut keep)
-                .map_err(|e| fail(format!("console: {e}")))?;
+                .map_err(|e| fail_created(format!("console: {e}")))?;
         }
-        let pid = read_pid(&pid_file).map_err(fail)?;
+        let pid = read_pid(&pid_file).map_err(fail_created)?;
         let cgroup = skiff_runtime::container::Container::load(&rt.root, &req.id)
             .ok()
             .map(|c| c.state.cgroup_paths);
@@ -385,19 +454,28 @@ impl containerd_shim::Task for TaskService {
         let (id, bundle) = self.container();
         let rt = self.runtime(&bundle);
         if req.exec_id.is_empty() {
-            rt.call(&["start", &id], CallIo::default())
-                .map_err(|e| err(Code::UNKNOWN, format!("OCI runtime start failed: {e}")))?;
-            let pid = {
+            if let Some(p) = self.lock().procs.get_mut("") {
+                p.starting = true;
+            }
+            let started = rt.call(&["start", &id], CallIo::default());
+            let (pid, exit) = {
                 let mut t = self.lock();
                 let p = t
                     .procs
                     .get_mut("")
                     .ok_or_else(|| err(Code::NOT_FOUND, "no init process"))?;
-                if p.status == Status::Created {
+                p.starting = false;
+                if started.is_ok() && p.status == Status::Created {
                     p.status = Status::Running;
                 }
-                p.pid
+                (p.pid, p.deferred_exit.take())
             };
+            if let Err(e) = started {
+                if let Some(exit) = exit {
+                    self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(exit));
+                }
+                return Err(err(Code::UNKNOWN, format!("OCI runtime start failed: {e}")));
+            }
             self.publish(
                 topics::TASK_START_EVENT_TOPIC,
                 Box::new(TaskStart {
@@ -406,6 +484,9 @@ impl containerd_shim::Task for TaskService {
                     ..Default::default()
                 }),
             );
+            if let Some(exit) = exit {
+                self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(exit));
+            }
             return Ok(api::StartResponse {
                 pid: pid as u32,
                 ..Default::default()
@@ -419,8 +500,8 @@ impl containerd_shim::Task for TaskService {
                 .ok_or_else(|| err(Code::NOT_FOUND, format!("exec {} not found", req.exec_id)))?;
             (p.stdio.clone(), p.process_json.clone().unwrap_or_default())
         };
-        let prepared = io::prepare(&stdio, &bundle)
-            .map_err(|e| err(Code::INTERNAL, format!("open stdio: {e}")))?;
+        let prepared =
+            io::prepare(&stdio).map_err(|e| err(Code::INTERNAL, format!("open stdio: {e}")))?;
         let pid_file = bundle.join(format!("exec-{}.pid", req.exec_id));
         let (pjs, pfs) = (pj.display().to_string(), pid_file.display().to_string());
         let mut args = vec!["exec", "--process", &pjs, "--detach", "--pid-file", &pfs];
@@ -430,8 +511,16 @@ impl containerd_shim::Task for TaskService {
             args.extend(["--console-socket", sock_path.as_str()]);
         }
         args.push(&id);
-        rt.call(&args, prepared.call)
-            .map_err(|e| err(Code::UNKNOWN, format!("OCI runtime exec failed: {e}")))?;
+        if let Err(e) = rt.call(&args, prepared.call) {
+            // It never ran: waiters learn so (as from runc's shim, status 255).
+            if let Some(p) = self.lock().procs.get_mut(&req.exec_id) {
+                p.status = Status::Stopped;
+                p.exit_status = 255;
+                p.exited_at = Some(now());
+            }
+            self.tasks.1.notify_all();
+            return Err(err(Code::UNKNOWN, format!("OCI runtime exec failed: {e}")));
+        }
         let mut keep = prepared.keep;
         if let Some(s) = prepared.console_socket {
             s.receive(&stdio, &mut keep)
@@ -441,7 +530,7 @@ impl containerd_shim::Task for TaskService {
         if let Some(p) = self.lock().procs.get_mut(&req.exec_id) {
             p.io = keep;
         }
-        self.set_pid(&req.exec_id, pid);
+        let exit = self.set_pid(&req.exec_id, pid);
         self.publish(
             topics::TASK_EXEC_STARTED_EVENT_TOPIC,
             Box::new(TaskExecStarted {
@@ -451,6 +540,9 @@ impl containerd_shim::Task for TaskService {
                 ..Default::default()
             }),
         );
+        if let Some(exit) = exit {
+            self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(exit));
+        }
         Ok(api::StartResponse {
             pid: pid as u32,
             ..Default::default()
@@ -539,6 +631,13 @@ impl containerd_shim::Task for TaskService {
         if status == Status::Stopped {
             return Err(err(Code::NOT_FOUND, "process already finished"));
         }
+        if pid <= 0 {
+            // An exec that never started: kill(0) would hit the shim itself.
+            return Err(err(
+                Code::NOT_FOUND,
+                format!("process {} has not started", req.exec_id),
+            ));
+        }
         if req.exec_id.is_empty() {
             let sig = req.signal.to_string();
             let mut args = vec!["kill"];
@@ -580,6 +679,7 @@ impl containerd_shim::Task for TaskService {
                 ));
             }
             let p = t.procs.remove(&req.exec_id).expect("checked above");
+            self.tasks.1.notify_all();
             if let Some(pj) = p.process_json {
                 let _ = std::fs::remove_file(pj);
             }
@@ -600,8 +700,18 @@ impl containerd_shim::Task for TaskService {
         if mounted {
             unmount_rootfs(&bundle);
         }
+        // A running init was just killed by `delete --force`: wait (briefly)
+        // for its exit, so the status reported is the real one.
         let p = {
-            let mut t = self.lock();
+            let (lock, cv) = &*self.tasks;
+            let t = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let (mut t, _) = cv
+                .wait_timeout_while(t, std::time::Duration::from_secs(5), |t| {
+                    t.procs
+                        .get("")
+                        .is_some_and(|p| p.status != Status::Stopped && p.pid > 0)
+                })
+                .unwrap_or_else(|e| e.into_inner());
             t.procs
                 .remove("")
                 .ok_or_else(|| err(Code::NOT_FOUND, "no init process"))?
@@ -630,7 +740,13 @@ impl containerd_shim::Task for TaskService {
         let (id, bundle) = self.container();
         let out = self
             .runtime(&bundle)
-            .call(&["ps", "--format", "json", &id], CallIo::default())
+            .call(
+                &["ps", "--format", "json", &id],
+                CallIo {
+                    capture: true,
+                    ..Default::default()
+                },
+            )
             .map_err(|e| err(Code::UNKNOWN, format!("ps: {e}")))?;
         let pids: Vec<u32> = serde_json::from_str(&out)
             .map_err(|e| err(Code::INTERNAL, format!("ps output: {e}")))?;
@@ -656,8 +772,15 @@ impl containerd_shim::Task for TaskService {
 
     fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
         if req.stdin {
-            if let Some(p) = self.lock().procs.get(&req.exec_id) {
-                p.io.stdin.lock().unwrap_or_else(|e| e.into_inner()).take();
+            // Take the pipe out without holding the task lock: the stdin
+            // thread may be blocked writing to it with its own lock held.
+            let stdin = self
+                .lock()
+                .procs
+                .get(&req.exec_id)
+                .map(|p| p.io.stdin.clone());
+            if let Some(s) = stdin {
+                s.lock().unwrap_or_else(|e| e.into_inner()).take();
             }
         }
         Ok(api::Empty::new())
@@ -762,7 +885,10 @@ impl TaskService {
             .call(&[verb, &id], CallIo::default())
             .map_err(|e| err(Code::UNKNOWN, format!("{verb}: {e}")))?;
         if let Some(p) = self.lock().procs.get_mut("") {
-            p.status = to;
+            // An exit seen meanwhile (a paused task killed, then thawed) wins.
+            if p.status != Status::Stopped {
+                p.status = to;
+            }
         }
         if to == Status::Paused {
             self.publish(

@@ -90,6 +90,20 @@ fn run_rm_returns_exit_code_and_output(mode: Mode) {
     // A program that exits at once (the init is reaped by the shim right away).
     let out = ctrd.ctr(&run_args(&f, &["--rm", &img, &unique_id(), "true"]));
     assert_eq!(out.code(), 0, "{out}");
+    // No stdio at all (`--null-io`): nothing may wait on an inherited pipe.
+    let out = ctrd.ctr(&run_args(
+        &f,
+        &[
+            "--rm",
+            "--null-io",
+            &img,
+            &unique_id(),
+            "sh",
+            "-c",
+            "exit 2",
+        ],
+    ));
+    assert_eq!(out.code(), 2, "{out}");
 }
 
 fn detached_task_exec_ps_pause_resume_kill_delete(mode: Mode) {
@@ -131,6 +145,23 @@ fn detached_task_exec_ps_pause_resume_kill_delete(mode: Mode) {
     assert!(out.stdout.contains("/dev/pts/"), "{out}");
     assert!(out.stdout.contains("tty-ok"), "{out}");
 
+    // An exec whose program is missing fails clearly, and the shim (and
+    // the task) carry on.
+    let bad = ctrd.ctr(&["task", "exec", "--exec-id", "bad", &id, "/no/such-binary"]);
+    assert_ne!(bad.code(), 0);
+    assert!(bad.stderr.contains("/no/such-binary"), "{bad}");
+    let out = ctrd
+        .ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "after-bad",
+            &id,
+            "echo",
+            "alive",
+        ])
+        .ok();
+    assert_eq!(out.stdout, "alive\n");
     let ps = ctrd.ctr(&["task", "ps", &id]).ok().stdout;
     let pid = ctrd.task_pid(&id);
     assert!(ps.contains(&pid.to_string()), "{ps}");
