@@ -325,6 +325,19 @@ impl TaskService {
     }
 }
 
+/// The container's cgroup paths, from skiff's state file (only that field
+/// is read: the shim never needs the rest of the spec).
+fn cgroup_of(root: &Path, id: &str) -> Option<skiff_runtime::cgroups::CgroupPaths> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct State {
+        cgroup_paths: skiff_runtime::cgroups::CgroupPaths,
+    }
+    let path = root.join(id).join(skiff_runtime::container::STATE_FILE);
+    let data = std::fs::read(path).ok()?;
+    serde_json::from_slice::<State>(&data).ok().map(|s| s.cgroup_paths)
+}
+
 fn read_pid(path: &Path) -> Result<i32, String> {
     std::fs::read_to_string(path)
         .map_err(|e| format!("read {}: {e}", path.display()))?
@@ -409,9 +422,7 @@ impl containerd_shim::Task for TaskService {
                 .map_err(|e| fail_created(format!("console: {e}")))?;
         }
         let pid = read_pid(&pid_file).map_err(fail_created)?;
-        let cgroup = skiff_runtime::container::Container::load(&rt.root, &req.id)
-            .ok()
-            .map(|c| c.state.cgroup_paths);
+        let cgroup = cgroup_of(&rt.root, &req.id);
         {
             let mut t = self.lock();
             t.cgroup = cgroup.clone();
