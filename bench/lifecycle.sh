@@ -33,7 +33,7 @@ if [ -z "${SKIFF_BENCH_INNER:-}" ]; then
   exec "${wrap[@]}" env SKIFF_BENCH_INNER=1 "$0" "$runs"
 fi
 
-skiff="$PWD/target/release/skiff"
+skiff="$PWD/target/x86_64-unknown-linux-gnu/release/skiff"
 work=$(mktemp -d /tmp/skiff-bench.XXXXXX)
 trap 'for r in skiff runc crun base; do for id in $(ls "$work/root-$r" 2>/dev/null); do "${bin[$r]}" --root "$work/root-$r" delete -f "$id" >/dev/null 2>&1 || true; done; done; rm -rf "$work"' EXIT
 declare -A bin=([skiff]="$skiff" [runc]="$(command -v runc)" [crun]="$(command -v crun)")

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
 cargo build --release -q -p skiff-agent
-agent="$PWD/target/release/skiff-agent"
+agent="$PWD/target/x86_64-unknown-linux-gnu/release/skiff-agent"
 work=$(mktemp -d /tmp/skiff-pullbench.XXXXXX)
 pids=()
 cleanup() {

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-20}
 cargo build --release -q -p skiff-runtime -p skiff-shim
-bin="$PWD/target/release"
+bin="$PWD/target/x86_64-unknown-linux-gnu/release"
 work=$(mktemp -d /tmp/skiff-shimbench.XXXXXX)
 C="ctr -a $work/containerd.sock -n shimbench"
 cleanup() {

@@ -14,7 +14,7 @@ if ! { ldd "$busybox" 2>&1 || true; } | grep -q "not a dynamic"; then
   exit 1
 fi
 cargo build --release -q -p skiff-runtime
-skiff="$PWD/target/release/skiff"
+skiff="$PWD/target/x86_64-unknown-linux-gnu/release/skiff"
 
 bundle=$(mktemp -d /tmp/skiff-demo.XXXXXX)
 root=$(mktemp -d /tmp/skiff-demo-root.XXXXXX)
