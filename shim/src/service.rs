@@ -335,7 +335,9 @@ fn cgroup_of(root: &Path, id: &str) -> Option<skiff_runtime::cgroups::CgroupPath
     }
     let path = root.join(id).join(skiff_runtime::container::STATE_FILE);
     let data = std::fs::read(path).ok()?;
-    serde_json::from_slice::<State>(&data).ok().map(|s| s.cgroup_paths)
+    serde_json::from_slice::<State>(&data)
+        .ok()
+        .map(|s| s.cgroup_paths)
 }
 
 fn read_pid(path: &Path) -> Result<i32, String> {
