@@ -52,7 +52,7 @@ fn seccomp_flags() -> Vec<&'static str> {
         "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
         "SECCOMP_FILTER_FLAG_TSYNC",
     ];
-    if crate::seccomp::default_profile::kernel_version() >= (5, 19) {
+    if crate::utils::kernel_version() >= (5, 19) {
         flags.push(crate::seccomp::WAIT_KILLABLE_RECV);
     }
     flags

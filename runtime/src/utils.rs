@@ -81,6 +81,18 @@ pub fn process_stat(pid: i32) -> Option<(char, u64)> {
     Some((state, start))
 }
 
+/// The running kernel's (major, minor), from uname(2); (0, 0) if unreadable.
+pub fn kernel_version() -> (u32, u32) {
+    let Ok(u) = nix::sys::utsname::uname() else {
+        return (0, 0);
+    };
+    let release = u.release().to_string_lossy().into_owned();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

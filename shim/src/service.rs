@@ -249,6 +249,14 @@ impl TaskService {
         Runtime::new(&self.namespace, bundle)
     }
 
+    /// Run `skiff <args>` for this container; a failure becomes a ttrpc
+    /// error prefixed with `what`.
+    fn skiff(&self, bundle: &Path, args: &[&str], io: CallIo, what: &str) -> TtrpcResult<String> {
+        self.runtime(bundle)
+            .call(args, io)
+            .map_err(|e| err(Code::UNKNOWN, format!("{what}: {e}")))
+    }
+
     /// The container's id and bundle.
     fn container(&self) -> (String, PathBuf) {
         let t = self.lock();
@@ -658,9 +666,7 @@ impl containerd_shim::Task for TaskService {
                 args.push("--all");
             }
             args.extend([id.as_str(), sig.as_str()]);
-            self.runtime(&bundle)
-                .call(&args, CallIo::default())
-                .map_err(|e| err(Code::UNKNOWN, format!("kill: {e}")))?;
+            self.skiff(&bundle, &args, CallIo::default(), "kill")?;
         } else {
             let sig = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|e| {
                 err(
@@ -707,9 +713,12 @@ impl containerd_shim::Task for TaskService {
             let t = self.lock();
             (t.id.clone(), t.bundle.clone(), t.rootfs_mounted)
         };
-        let rt = self.runtime(&bundle);
-        rt.call(&["delete", "--force", &id], CallIo::default())
-            .map_err(|e| err(Code::UNKNOWN, format!("delete: {e}")))?;
+        self.skiff(
+            &bundle,
+            &["delete", "--force", &id],
+            CallIo::default(),
+            "delete",
+        )?;
         if mounted {
             unmount_rootfs(&bundle);
         }
@@ -751,16 +760,11 @@ impl containerd_shim::Task for TaskService {
 
     fn pids(&self, _ctx: &TtrpcContext, _req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
         let (id, bundle) = self.container();
-        let out = self
-            .runtime(&bundle)
-            .call(
-                &["ps", "--format", "json", &id],
-                CallIo {
-                    capture: true,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| err(Code::UNKNOWN, format!("ps: {e}")))?;
+        let capture = CallIo {
+            capture: true,
+            ..Default::default()
+        };
+        let out = self.skiff(&bundle, &["ps", "--format", "json", &id], capture, "ps")?;
         let pids: Vec<u32> = serde_json::from_str(&out)
             .map_err(|e| err(Code::INTERNAL, format!("ps output: {e}")))?;
         Ok(api::PidsResponse {
@@ -827,9 +831,12 @@ impl containerd_shim::Task for TaskService {
         std::fs::write(&path, res)
             .map_err(|e| err(Code::INTERNAL, format!("write {}: {e}", path.display())))?;
         let p = path.display().to_string();
-        self.runtime(&bundle)
-            .call(&["update", "--resources", &p, &id], CallIo::default())
-            .map_err(|e| err(Code::UNKNOWN, format!("update: {e}")))?;
+        self.skiff(
+            &bundle,
+            &["update", "--resources", &p, &id],
+            CallIo::default(),
+            "update",
+        )?;
         Ok(api::Empty::new())
     }
 
@@ -894,9 +901,7 @@ impl TaskService {
 
     fn freeze(&self, verb: &str, to: Status) -> TtrpcResult<api::Empty> {
         let (id, bundle) = self.container();
-        self.runtime(&bundle)
-            .call(&[verb, &id], CallIo::default())
-            .map_err(|e| err(Code::UNKNOWN, format!("{verb}: {e}")))?;
+        self.skiff(&bundle, &[verb, &id], CallIo::default(), verb)?;
         if let Some(p) = self.lock().procs.get_mut("") {
             // An exit seen meanwhile (a paused task killed, then thawed) wins.
             if p.status != Status::Stopped {

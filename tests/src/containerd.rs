@@ -206,19 +206,6 @@ impl Containerd {
     }
 }
 
-fn unmount_below(dir: &Path) {
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> = mi
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| Path::new(p).starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
 impl Drop for Containerd {
     fn drop(&mut self) {
         if self.child.is_some() {
@@ -238,7 +225,7 @@ impl Drop for Containerd {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
         }
-        unmount_below(self.dir.path());
+        crate::unmount_below(self.dir.path());
         // The runtimes' per-namespace state directories, empty by now.
         for rt in ["skiff", "runc"] {
             let _ =

@@ -143,6 +143,21 @@ pub fn command_timeout() -> Duration {
     Duration::from_secs(secs)
 }
 
+/// Detach every mount at or below `dir` (deepest first): what a test's
+/// private containerd or podman left there.
+pub fn unmount_below(dir: &Path) {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mi
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| std::path::Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 /// Wait (10 s) until process `pid` has exited: gone, or a zombie not yet
 /// reaped (this host's pid 1 reaps orphans lazily).
 pub fn wait_exited(pid: i32, what: &str) {

@@ -7,6 +7,7 @@
 use std::process::Command;
 
 use skiff_tests::containerd::Containerd;
+use skiff_tests::images::sh;
 use skiff_tests::*;
 
 #[derive(Clone, Copy)]
@@ -334,15 +335,6 @@ impl Drop for NetnsGuard {
             .args(["netns", "delete", &self.0])
             .status();
     }
-}
-
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A missing entrypoint is a clear error through containerd, naming it.

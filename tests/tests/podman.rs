@@ -68,16 +68,7 @@ impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.cmd(&["rm", "-af"]).output();
         let _ = self.cmd(&["system", "reset", "-f"]).output();
-        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<&str> = mi
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| std::path::Path::new(p).starts_with(self.dir.path()))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-        }
+        unmount_below(self.dir.path());
     }
 }
 

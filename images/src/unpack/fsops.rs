@@ -169,14 +169,19 @@ pub fn remove_any(parent: BorrowedFd<'_>, name: &OsStr) -> nix::Result<()> {
     unlinkat(parent, name, UnlinkatFlags::RemoveDir)
 }
 
-fn apply_owner_mode(parent: BorrowedFd<'_>, name: &OsStr, meta: &Meta) -> nix::Result<()> {
+/// Set the owner of `name` itself (a symlink is not followed).
+fn chown_nofollow(parent: BorrowedFd<'_>, name: &OsStr, meta: &Meta) -> nix::Result<()> {
     fchownat(
         parent,
         name,
         Some(Uid::from_raw(meta.uid)),
         Some(Gid::from_raw(meta.gid)),
         AtFlags::AT_SYMLINK_NOFOLLOW,
-    )?;
+    )
+}
+
+fn apply_owner_mode(parent: BorrowedFd<'_>, name: &OsStr, meta: &Meta) -> nix::Result<()> {
+    chown_nofollow(parent, name, meta)?;
     // After chown, which clears setuid/setgid bits.
     fchmodat(
         parent,
@@ -279,13 +284,7 @@ pub fn make_symlink(
     meta: &Meta,
 ) -> nix::Result<()> {
     symlinkat(target, parent, name)?;
-    fchownat(
-        parent,
-        name,
-        Some(Uid::from_raw(meta.uid)),
-        Some(Gid::from_raw(meta.gid)),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )?;
+    chown_nofollow(parent, name, meta)?;
     let (a, m) = times(meta.mtime);
     utimensat(parent, name, &a, &m, UtimensatFlags::NoFollowSymlink)
 }

@@ -241,18 +241,6 @@ pub fn for_container(caps: &BTreeSet<String>, arch: &str, kernel: (u32, u32)) ->
     })
 }
 
-/// The running kernel's (major, minor), from uname(2); (0, 0) if unreadable.
-pub fn kernel_version() -> (u32, u32) {
-    let Ok(u) = nix::sys::utsname::uname() else {
-        return (0, 0);
-    };
-    let release = u.release().to_string_lossy().into_owned();
-    let mut parts = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-}
-
 /// The profile for the bounding capabilities in `spec` (a config.json
 /// value) on this machine.
 pub fn for_spec(spec: &Value) -> Value {
@@ -264,7 +252,11 @@ pub fn for_spec(spec: &Value) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    for_container(&caps, std::env::consts::ARCH, kernel_version())
+    for_container(
+        &caps,
+        std::env::consts::ARCH,
+        crate::utils::kernel_version(),
+    )
 }
 
 #[cfg(test)]
