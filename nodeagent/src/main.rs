@@ -1,32 +1,201 @@
-//! `skiff-agent`: for now its image commands, which work without a daemon
-//! (each takes the store's lock while it writes). The pod daemon comes with
-//! the node-agent issue.
+//! `skiff-agent`: the pod daemon (`serve`), its clients (`get`, `describe`,
+//! `logs`, `exec`, `apply`, `delete`), the image commands (which work
+//! without a daemon), and two internal commands the daemon runs:
+//! `monitor` (one per container) and `pause` (one per pod).
 
+mod client;
 mod image_cmd;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use skiff_agent::agent::{self, api::Listen};
+
+const DEFAULT_LISTEN: &str = "unix:///run/skiff/agent.sock";
 
 #[derive(Parser)]
 #[command(
     name = "skiff-agent",
     version,
-    about = "Skiff's node agent: images now, pods later"
+    about = "Skiff's node agent: runs Kubernetes pods from manifest files"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(clap::Args, Clone)]
+pub struct ServeArgs {
+    /// Directory of Pod manifests (YAML or JSON), like kubelet's static pods
+    #[arg(long)]
+    manifests: PathBuf,
+    /// Images, container layers, volumes and logs
+    #[arg(long, default_value = "/var/lib/skiff")]
+    data_dir: PathBuf,
+    /// Pod records, sockets, network namespaces
+    #[arg(long, default_value = "/run/skiff/agent")]
+    state_dir: PathBuf,
+    /// unix:///PATH or tcp://127.0.0.1:PORT
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: String,
+    /// Bearer token file, required with a TCP listener
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Subnet of the default CNI network (written when --cni-conf-dir has none)
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pod_cidr: String,
+    #[arg(long, default_value = "/usr/lib/cni")]
+    cni_bin_dir: PathBuf,
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// The skiff runtime (default: next to this binary, else on PATH)
+    #[arg(long)]
+    runtime: Option<PathBuf>,
+    /// Name reported as spec.nodeName (default: the host name)
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Registries to reach over plain HTTP (host:port), repeatable
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// Rotate a container's log file past this many bytes
+    #[arg(long, default_value_t = 10 << 20)]
+    container_log_max_size: u64,
+    #[arg(long, default_value_t = 5)]
+    container_log_max_files: u32,
+    /// Testing only: CrashLoopBackOff start and cap, e.g. "1s,8s"
+    #[arg(long, hide = true)]
+    test_backoff: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run pods from a manifest directory and serve their status
+    Serve(ServeArgs),
+    /// Show pods
+    Get(client::GetArgs),
+    /// Show a pod in detail, with its events
+    Describe(client::DescribeArgs),
+    /// Print a container's logs
+    Logs(client::LogsArgs),
+    /// Run a command in a container
+    Exec(client::ExecArgs),
+    /// Add or update a manifest in the agent's manifest directory
+    Apply(client::ApplyArgs),
+    /// Delete a pod (removes it from its manifest)
+    Delete(client::DeleteArgs),
     /// Manage images in the local store
     Image(image_cmd::ImageArgs),
+    /// Internal: watch over one container (started by the agent)
+    #[command(hide = true)]
+    Monitor(skiff_agent::monitor::MonitorArgs),
+    /// Internal: a pod sandbox's pause process
+    #[command(hide = true)]
+    Pause,
+}
+
+fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = n.parse().with_context(|| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => anyhow::bail!("bad duration {s:?}"),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("find this binary")?;
+    let runtime = match a.runtime {
+        Some(r) => r,
+        None => {
+            let sibling = exe.with_file_name("skiff");
+            if sibling.exists() {
+                sibling
+            } else {
+                PathBuf::from("skiff")
+            }
+        }
+    };
+    let restart_backoff = match &a.test_backoff {
+        Some(s) => {
+            let (i, m) = s
+                .split_once(',')
+                .context("--test-backoff: want INITIAL,MAX")?;
+            skiff_agent::backoff::Policy {
+                initial: parse_duration(i)?,
+                max: parse_duration(m)?,
+            }
+        }
+        None => Default::default(),
+    };
+    let token = match &a.token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("read {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let listen = Listen::parse(&a.listen, token).map_err(anyhow::Error::msg)?;
+    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let cfg = agent::Config {
+        manifests: abs(a.manifests),
+        data_dir: abs(a.data_dir),
+        state_dir: abs(a.state_dir),
+        pod_cidr: a.pod_cidr,
+        cni_bin_dir: a.cni_bin_dir,
+        cni_conf_dir: a.cni_conf_dir,
+        runtime,
+        exe,
+        node_name: a.node_name.unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().to_lowercase())
+                .unwrap_or_else(|_| "localhost".into())
+        }),
+        restart_backoff,
+        image_backoff: restart_backoff,
+        log_max_size: a.container_log_max_size,
+        log_max_files: a.container_log_max_files,
+        insecure_registries: a.insecure_registries,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(agent::serve(cfg, listen))
 }
 
 fn main() {
     let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Image(a) => image_cmd::run(a),
+    if !matches!(cli.command, Command::Monitor(_) | Command::Pause) {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .init();
+    }
+    let result = match cli.command {
+        Command::Serve(a) => serve(a),
+        Command::Get(a) => client::get(&a),
+        Command::Describe(a) => client::describe(&a),
+        Command::Logs(a) => client::logs(&a),
+        Command::Exec(a) => client::exec(&a),
+        Command::Apply(a) => client::apply(&a),
+        Command::Delete(a) => client::delete(&a),
+        Command::Image(a) => image_cmd::run(&a),
+        Command::Monitor(a) => std::process::exit(skiff_agent::monitor::run(&a)),
+        Command::Pause => std::process::exit(skiff_agent::pause::run()),
     };
     if let Err(e) = result {
         eprintln!("skiff-agent: {e:#}");

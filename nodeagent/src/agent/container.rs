@@ -1,0 +1,220 @@
+//! Starting, watching, stopping and cleaning up one container instance.
+//!
+//! Each instance runs under its own monitor ([`crate::monitor`]); the agent
+//! learns of its end through a pidfd (pidfd_open(2)) on the monitor, which
+//! becomes readable when the process exits, whether or not the agent is
+//! its parent. If the monitor dies before the container, the container is
+//! re-parented to the agent (a child subreaper), which then waits for it
+//! itself and writes the exit record the monitor could not.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
+
+use super::{Agent, Msg};
+use crate::monitor::{self, Exited, Report, Started};
+
+/// Everything a monitor needs, and where it writes.
+pub struct Launch<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub dir: &'a Path,
+    pub log: Option<&'a Path>,
+}
+
+/// Start a monitor for the container and wait for its report.
+pub async fn launch(agent: &Arc<Agent>, l: Launch<'_>) -> Result<(Started, i32), String> {
+    std::fs::create_dir_all(l.dir).map_err(|e| format!("create {}: {e}", l.dir.display()))?;
+    let _ = std::fs::remove_file(l.dir.join("exit.json"));
+    let cfg = &agent.cfg;
+    let (r, w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let mut cmd = Command::new(&cfg.exe);
+    cmd.arg("monitor")
+        .arg("--skiff")
+        .arg(&cfg.runtime)
+        .arg("--root")
+        .arg(cfg.runtime_root())
+        .arg("--bundle")
+        .arg(l.bundle)
+        .arg("--id")
+        .arg(l.id)
+        .arg("--dir")
+        .arg(l.dir)
+        .arg("--log-max-size")
+        .arg(cfg.log_max_size.to_string())
+        .arg("--log-max-files")
+        .arg(cfg.log_max_files.to_string());
+    if let Some(log) = l.log {
+        cmd.arg("--log").arg(log);
+    }
+    let errlog = std::fs::File::create(l.dir.join("monitor.log"))
+        .map_err(|e| format!("create monitor log: {e}"))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(errlog);
+    let wfd = w.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls: setsid
+    // and dup2. The monitor gets its own session (it must not share the
+    // agent's terminal or process group) and the report pipe as fd 3.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            let r = if wfd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(wfd, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("run {}: {e}", cfg.exe.display()))?;
+    drop(cmd);
+    drop(w);
+    let monitor_pid = child.id() as i32;
+    // The child is reaped by the exit watcher (waitpid), never by `Child`.
+    std::mem::forget(child);
+    let report = tokio::task::spawn_blocking(move || monitor::read_report(r))
+        .await
+        .map_err(|e| e.to_string())?;
+    match report {
+        Report::Started(s) => Ok((s, monitor_pid)),
+        Report::Failed(msg) => {
+            reap(monitor_pid).await;
+            Err(msg)
+        }
+    }
+}
+
+/// Wait for `pid` (a child) to finish and reap it.
+async fn reap(pid: i32) {
+    for _ in 0..200 {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => tokio::time::sleep(Duration::from_millis(10)).await,
+            _ => return,
+        }
+    }
+}
+
+/// Wait until process `pid` exits (any process, via a pidfd); collect its
+/// status if it is our child. `None` when it was not ours.
+async fn wait_exit(pid: i32) -> Option<WaitStatus> {
+    if let Ok(fd) = skiff_runtime::container_start::pidfd_open(pid) {
+        // SAFETY: the AsyncFd owns the pidfd for as long as it lives.
+        let afd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        if let Ok(afd) = afd {
+            let _ = afd.readable().await;
+        }
+    }
+    match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => {
+            // Readable means exited; a zombie's status is ready at once.
+            waitpid(Pid::from_raw(pid), None).ok()
+        }
+        Ok(s) => Some(s),
+        Err(_) => None,
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    pid > 0
+        && nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
+        && skiff_runtime::utils::process_stat(pid).is_some_and(|(state, _)| state != 'Z')
+}
+
+/// Watch an instance until it has ended and its `exit.json` exists, then
+/// tell the pod worker.
+pub fn watch(
+    agent: &Arc<Agent>,
+    tx: mpsc::UnboundedSender<Msg>,
+    id: String,
+    dir: PathBuf,
+    pid: i32,
+    monitor_pid: i32,
+) {
+    let _ = agent;
+    tokio::spawn(async move {
+        let exit_file = dir.join("exit.json");
+        if monitor_pid > 0 {
+            wait_exit(monitor_pid).await;
+        }
+        if !exit_file.exists() {
+            // The monitor died first: the container is ours now (we are a
+            // subreaper) if the monitor was our child.
+            let record = |exit_code, signal| Exited {
+                exit_code,
+                signal,
+                started_at: monitor::read_json::<Started>(&dir.join("state.json"))
+                    .map(|s| s.started_at),
+                finished_at: jiff::Timestamp::now(),
+                error: None,
+            };
+            let exit = if alive(pid) || nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok() {
+                match wait_exit(pid).await {
+                    Some(WaitStatus::Exited(_, c)) => record(c, None),
+                    Some(WaitStatus::Signaled(_, s, _)) => record(128 + s as i32, Some(s as i32)),
+                    _ => Exited {
+                        error: Some("exit status lost: the container's monitor died".into()),
+                        ..record(255, None)
+                    },
+                }
+            } else {
+                Exited {
+                    error: Some("exit status lost: the container's monitor died".into()),
+                    ..record(255, None)
+                }
+            };
+            let _ = monitor::write_json(&dir, "exit.json", &exit);
+        }
+        let _ = tx.send(Msg::Exited { id });
+    });
+}
+
+/// `skiff` with the agent's root.
+pub fn skiff(agent: &Agent) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(&agent.cfg.runtime);
+    c.arg("--root").arg(agent.cfg.runtime_root());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Send a signal to the container's init (by name, `TERM` or `KILL`).
+pub async fn signal(agent: &Agent, id: &str, sig: &str) {
+    let _ = skiff(agent).args(["kill", id, sig]).status().await;
+}
+
+/// Remove the runtime's record and cgroup of a finished container.
+pub async fn delete(agent: &Agent, id: &str) {
+    match skiff(agent).args(["delete", "--force", id]).output().await {
+        Ok(o) if !o.status.success() => {
+            let e = String::from_utf8_lossy(&o.stderr);
+            if !e.contains("does not exist") && !e.contains("not exist") {
+                tracing::warn!("skiff delete {id}: {}", e.trim());
+            }
+        }
+        Err(e) => tracing::warn!("skiff delete {id}: {e}"),
+        _ => {}
+    }
+}
+
+/// The container's cgroup saw the OOM killer (read before `delete`).
+pub fn oom_killed(cgroups_path: &str, id: &str) -> bool {
+    skiff_runtime::cgroups::resolve_paths(Some(Path::new(cgroups_path)), id)
+        .map(|p| skiff_runtime::cgroups::stats::oom_kills(&p) > 0)
+        .unwrap_or(false)
+}

@@ -1,0 +1,503 @@
+//! From a Pod's container to an OCI runtime spec, as a CRI runtime does it.
+//!
+//! The image's configuration gives the starting point (`skiff-images`
+//! turns it into a spec with containerd's CRI defaults); the pod then
+//! overrides it field by field the way kubelet and containerd do:
+//! `command` replaces the image's Entrypoint and `args` its Cmd; `env` is
+//! appended (resolving `fieldRef`s); `securityContext` sets the user,
+//! capabilities, read-only root, privilege escalation and seccomp;
+//! `resources` become cgroup limits; volumes become bind mounts; and the
+//! container joins the pod sandbox's network, IPC and UTS namespaces
+//! through `/proc/<pause pid>/ns/*`.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde_json::{json, Value};
+
+use crate::quantity;
+
+/// Every capability, for privileged containers.
+const ALL_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error(transparent)]
+    Image(#[from] skiff_images::runtime_spec::SpecError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Everything besides the container that shapes its spec.
+pub struct PodContext<'a> {
+    pub pod: &'a Pod,
+    pub uid: &'a str,
+    pub node_name: &'a str,
+    pub pod_ip: &'a str,
+    pub host_ip: &'a str,
+    /// The pause process, whose namespaces the container joins.
+    pub sandbox_pid: i32,
+    pub host_network: bool,
+    /// Host directories of the pod's volumes, by name.
+    pub volumes: &'a [(String, PathBuf)],
+    /// The pod's /etc/hosts and /etc/hostname files.
+    pub etc_dir: &'a Path,
+    pub cgroup_v2: bool,
+    pub cgroup_parent: &'a str,
+}
+
+/// The value a `fieldRef` names.
+pub fn field_ref(ctx: &PodContext, path: &str) -> String {
+    match path {
+        "metadata.name" => ctx.pod.metadata.name.clone().unwrap_or_default(),
+        "metadata.namespace" => ctx
+            .pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        "metadata.uid" => ctx.uid.to_string(),
+        "spec.nodeName" => ctx.node_name.to_string(),
+        "status.podIP" => ctx.pod_ip.to_string(),
+        "status.hostIP" => ctx.host_ip.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn set_env(env: &mut Vec<Value>, key: &str, value: &str) {
+    let prefix = format!("{key}=");
+    env.retain(|e| !e.as_str().is_some_and(|s| s.starts_with(&prefix)));
+    env.push(json!(format!("{key}={value}")));
+}
+
+fn cap_name(c: &str) -> String {
+    let c = c.to_uppercase();
+    if c.starts_with("CAP_") {
+        c
+    } else {
+        format!("CAP_{c}")
+    }
+}
+
+/// The spec for `c` in the pod, starting from the image's.
+pub fn container_spec(
+    ctx: &PodContext,
+    c: &Container,
+    image: &oci_spec::image::ImageConfiguration,
+    rootfs: &Path,
+    container_id: &str,
+) -> Result<Value, SpecError> {
+    let opts = skiff_images::runtime_spec::SpecOptions {
+        args: None,
+        hostname: None,
+        cgroup_v2: ctx.cgroup_v2,
+        terminal: false,
+        image_name: Some(c.image.clone().unwrap_or_default()),
+    };
+    let mut spec = skiff_images::runtime_spec::from_image(image, rootfs, &opts).or_else(|e| {
+        // An image without Entrypoint or Cmd is fine when the pod gives one.
+        if c.command.is_some() {
+            let mut opts = opts.clone();
+            opts.args = Some(vec!["true".into()]);
+            skiff_images::runtime_spec::from_image(image, rootfs, &opts)
+        } else {
+            Err(e)
+        }
+    })?;
+    let cfg = image.config().clone().unwrap_or_default();
+    // command replaces Entrypoint, args replaces Cmd.
+    let entrypoint = c
+        .command
+        .clone()
+        .unwrap_or_else(|| cfg.entrypoint().clone().unwrap_or_default());
+    let cmd = match (&c.command, &c.args) {
+        (_, Some(a)) => a.clone(),
+        (Some(_), None) => Vec::new(),
+        (None, None) => cfg.cmd().clone().unwrap_or_default(),
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(SpecError::Config("no command specified".into()));
+    }
+    spec["process"]["args"] = json!(args);
+    let mut env: Vec<Value> = spec["process"]["env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    set_env(
+        &mut env,
+        "HOSTNAME",
+        ctx.pod.metadata.name.as_deref().unwrap_or(""),
+    );
+    for e in c.env.iter().flatten() {
+        let v = match e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
+            Some(f) => field_ref(ctx, &f.field_path),
+            None => expand(e.value.as_deref().unwrap_or(""), &env),
+        };
+        set_env(&mut env, &e.name, &v);
+    }
+    spec["process"]["env"] = json!(env);
+    if let Some(w) = c.working_dir.as_deref().filter(|w| !w.is_empty()) {
+        spec["process"]["cwd"] = json!(w);
+    }
+
+    // Security context: the container's fields win over the pod's.
+    let psc = ctx
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref());
+    let csc = c.security_context.as_ref();
+    let run_as_user = csc
+        .and_then(|s| s.run_as_user)
+        .or(psc.and_then(|s| s.run_as_user));
+    let run_as_group = csc
+        .and_then(|s| s.run_as_group)
+        .or(psc.and_then(|s| s.run_as_group));
+    let non_root = csc
+        .and_then(|s| s.run_as_non_root)
+        .or(psc.and_then(|s| s.run_as_non_root))
+        .unwrap_or(false);
+    if run_as_user.is_some() || run_as_group.is_some() {
+        let user = match (run_as_user, run_as_group) {
+            (Some(u), Some(g)) => format!("{u}:{g}"),
+            (Some(u), None) => u.to_string(),
+            (None, Some(g)) => format!(
+                "{}:{g}",
+                spec["process"]["user"]["uid"].as_u64().unwrap_or(0)
+            ),
+            (None, None) => unreachable!(),
+        };
+        let u = skiff_images::runtime_spec::resolve_user(&user, rootfs)?;
+        spec["process"]["user"] =
+            json!({"uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids});
+    }
+    if let Some(groups) = psc.and_then(|s| s.supplemental_groups.as_ref()) {
+        let mut gids: Vec<Value> = spec["process"]["user"]["additionalGids"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        gids.extend(groups.iter().map(|g| json!(g)));
+        spec["process"]["user"]["additionalGids"] = json!(gids);
+    }
+    if non_root && spec["process"]["user"]["uid"].as_u64() == Some(0) {
+        return Err(SpecError::Config(
+            "container has runAsNonRoot and image will run as root".into(),
+        ));
+    }
+    let privileged = csc.and_then(|s| s.privileged).unwrap_or(false);
+    if csc
+        .and_then(|s| s.read_only_root_filesystem)
+        .unwrap_or(false)
+    {
+        spec["root"]["readonly"] = json!(true);
+    }
+    spec["process"]["noNewPrivileges"] =
+        json!(csc.and_then(|s| s.allow_privilege_escalation) == Some(false) && !privileged);
+    let mut caps: Vec<String> = if privileged {
+        ALL_CAPS.iter().map(|s| s.to_string()).collect()
+    } else {
+        spec["process"]["capabilities"]["bounding"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if let Some(cs) = csc.and_then(|s| s.capabilities.as_ref()) {
+        let drop: Vec<String> = cs.drop.iter().flatten().map(|d| cap_name(d)).collect();
+        if drop.iter().any(|d| d == "CAP_ALL") {
+            caps.clear();
+        }
+        caps.retain(|c| !drop.contains(c));
+        for a in cs.add.iter().flatten() {
+            let a = cap_name(a);
+            if a == "CAP_ALL" {
+                caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+            } else if !caps.contains(&a) {
+                caps.push(a);
+            }
+        }
+    }
+    spec["process"]["capabilities"] =
+        json!({"bounding": caps, "effective": caps, "permitted": caps});
+    if privileged {
+        if let Some(l) = spec["linux"].as_object_mut() {
+            l.remove("maskedPaths");
+            l.remove("readonlyPaths");
+        }
+        for m in spec["mounts"].as_array_mut().into_iter().flatten() {
+            if m["destination"] == "/sys" || m["destination"] == "/sys/fs/cgroup" {
+                if let Some(o) = m["options"].as_array_mut() {
+                    o.retain(|v| v != "ro");
+                    o.push(json!("rw"));
+                }
+            }
+        }
+    }
+    let seccomp = csc
+        .and_then(|s| s.seccomp_profile.as_ref())
+        .or(psc.and_then(|s| s.seccomp_profile.as_ref()))
+        .map(|p| p.type_.as_str());
+    if seccomp == Some("RuntimeDefault") && !privileged {
+        spec = skiff_runtime::spec::with_default_seccomp(spec);
+    }
+
+    // Namespaces: the sandbox's network, IPC and UTS; own PID and mount.
+    let ns = |t: &str| format!("/proc/{}/ns/{t}", ctx.sandbox_pid);
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "mount"}),
+        json!({"type": "ipc", "path": ns("ipc")}),
+    ];
+    if !ctx.host_network {
+        namespaces.push(json!({"type": "uts", "path": ns("uts")}));
+        namespaces.push(json!({"type": "network", "path": ns("net")}));
+    }
+    if ctx.cgroup_v2 {
+        namespaces.push(json!({"type": "cgroup"}));
+    }
+    spec["linux"]["namespaces"] = json!(namespaces);
+    spec["linux"]["cgroupsPath"] = json!(format!("{}/{container_id}", ctx.cgroup_parent));
+    resources(&mut spec, c)?;
+
+    // Volumes and the files kubelet manages.
+    let mut mounts: Vec<Value> = spec["mounts"].as_array().cloned().unwrap_or_default();
+    for (file, dest) in [("hosts", "/etc/hosts"), ("hostname", "/etc/hostname")] {
+        mounts.push(json!({"destination": dest, "type": "bind",
+            "source": ctx.etc_dir.join(file), "options": ["rbind", "rprivate", "rw"]}));
+    }
+    if Path::new("/etc/resolv.conf").exists() {
+        mounts.push(json!({"destination": "/etc/resolv.conf", "type": "bind",
+            "source": "/etc/resolv.conf", "options": ["rbind", "rprivate", "ro"]}));
+    }
+    for m in c.volume_mounts.iter().flatten() {
+        let Some((_, host)) = ctx.volumes.iter().find(|(n, _)| *n == m.name) else {
+            return Err(SpecError::Config(format!("no volume {:?}", m.name)));
+        };
+        let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => {
+                let p = host.join(s);
+                if !p.exists() {
+                    std::fs::create_dir_all(&p).map_err(|e| {
+                        SpecError::Config(format!("create subPath {}: {e}", p.display()))
+                    })?;
+                }
+                p
+            }
+            None => host.clone(),
+        };
+        let ro = if m.read_only.unwrap_or(false) {
+            "ro"
+        } else {
+            "rw"
+        };
+        mounts.push(json!({"destination": m.mount_path, "type": "bind",
+            "source": source, "options": ["rbind", "rprivate", ro]}));
+    }
+    spec["mounts"] = json!(mounts);
+    let ann = spec["annotations"].as_object().cloned().unwrap_or_default();
+    let mut ann = ann;
+    ann.insert(
+        "io.kubernetes.pod.name".into(),
+        json!(ctx.pod.metadata.name.as_deref().unwrap_or("")),
+    );
+    ann.insert(
+        "io.kubernetes.pod.namespace".into(),
+        json!(ctx.pod.metadata.namespace.as_deref().unwrap_or("default")),
+    );
+    ann.insert("io.kubernetes.pod.uid".into(), json!(ctx.uid));
+    ann.insert("io.kubernetes.container.name".into(), json!(c.name));
+    spec["annotations"] = Value::Object(ann);
+    Ok(spec)
+}
+
+/// `$(VAR)` references to earlier variables, as Kubernetes expands them
+/// (`$$` escapes; unknown references stay as written).
+fn expand(s: &str, env: &[Value]) -> String {
+    let lookup = |k: &str| {
+        let prefix = format!("{k}=");
+        env.iter()
+            .rev()
+            .filter_map(|e| e.as_str())
+            .find_map(|e| e.strip_prefix(&prefix).map(str::to_string))
+    };
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(a) = after.strip_prefix('$') {
+            out.push('$');
+            rest = a;
+        } else if let Some(inner) = after.strip_prefix('(') {
+            match inner.find(')') {
+                Some(j) => {
+                    let name = &inner[..j];
+                    match lookup(name) {
+                        Some(v) => out.push_str(&v),
+                        None => out.push_str(&format!("$({name})")),
+                    }
+                    rest = &inner[j + 1..];
+                }
+                None => {
+                    out.push('$');
+                    rest = after;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `resources` into `linux.resources`, as kubelet computes them.
+fn resources(spec: &mut Value, c: &Container) -> Result<(), SpecError> {
+    let get = |kind: &str, k: &str| -> Option<String> {
+        let r = c.resources.as_ref()?;
+        let m = if kind == "limits" {
+            r.limits.as_ref()
+        } else {
+            r.requests.as_ref()
+        }?;
+        m.get(k).map(|q| q.0.clone())
+    };
+    let bad = |e: quantity::QuantityError| SpecError::Config(e.to_string());
+    let mut res = spec["linux"]["resources"].clone();
+    if let Some(m) = get("limits", "memory") {
+        res["memory"] = json!({"limit": quantity::bytes(&m).map_err(bad)?});
+    }
+    // A limit without a request requests the limit (API defaulting).
+    let cpu_req = get("requests", "cpu").or(get("limits", "cpu"));
+    let shares = match cpu_req {
+        Some(q) => (quantity::millicores(&q).map_err(bad)? * 1024 / 1000).max(2),
+        None => 2,
+    };
+    res["cpu"] = json!({"shares": shares});
+    if let Some(l) = get("limits", "cpu") {
+        let m = quantity::millicores(&l).map_err(bad)?;
+        res["cpu"]["quota"] = json!((m * 100).max(1000));
+        res["cpu"]["period"] = json!(100000);
+    }
+    spec["linux"]["resources"] = res;
+    Ok(())
+}
+
+/// The pause container's spec: an empty read-only root with the agent's
+/// binary at /pause, new PID, IPC, UTS and mount namespaces, and the
+/// pod's pinned network namespace (the host's with hostNetwork).
+pub fn sandbox_spec(exe: &Path, hostname: &str, netns: Option<&Path>, cgroups_path: &str) -> Value {
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "mount"}),
+    ];
+    if let Some(n) = netns {
+        namespaces.push(json!({"type": "uts"}));
+        namespaces.push(json!({"type": "network", "path": n}));
+    }
+    let mut spec = json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 65535, "gid": 65535},
+            "args": ["/pause", "pause"],
+            "env": ["PATH=/"],
+            "cwd": "/",
+            "capabilities": {"bounding": [], "effective": [], "permitted": []},
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=64k"]},
+            {"destination": "/pause", "type": "bind", "source": exe,
+             "options": ["rbind", "ro", "nosuid", "nodev"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}], "cpu": {"shares": 2}},
+            "namespaces": namespaces,
+            "cgroupsPath": cgroups_path,
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list"],
+            "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"]
+        }
+    });
+    if netns.is_some() {
+        spec["hostname"] = json!(hostname);
+    }
+    spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_references() {
+        let env = vec![json!("A=1"), json!("B=two")];
+        assert_eq!(expand("x$(A)-$(B)-$(C)-$$(A)", &env), "x1-two-$(C)-$(A)");
+        assert_eq!(expand("cost $5", &env), "cost $5");
+    }
+
+    #[test]
+    fn resources_become_cgroup_values() {
+        let c: Container = serde_json::from_value(json!({"name": "c",
+            "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}}}))
+        .unwrap();
+        let mut spec = json!({"linux": {"resources": {}}});
+        resources(&mut spec, &c).unwrap();
+        let r = &spec["linux"]["resources"];
+        assert_eq!(r["memory"]["limit"], 64 << 20);
+        assert_eq!(r["cpu"]["quota"], 50000);
+        assert_eq!(r["cpu"]["shares"], 512);
+    }
+}

@@ -1,0 +1,239 @@
+//! What the agent knows about each pod, kept in memory and on disk.
+//!
+//! Every pod has a record in `<state-dir>/pods/<uid>/pod.json`, rewritten
+//! (atomically) whenever it changes: the manifest it came from, its sandbox
+//! (netns path, pause container, CNI result), and per container the restart
+//! count, back-off, current instance (container id, monitor) and last
+//! termination. A restarted agent reads these records to adopt what is
+//! still running instead of starting it again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+
+use crate::backoff::Backoff;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub file: PathBuf,
+    pub spec_hash: String,
+    /// The validated pod; `None` when the manifest was rejected.
+    pub pod: Option<Pod>,
+    /// Why the manifest was rejected.
+    #[serde(default)]
+    pub invalid: Option<String>,
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub start_time: Option<Timestamp>,
+    #[serde(default)]
+    pub sandbox: Option<Sandbox>,
+    #[serde(default)]
+    pub pod_ip: Option<String>,
+    #[serde(default)]
+    pub conditions: BTreeMap<String, Condition>,
+    #[serde(default)]
+    pub init: Vec<ContainerRecord>,
+    #[serde(default)]
+    pub containers: Vec<ContainerRecord>,
+    /// The pod is being stopped (manifest removed or changed).
+    #[serde(default)]
+    pub terminating: bool,
+    /// A pod-level failure that keeps it from running (sandbox, network).
+    #[serde(default)]
+    pub sandbox_error: Option<String>,
+    /// Every container is done for good: the pod reached Succeeded or
+    /// Failed and its sandbox is gone.
+    #[serde(default)]
+    pub finished: bool,
+    /// Sandboxes made so far (each gets a new id).
+    #[serde(default)]
+    pub sandbox_count: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: String,
+    pub dir: PathBuf,
+    /// Pinned network namespace (none for hostNetwork pods).
+    pub netns: Option<PathBuf>,
+    pub pid: i32,
+    pub monitor_pid: i32,
+    #[serde(default)]
+    pub cni_result: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Condition {
+    pub status: bool,
+    pub last_transition: Timestamp,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum CState {
+    Waiting {
+        reason: String,
+        #[serde(default)]
+        message: Option<String>,
+    },
+    Running {
+        started_at: Timestamp,
+    },
+    Terminated(Terminated),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Terminated {
+    pub exit_code: i32,
+    #[serde(default)]
+    pub signal: Option<i32>,
+    pub reason: String,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Timestamp,
+    #[serde(default)]
+    pub container_id: Option<String>,
+}
+
+/// One running (or just exited) instance of a container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Instance {
+    pub id: String,
+    pub bundle: PathBuf,
+    /// The monitor's directory (state.json, exit.json).
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    pub pid: i32,
+    pub monitor_pid: i32,
+    pub started_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub name: String,
+    pub image: String,
+    #[serde(default)]
+    pub image_id: Option<String>,
+    pub restart_count: u32,
+    pub state: CState,
+    /// The latest termination.
+    #[serde(default)]
+    pub last_state: Option<Terminated>,
+    /// The one before it (kubelet's lastState while the state is
+    /// terminated).
+    #[serde(default)]
+    pub previous: Option<Terminated>,
+    #[serde(default)]
+    pub current: Option<Instance>,
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub started: bool,
+    #[serde(default)]
+    pub backoff: Backoff,
+    #[serde(default)]
+    pub image_backoff: Backoff,
+    /// Log file of each attempt by restart number (for `logs --previous`).
+    #[serde(default)]
+    pub logs: BTreeMap<u32, PathBuf>,
+}
+
+impl ContainerRecord {
+    pub fn new(name: &str, image: &str, reason: &str) -> ContainerRecord {
+        ContainerRecord {
+            name: name.to_string(),
+            image: image.to_string(),
+            image_id: None,
+            restart_count: 0,
+            state: CState::Waiting {
+                reason: reason.to_string(),
+                message: None,
+            },
+            last_state: None,
+            previous: None,
+            current: None,
+            ready: false,
+            started: false,
+            backoff: Backoff::default(),
+            image_backoff: Backoff::default(),
+            logs: BTreeMap::new(),
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        matches!(self.state, CState::Running { .. })
+    }
+
+    pub fn terminated(&self) -> Option<&Terminated> {
+        match &self.state {
+            CState::Terminated(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl PodRecord {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    pub fn container_mut(&mut self, init: bool, name: &str) -> Option<&mut ContainerRecord> {
+        let list = if init {
+            &mut self.init
+        } else {
+            &mut self.containers
+        };
+        list.iter_mut().find(|c| c.name == name)
+    }
+
+    /// Set a condition, moving its transition time only when it flips.
+    pub fn set_condition(&mut self, kind: &str, status: bool, reason: Option<&str>) {
+        let now = Timestamp::now();
+        let c = self
+            .conditions
+            .entry(kind.to_string())
+            .or_insert(Condition {
+                status: !status,
+                last_transition: now,
+                reason: None,
+                message: None,
+            });
+        if c.status != status {
+            c.status = status;
+            c.last_transition = now;
+        }
+        c.reason = reason.map(str::to_string);
+    }
+
+    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        let dir = pod_dir(state_dir, &self.uid);
+        std::fs::create_dir_all(&dir)?;
+        crate::monitor::write_json(&dir, "pod.json", self)
+    }
+}
+
+pub fn pod_dir(state_dir: &Path, uid: &str) -> PathBuf {
+    state_dir.join("pods").join(uid)
+}
+
+/// Every record saved under `state_dir`.
+pub fn load_all(state_dir: &Path) -> Vec<PodRecord> {
+    let Ok(rd) = std::fs::read_dir(state_dir.join("pods")) else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| crate::monitor::read_json(&e.path().join("pod.json")))
+        .collect()
+}

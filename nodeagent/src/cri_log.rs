@@ -1,0 +1,204 @@
+//! Container logs in the CRI log format, as kubelet and `kubectl logs` read them.
+//!
+//! Each line of a container's output becomes one record:
+//! `2024-05-01T10:00:00.123456789Z stdout F hello`: the time (RFC 3339 with
+//! nanoseconds), the stream, `F` for a full line or `P` for a partial one
+//! (a long line split, or output that ended without a newline), then the
+//! text. The file lives at `<ns>_<pod>_<uid>/<container>/<restart>.log`
+//! like kubelet's `/var/log/pods`, and is rotated by size: `0.log` moves to
+//! `0.log.1` (and `.1` to `.2` ...) when it grows past the limit.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+/// Longest line written as one record; longer ones are split with `P`.
+pub const MAX_LINE: usize = 16 * 1024;
+
+pub struct Writer {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_size: u64,
+    max_files: u32,
+}
+
+impl Writer {
+    pub fn open(path: &Path, max_size: u64, max_files: u32) -> io::Result<Writer> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Writer {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_size,
+            max_files: max_files.max(1),
+        })
+    }
+
+    /// One record; `full` is false for a partial line.
+    pub fn record(&mut self, stream: &str, full: bool, text: &[u8]) -> io::Result<()> {
+        let mut line = format!(
+            "{} {stream} {} ",
+            timestamp(jiff::Timestamp::now()),
+            if full { 'F' } else { 'P' }
+        )
+        .into_bytes();
+        line.extend_from_slice(text);
+        line.push(b'\n');
+        if self.max_size > 0 && self.size > 0 && self.size + line.len() as u64 > self.max_size {
+            self.rotate()?;
+        }
+        self.file.write_all(&line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let name = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        let _ = std::fs::remove_file(name(self.max_files));
+        for n in (1..self.max_files).rev() {
+            let _ = std::fs::rename(name(n), name(n + 1));
+        }
+        std::fs::rename(&self.path, name(1))?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// RFC 3339 with nine fractional digits, in UTC.
+pub fn timestamp(t: jiff::Timestamp) -> String {
+    format!("{t:.9}")
+}
+
+/// Split what a stream produced into records: complete lines are `F`,
+/// a line longer than [`MAX_LINE`] is cut into `P` pieces, and output that
+/// ends without a newline is a final `P`.
+pub fn copy_stream(
+    input: impl io::Read,
+    stream: &str,
+    mut sink: impl FnMut(&str, bool, &[u8]),
+) -> io::Result<()> {
+    let mut r = BufReader::with_capacity(MAX_LINE, input);
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            if !pending.is_empty() {
+                sink(stream, false, &pending);
+            }
+            return Ok(());
+        }
+        let (used, line_end) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        pending.extend_from_slice(&buf[..if line_end { used - 1 } else { used }]);
+        r.consume(used);
+        if line_end {
+            sink(stream, true, &pending);
+            pending.clear();
+        } else {
+            while pending.len() >= MAX_LINE {
+                let rest = pending.split_off(MAX_LINE);
+                sink(stream, false, &pending);
+                pending = rest;
+            }
+        }
+    }
+}
+
+/// One parsed record of a log file.
+pub struct Record<'a> {
+    pub time: &'a str,
+    pub stream: &'a str,
+    pub full: bool,
+    pub text: &'a str,
+}
+
+pub fn parse(line: &str) -> Option<Record<'_>> {
+    let mut it = line.splitn(4, ' ');
+    let time = it.next()?;
+    let stream = it.next()?;
+    let tag = it.next()?;
+    let text = it.next().unwrap_or("");
+    Some(Record {
+        time,
+        stream,
+        full: tag.starts_with('F'),
+        text,
+    })
+}
+
+/// The text of a log file as the container wrote it (`kubectl logs`).
+pub fn plain(path: &Path, out: &mut impl Write) -> io::Result<()> {
+    let f = File::open(path)?;
+    for line in BufReader::new(f).lines() {
+        let line = line?;
+        if let Some(r) = parse(&line) {
+            out.write_all(r.text.as_bytes())?;
+            if r.full {
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(input: &[u8]) -> Vec<(bool, Vec<u8>)> {
+        let mut v = Vec::new();
+        copy_stream(input, "stdout", |_, full, t| v.push((full, t.to_vec()))).unwrap();
+        v
+    }
+
+    #[test]
+    fn lines_partials_and_long_lines() {
+        assert_eq!(
+            records(b"a\nbc\nd"),
+            vec![
+                (true, b"a".to_vec()),
+                (true, b"bc".to_vec()),
+                (false, b"d".to_vec())
+            ]
+        );
+        let long = vec![b'x'; MAX_LINE + 5];
+        let mut input = long.clone();
+        input.push(b'\n');
+        let r = records(&input);
+        assert_eq!(r.len(), 2);
+        assert!(!r[0].0 && r[0].1.len() == MAX_LINE);
+        assert!(r[1].0 && r[1].1.len() == 5);
+    }
+
+    #[test]
+    fn writes_parses_and_rotates() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("0.log");
+        let mut w = Writer::open(&p, 200, 2).unwrap();
+        for i in 0..20 {
+            w.record("stderr", true, format!("line {i}").as_bytes())
+                .unwrap();
+        }
+        assert!(d.path().join("0.log.1").exists());
+        assert!(d.path().join("0.log.2").exists());
+        assert!(!d.path().join("0.log.3").exists());
+        let text = std::fs::read_to_string(&p).unwrap();
+        let last = text.lines().last().unwrap();
+        let r = parse(last).unwrap();
+        assert_eq!((r.stream, r.full, r.text), ("stderr", true, "line 19"));
+        assert!(r.time.ends_with('Z') && r.time.len() == 30, "{}", r.time);
+        assert!(std::fs::metadata(&p).unwrap().len() <= 200);
+    }
+}

@@ -1,0 +1,280 @@
+//! The per-container monitor, Skiff's conmon.
+//!
+//! A container must outlive the agent that started it, so the agent does
+//! not hold its stdio or wait for it itself. For every container it starts
+//! `skiff-agent monitor`, a small synchronous process in its own session
+//! that:
+//! 1. becomes a *child subreaper* (`prctl(PR_SET_CHILD_SUBREAPER)`, see
+//!    prctl(2)): when `skiff create` exits, the container's init is
+//!    re-parented to the monitor instead of to PID 1, so the monitor can
+//!    `waitpid(2)` it and learn its exit status;
+//! 2. creates the stdout and stderr pipes the container writes to, and runs
+//!    `skiff create` and `skiff start` with them (the runtime hands its own
+//!    stdio to the container, as runc does when there is no terminal);
+//! 3. reports the container's PID (or the runtime's error) to the agent on
+//!    fd 3, and records it in `state.json` in its directory;
+//! 4. copies the pipes into the CRI log file ([`crate::cri_log`]);
+//! 5. when the init exits, writes `exit.json` (exit code, signal, times)
+//!    atomically and exits itself.
+//!
+//! The agent watches each monitor with a pidfd; a restarted agent finds
+//! them again through their directories.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::cri_log;
+
+/// What a monitor was asked to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MonitorArgs {
+    /// The skiff binary
+    #[arg(long)]
+    pub skiff: PathBuf,
+    /// skiff's --root
+    #[arg(long)]
+    pub root: PathBuf,
+    #[arg(long)]
+    pub bundle: PathBuf,
+    #[arg(long)]
+    pub id: String,
+    /// Directory for state.json, exit.json and skiff.log
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// CRI log file (no log when absent)
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    #[arg(long, default_value_t = 10 << 20)]
+    pub log_max_size: u64,
+    #[arg(long, default_value_t = 5)]
+    pub log_max_files: u32,
+}
+
+/// `state.json`: the container is running.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Started {
+    pub pid: i32,
+    pub started_at: jiff::Timestamp,
+}
+
+/// `exit.json`: how the container ended (or failed to start).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Exited {
+    pub exit_code: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<jiff::Timestamp>,
+    pub finished_at: jiff::Timestamp,
+    /// The runtime could not create or start the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What the monitor says on fd 3.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Report {
+    Started(Started),
+    Failed(String),
+}
+
+/// Write `value` as JSON to `dir/name` atomically (temp file + rename).
+pub fn write_json(dir: &Path, name: &str, value: &impl Serialize) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(value)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The last error skiff logged (its JSON log lines carry `level` and `msg`).
+fn runtime_error(log: &Path, fallback: String) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["level"] == "error")
+        .and_then(|v| v["msg"].as_str().map(str::to_string))
+        .unwrap_or(fallback)
+}
+
+fn skiff(a: &MonitorArgs) -> Command {
+    let mut c = Command::new(&a.skiff);
+    c.arg("--root")
+        .arg(&a.root)
+        .arg("--log")
+        .arg(a.dir.join("skiff.log"))
+        .arg("--log-format")
+        .arg("json");
+    c
+}
+
+/// Run the monitor; returns the process exit code.
+pub fn run(a: &MonitorArgs) -> i32 {
+    // SAFETY: fd 3 is only borrowed to ask whether it is open.
+    let open = nix::fcntl::fcntl(
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(3) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )
+    .is_ok();
+    // SAFETY: an open fd 3 is the report pipe the agent passed; nothing
+    // else in this process uses it, so this File is its only owner.
+    let mut report = open.then(|| unsafe { File::from_raw_fd(3) });
+    let mut say = |r: Report| {
+        if let Some(mut f) = report.take() {
+            let _ = f.write_all(&serde_json::to_vec(&r).unwrap_or_default());
+        }
+    };
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        say(Report::Failed(format!("monitor: set child subreaper: {e}")));
+        return 1;
+    }
+    let _ = std::fs::write(a.dir.join("monitor.pid"), std::process::id().to_string());
+    match start(a) {
+        Ok((started, pipes)) => {
+            let _ = write_json(&a.dir, "state.json", &started);
+            say(Report::Started(started.clone()));
+            let readers = copy_logs(a, pipes);
+            let status = wait_for(started.pid);
+            for r in readers {
+                let _ = r.join();
+            }
+            let (exit_code, signal) = status;
+            let exit = Exited {
+                exit_code,
+                signal,
+                started_at: Some(started.started_at),
+                finished_at: jiff::Timestamp::now(),
+                error: None,
+            };
+            let _ = write_json(&a.dir, "exit.json", &exit);
+            0
+        }
+        Err(msg) => {
+            let exit = Exited {
+                exit_code: 128,
+                signal: None,
+                started_at: None,
+                finished_at: jiff::Timestamp::now(),
+                error: Some(msg.clone()),
+            };
+            let _ = write_json(&a.dir, "exit.json", &exit);
+            say(Report::Failed(msg));
+            1
+        }
+    }
+}
+
+/// `skiff create` with the log pipes as stdio, then `skiff start`.
+fn start(a: &MonitorArgs) -> Result<(Started, [OwnedFd; 2]), String> {
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("monitor: pipe: {e}"))?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("monitor: pipe: {e}"))?;
+    let pid_file = a.dir.join("init.pid");
+    let st = skiff(a)
+        .arg("create")
+        .arg("--bundle")
+        .arg(&a.bundle)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg(&a.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w))
+        .status()
+        .map_err(|e| format!("run {}: {e}", a.skiff.display()))?;
+    let log = a.dir.join("skiff.log");
+    if !st.success() {
+        return Err(runtime_error(&log, format!("skiff create: {st}")));
+    }
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| format!("read {}", pid_file.display()))?;
+    let out = skiff(a)
+        .arg("start")
+        .arg(&a.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("run {}: {e}", a.skiff.display()))?;
+    if !out.status.success() {
+        let _ = skiff(a).args(["delete", "--force", &a.id]).status();
+        let _ = wait_for(pid);
+        return Err(runtime_error(
+            &log,
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok((
+        Started {
+            pid,
+            started_at: jiff::Timestamp::now(),
+        },
+        [out_r, err_r],
+    ))
+}
+
+/// Reap children until `pid` exits; its (exit code, signal), with a signal
+/// as 128+N as the runtimes report it.
+fn wait_for(pid: i32) -> (i32, Option<i32>) {
+    loop {
+        match waitpid(None::<Pid>, None) {
+            Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => return (code, None),
+            Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => {
+                return (128 + sig as i32, Some(sig as i32))
+            }
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            // Nothing left to wait for: the init is not ours (should not
+            // happen for a subreaper); report an unknown status.
+            Err(_) => return (255, None),
+        }
+    }
+}
+
+fn copy_logs(a: &MonitorArgs, pipes: [OwnedFd; 2]) -> Vec<std::thread::JoinHandle<()>> {
+    let writer = a.log.as_ref().and_then(|p| {
+        cri_log::Writer::open(p, a.log_max_size, a.log_max_files)
+            .map_err(|e| eprintln!("monitor: open {}: {e}", p.display()))
+            .ok()
+    });
+    let writer = Arc::new(Mutex::new(writer));
+    let [out, err] = pipes;
+    [("stdout", out), ("stderr", err)]
+        .into_iter()
+        .map(|(name, fd)| {
+            let w = writer.clone();
+            std::thread::spawn(move || {
+                let f = File::from(fd);
+                let _ = cri_log::copy_stream(f, name, |s, full, text| {
+                    if let Some(w) = w.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                        let _ = w.record(s, full, text);
+                    }
+                });
+            })
+        })
+        .collect()
+}
+
+/// Read the report the monitor writes on its fd 3 (until it closes it).
+pub fn read_report(mut f: impl Read) -> Report {
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    serde_json::from_slice(&buf)
+        .unwrap_or_else(|_| Report::Failed("the container monitor exited without a report".into()))
+}

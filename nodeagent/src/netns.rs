@@ -1,0 +1,90 @@
+//! A pod's network namespace, created and pinned before any process runs in it.
+//!
+//! A network namespace (network_namespaces(7)) disappears with its last
+//! process, unless something keeps a reference: an open fd, or its
+//! `/proc/<tid>/ns/net` file bind-mounted somewhere, which is what
+//! `ip netns add` does under /run/netns. Pinning the namespace first lets
+//! the CNI plugins wire it (they take a path, `CNI_NETNS`) before the
+//! pod's pause process joins it, and lets teardown run CNI DEL even after
+//! every process of the pod is gone.
+//!
+//! `unshare(CLONE_NEWNET)` changes only the calling thread, so the new
+//! namespace is made on a short-lived thread and the agent's own network
+//! namespace never changes.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("create network namespace file {path}: {err}")]
+    File { path: PathBuf, err: std::io::Error },
+    #[error("unshare a network namespace: {0}")]
+    Unshare(nix::Error),
+    #[error("pin network namespace at {path}: {err}")]
+    Pin { path: PathBuf, err: nix::Error },
+    #[error("remove network namespace {path}: {err}")]
+    Remove { path: PathBuf, err: nix::Error },
+}
+
+/// Make a new network namespace and bind it to `path` (a new empty file).
+pub fn create(path: &Path) -> Result<(), NetnsError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|err| NetnsError::File {
+            path: dir.to_path_buf(),
+            err,
+        })?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|err| NetnsError::File {
+            path: path.to_path_buf(),
+            err,
+        })?;
+    let target = path.to_path_buf();
+    let pinned = std::thread::spawn(move || -> Result<(), NetnsError> {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|err| NetnsError::Pin {
+            path: target.clone(),
+            err,
+        })
+    })
+    .join()
+    .unwrap_or(Err(NetnsError::Unshare(nix::Error::EINVAL)));
+    if pinned.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    pinned
+}
+
+/// Unpin and remove; a namespace that is already gone is fine.
+pub fn remove(path: &Path) -> Result<(), NetnsError> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+        Err(err) => {
+            return Err(NetnsError::Remove {
+                path: path.to_path_buf(),
+                err,
+            })
+        }
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+/// Whether `path` is a pinned network namespace (an nsfs mount).
+pub fn is_pinned(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == libc::NSFS_MAGIC)
+}
