@@ -55,6 +55,7 @@
 //! * `SKIFF_TEST_TIMEOUT`: seconds one runtime command may take (default 30).
 //! * `SKIFF_LEAK_CYCLES`: create/start/delete cycles in `leak.rs` (default 200).
 
+pub mod agent;
 pub mod containerd;
 pub mod images;
 

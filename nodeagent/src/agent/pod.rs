@@ -480,10 +480,11 @@ async fn start_if_due(
     };
     let restart = c.restart_count + u32::from(c.last_state.is_some());
     let id = format!(
-        "k8s_{name}_{}_{}_{}_{restart}",
+        "k8s_{name}_{}_{}_{}{}_{restart}",
         rec.name,
         rec.namespace,
-        &uid[..8]
+        &uid[..8],
+        &rec.spec_hash[..4]
     );
     let pod_dir = state::pod_dir(&agent.cfg.state_dir, uid);
     let mon_dir = pod_dir.join("containers").join(&id);

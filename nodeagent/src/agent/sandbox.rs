@@ -38,10 +38,11 @@ pub fn cgroup_parent(uid: &str) -> String {
 
 pub fn sandbox_id(rec: &PodRecord) -> String {
     format!(
-        "k8s_POD_{}_{}_{}_{}",
+        "k8s_POD_{}_{}_{}{}_{}",
         rec.name,
         rec.namespace,
         &rec.uid[..8],
+        &rec.spec_hash[..4],
         rec.sandbox_count
     )
 }

@@ -1,0 +1,376 @@
+//! A private `skiff-agent serve` for one test.
+//!
+//! Each [`Agent`] gets its own network namespace (made with `ip netns add`,
+//! so the CNI bridge and any iptables rule live there and never touch the
+//! host's), its own manifest, data and state directories, a CNI network
+//! with a unique name, bridge and IPAM directory, and the busybox test
+//! image imported into its store as `localhost/busybox:1`. The agent runs
+//! inside the namespace (`nsenter --net`), with short back-offs.
+//!
+//! Dropping it removes every manifest, waits for the agent to stop the
+//! pods, stops the agent and deletes the namespace; [`Agent::assert_clean`]
+//! checks that nothing was left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{agent_bin, poll, skiff_bin, unique_id};
+
+/// The busybox image (every applet, httpd, a /www page), built once.
+pub fn busybox_image() -> &'static Path {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("skiff-agent-image-{}", std::process::id()));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-image.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .arg("1")
+            .output()
+            .expect("run busybox-image.sh");
+        assert!(
+            out.status.success(),
+            "busybox-image.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub netns: String,
+    pub network: String,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl Agent {
+    pub fn start() -> Agent {
+        Agent::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Agent {
+        let dir = tempfile::Builder::new().prefix("skiff-agent-t-").tempdir().unwrap();
+        let id = unique_id();
+        // Bridge names are at most 15 bytes.
+        let n: u64 = id.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        let network = format!("sk{:x}", n % 0xffff_ffff);
+        let netns = format!("skiff-agent-{network}");
+        let st = Command::new("ip").args(["netns", "add", &netns]).status().unwrap();
+        assert!(st.success(), "ip netns add {netns}");
+        Command::new("ip")
+            .args(["-n", &netns, "link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        for d in ["manifests", "data", "state", "cni", "ipam"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        // A /24 per agent from a name-derived second octet keeps parallel
+        // agents apart (they are in different namespaces anyway).
+        let subnet = format!("10.{}.{}.0/24", 100 + (n % 100), (n >> 8) % 250);
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": network,
+            "plugins": [{
+                "type": "bridge",
+                "bridge": network,
+                "isGateway": true,
+                "ipMasq": false,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": dir.path().join("ipam"),
+                    "ranges": [[{"subnet": subnet}]],
+                    "routes": [{"dst": "0.0.0.0/0"}]
+                }
+            }]
+        });
+        std::fs::write(
+            dir.path().join("cni/10-test.conflist"),
+            serde_json::to_vec_pretty(&conf).unwrap(),
+        )
+        .unwrap();
+        let image = busybox_image();
+        let out = Command::new(agent_bin())
+            .args(["image", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("import")
+            .arg(format!("oci:{}:1", image.display()))
+            .args(["--name", "localhost/busybox:1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+        let mut a = Agent {
+            dir,
+            netns,
+            network,
+            child: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        a.spawn();
+        a
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn socket(&self) -> String {
+        format!("unix://{}", self.path("agent.sock").display())
+    }
+
+    /// Start (or restart) the agent process.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("agent.log"))
+            .unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .arg(agent_bin())
+            .arg("serve")
+            .arg("--manifests")
+            .arg(self.path("manifests"))
+            .arg("--data-dir")
+            .arg(self.path("data"))
+            .arg("--state-dir")
+            .arg(self.path("state"))
+            .arg("--listen")
+            .arg(self.socket())
+            .arg("--cni-conf-dir")
+            .arg(self.path("cni"))
+            .arg("--runtime")
+            .arg(skiff_bin())
+            .arg("--node-name")
+            .arg("test-node")
+            .args(["--test-backoff", "1s,4s"])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        poll(Duration::from_secs(20), "agent answers /healthz", || {
+            self.cli(&["get", "pods", "-A"]).status.success().then_some(())
+        });
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// kill -9 the agent (its pods keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        // Right after the subcommand: `exec ... -- CMD` ends the flags.
+        Command::new(agent_bin())
+            .args(&args[..1])
+            .arg("--listen")
+            .arg(self.socket())
+            .args(&args[1..])
+            .output()
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("agent.log")).unwrap_or_default()
+    }
+
+    /// Write a manifest file.
+    pub fn manifest(&self, name: &str, text: &str) {
+        let tmp = self.path(&format!("manifests/.{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.path(&format!("manifests/{name}"))).unwrap();
+    }
+
+    pub fn remove_manifest(&self, name: &str) {
+        std::fs::remove_file(self.path(&format!("manifests/{name}"))).unwrap();
+    }
+
+    /// `GET /pods` items.
+    pub fn pods(&self) -> Vec<Value> {
+        let out = self.cli(&["get", "pods", "-A", "-o", "json"]);
+        assert!(
+            out.status.success(),
+            "get pods: {}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn pod(&self, name: &str) -> Option<Value> {
+        self.pods()
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == name)
+    }
+
+    /// Poll the pod until `f` says yes (timeout with the pod and log).
+    pub fn wait_pod(&self, name: &str, timeout: Duration, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let p = self.pod(name);
+            if let Some(p) = &p {
+                if f(p) {
+                    return p.clone();
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for pod {name}: {what}\npod: {}\nagent log:\n{}",
+                    serde_json::to_string_pretty(&p).unwrap(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-sf", "--unix-socket"])
+            .arg(self.path("agent.sock"))
+            .arg(format!("http://agent{path}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "GET {path} failed");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Run a command in the agent's network namespace.
+    pub fn in_netns(&self, args: &[&str]) -> std::process::Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Remove every manifest and wait until the agent has no pods.
+    pub fn stop_all(&self) {
+        for e in std::fs::read_dir(self.path("manifests")).unwrap().flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        if self.child.is_some() {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline && !self.pods().is_empty() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Nothing of this agent's pods is left: mounts, runtime state, netns
+    /// pins, veths, IPAM reservations, monitors, cgroups.
+    pub fn assert_clean(&self) {
+        let root = self.dir.path().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&root)).collect();
+        assert!(left.is_empty(), "mounts left: {left:#?}");
+        let out = Command::new(skiff_bin())
+            .arg("--root")
+            .arg(self.path("state/runtime"))
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "", "containers left");
+        let links = self.in_netns(&["ip", "-o", "link"]);
+        let links = String::from_utf8_lossy(&links.stdout);
+        assert!(!links.contains("veth"), "veths left: {links}");
+        let ipam = self.path(&format!("ipam/{}", self.network));
+        let reserved: Vec<String> = std::fs::read_dir(&ipam)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(reserved.is_empty(), "IPAM reservations left: {reserved:?}");
+        let state_pods = std::fs::read_dir(self.path("state/pods"))
+            .map(|rd| rd.count())
+            .unwrap_or(0);
+        assert_eq!(state_pods, 0, "pod records left");
+        let ps = Command::new("pgrep").args(["-f", &root]).output().unwrap();
+        let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+        let others: Vec<&str> = ps
+            .lines()
+            .filter(|p| p.parse::<i32>().ok() != Some(self.pid()))
+            .collect();
+        assert!(others.is_empty(), "processes left: {others:?}");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+        self.stop_all();
+        self.kill9();
+        // A failed test may leave pods: take down what the runtime knows.
+        let root = self.path("state/runtime");
+        if let Ok(out) = Command::new(skiff_bin()).arg("--root").arg(&root).args(["list", "-q"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new(skiff_bin()).arg("--root").arg(&root).args(["delete", "--force", id]).status();
+            }
+        }
+        crate::unmount_below(self.dir.path());
+        let _ = Command::new("ip").args(["netns", "delete", &self.netns]).status();
+    }
+}
+
+/// The named container's status in a pod.
+pub fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    for list in ["containerStatuses", "initContainerStatuses"] {
+        if let Some(c) = pod["status"][list]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["name"] == name))
+        {
+            return c;
+        }
+    }
+    &Value::Null
+}
+
+/// A condition's status ("True"/"False").
+pub fn condition(pod: &Value, kind: &str) -> String {
+    pod["status"]["conditions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["type"] == kind))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+pub fn phase(pod: &Value) -> String {
+    pod["status"]["phase"].as_str().unwrap_or("").to_string()
+}
+
+/// A pod manifest with the test image, from a YAML body below `spec:`
+/// containers; `IMAGE` in it stands for the test image.
+/// Pods get a 2 s grace period unless the body sets one.
+pub fn pod_yaml(name: &str, spec: &str) -> String {
+    let grace = if spec.contains("terminationGracePeriodSeconds") {
+        ""
+    } else {
+        "  terminationGracePeriodSeconds: 2\n"
+    };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{grace}{}",
+        spec.replace("IMAGE", "localhost/busybox:1")
+    )
+}
