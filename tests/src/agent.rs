@@ -55,13 +55,21 @@ impl Agent {
     }
 
     pub fn start_with(extra: &[&str]) -> Agent {
-        let dir = tempfile::Builder::new().prefix("skiff-agent-t-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-agent-t-")
+            .tempdir()
+            .unwrap();
         let id = unique_id();
         // Bridge names are at most 15 bytes.
-        let n: u64 = id.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        let n: u64 = id
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
         let network = format!("sk{:x}", n % 0xffff_ffff);
         let netns = format!("skiff-agent-{network}");
-        let st = Command::new("ip").args(["netns", "add", &netns]).status().unwrap();
+        let st = Command::new("ip")
+            .args(["netns", "add", &netns])
+            .status()
+            .unwrap();
         assert!(st.success(), "ip netns add {netns}");
         Command::new("ip")
             .args(["-n", &netns, "link", "set", "lo", "up"])
@@ -104,7 +112,11 @@ impl Agent {
             .args(["--name", "localhost/busybox:1"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut a = Agent {
             dir,
             netns,
@@ -158,7 +170,10 @@ impl Agent {
             .unwrap();
         self.child = Some(child);
         poll(Duration::from_secs(20), "agent answers /healthz", || {
-            self.cli(&["get", "pods", "-A"]).status.success().then_some(())
+            self.cli(&["get", "pods", "-A"])
+                .status
+                .success()
+                .then_some(())
         });
     }
 
@@ -220,7 +235,13 @@ impl Agent {
     }
 
     /// Poll the pod until `f` says yes (timeout with the pod and log).
-    pub fn wait_pod(&self, name: &str, timeout: Duration, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_pod(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        f: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let p = self.pod(name);
@@ -279,14 +300,22 @@ impl Agent {
         let root = self.dir.path().display().to_string();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&root)).collect();
-        assert!(left.is_empty(), "mounts left: {left:#?}");
+        assert!(
+            left.is_empty(),
+            "mounts left: {left:#?}\nagent log:\n{}",
+            self.log()
+        );
         let out = Command::new(skiff_bin())
             .arg("--root")
             .arg(self.path("state/runtime"))
             .args(["list", "-q"])
             .output()
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "", "containers left");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "",
+            "containers left"
+        );
         let links = self.in_netns(&["ip", "-o", "link"]);
         let links = String::from_utf8_lossy(&links.stdout);
         assert!(!links.contains("veth"), "veths left: {links}");
@@ -310,7 +339,17 @@ impl Agent {
             .lines()
             .filter(|p| p.parse::<i32>().ok() != Some(self.pid()))
             .collect();
-        assert!(others.is_empty(), "processes left: {others:?}");
+        if !others.is_empty() {
+            let ps = Command::new("ps")
+                .args(["-o", "pid,ppid,stat,args", "-p", &others.join(",")])
+                .output()
+                .unwrap();
+            panic!(
+                "processes left:\n{}\nagent log:\n{}",
+                String::from_utf8_lossy(&ps.stdout),
+                self.log()
+            );
+        }
     }
 }
 
@@ -323,13 +362,24 @@ impl Drop for Agent {
         self.kill9();
         // A failed test may leave pods: take down what the runtime knows.
         let root = self.path("state/runtime");
-        if let Ok(out) = Command::new(skiff_bin()).arg("--root").arg(&root).args(["list", "-q"]).output() {
+        if let Ok(out) = Command::new(skiff_bin())
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "-q"])
+            .output()
+        {
             for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new(skiff_bin()).arg("--root").arg(&root).args(["delete", "--force", id]).status();
+                let _ = Command::new(skiff_bin())
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force", id])
+                    .status();
             }
         }
         crate::unmount_below(self.dir.path());
-        let _ = Command::new("ip").args(["netns", "delete", &self.netns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.netns])
+            .status();
     }
 }
 

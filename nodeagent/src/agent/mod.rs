@@ -208,6 +208,7 @@ pub async fn serve(cfg: Config, listen: api::Listen) -> anyhow::Result<()> {
     }
     let server = api::serve(agent.clone(), listen).await?;
     adopt(&agent);
+    tokio::spawn(reap_orphans());
     let watcher = tokio::spawn(watch_manifests(agent.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -219,6 +220,46 @@ pub async fn serve(cfg: Config, listen: api::Listen) -> anyhow::Result<()> {
     watcher.abort();
     tracing::info!("agent stopping; pods keep running");
     Ok(())
+}
+
+/// The agent is a child subreaper, so processes orphaned below it become
+/// its children: the container of a dead monitor (collected by its
+/// watcher), but also a command a timed-out exec probe started inside a
+/// container, whose `skiff exec` was killed. Such a zombie must be reaped,
+/// or the container's PID namespace cannot finish dying (its init waits
+/// for every process in it). Children the agent waits for itself (tokio's
+/// commands, monitors) are reaped at once; a zombie child still there on
+/// the next pass is nobody's, and is reaped here.
+async fn reap_orphans() {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    let me = std::process::id() as i32;
+    let mut seen: std::collections::HashSet<i32> = Default::default();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut zombies = std::collections::HashSet::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...: comm may hold spaces, so split
+            // after its closing parenthesis.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            let mut f = rest.split_whitespace();
+            let (state, ppid) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()));
+            if state == Some("Z") && ppid == Some(me) {
+                zombies.insert(pid);
+            }
+        }
+        for pid in zombies.intersection(&seen) {
+            let _ = waitpid(nix::unistd::Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG));
+        }
+        seen = zombies;
+    }
 }
 
 /// Records from a previous run: the pods they describe are handed to

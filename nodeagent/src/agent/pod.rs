@@ -832,7 +832,13 @@ async fn cleanup_instance(
     mon_dir: &std::path::Path,
 ) {
     container::delete(agent, id).await;
-    let _ = skiff_images::snapshot::release(bundle);
+    if let Err(e) = skiff_images::snapshot::release(bundle) {
+        // Something (a probe's `skiff exec` being killed) may still hold
+        // the rootfs for a moment: detach it instead.
+        tracing::debug!("release {}: {e}; detaching", bundle.display());
+        let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+        let _ = skiff_images::snapshot::release(bundle);
+    }
     if let Ok(store) = skiff_images::store::Store::open(&agent.cfg.data_dir) {
         store.remove_bundle_ref(bundle);
     }
@@ -883,8 +889,12 @@ async fn exited(
         .map(|c| (true, c))
         .chain(rec.containers.iter().map(|c| (false, c)))
         .find(|(_, c)| c.current.as_ref().is_some_and(|i| i.id == id));
-    let Some((init, c)) = found else { return };
+    let Some((init, c)) = found else {
+        tracing::debug!("pod {}: exit of unknown instance {id}", rec.key());
+        return;
+    };
     let inst = c.current.clone().expect("found by its instance");
+    tracing::debug!("pod {}: container {} ({id}) exited", rec.key(), c.name);
     stop_probes(local, id);
     let exit: Exited = monitor::read_json(&inst.dir.join("exit.json")).unwrap_or(Exited {
         exit_code: 255,
@@ -1013,6 +1023,17 @@ async fn teardown(
         }
     }
     let Some(rec) = agent.record(uid) else { return };
+    for c in rec.init.iter().chain(&rec.containers) {
+        if let Some(inst) = &c.current {
+            tracing::warn!(
+                "pod {}: container {} ({}) did not stop; cleaning up",
+                rec.key(),
+                c.name,
+                inst.id
+            );
+            cleanup_instance(agent, &inst.id, &inst.bundle, &inst.dir).await;
+        }
+    }
     if let Some(sb) = &rec.sandbox {
         sandbox::remove(agent, &rec, sb).await;
     }

@@ -11,11 +11,18 @@ use tonic_health::ServingStatus;
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let port: u16 = args.get(1).and_then(|p| p.parse().ok()).expect("usage: grpc-health PORT [SECS]");
+    let port: u16 = args
+        .get(1)
+        .and_then(|p| p.parse().ok())
+        .expect("usage: grpc-health PORT [SECS]");
     let secs: Option<u64> = args.get(2).and_then(|s| s.parse().ok());
     let (reporter, service) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", ServingStatus::Serving).await;
-    reporter.set_service_status("app", ServingStatus::Serving).await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status("app", ServingStatus::Serving)
+        .await;
     if let Some(s) = secs {
         let r = reporter.clone();
         tokio::spawn(async move {
