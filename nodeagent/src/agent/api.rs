@@ -636,3 +636,100 @@ async fn metrics(State(agent): State<Shared>, _h: HeaderMap) -> Response {
     );
     ([("content-type", "text/plain; version=0.0.4")], o).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request as HttpRequest;
+    use tower::ServiceExt;
+
+    fn agent(dir: &std::path::Path) -> Shared {
+        Agent::new(super::super::Config {
+            manifests: dir.join("m"),
+            data_dir: dir.join("d"),
+            state_dir: dir.join("s"),
+            pod_cidr: "10.1.0.0/24".into(),
+            cni_bin_dir: "/usr/lib/cni".into(),
+            cni_conf_dir: dir.join("cni"),
+            runtime: "skiff".into(),
+            exe: "skiff-agent".into(),
+            node_name: "n".into(),
+            restart_backoff: Default::default(),
+            image_backoff: Default::default(),
+            log_max_size: 1 << 20,
+            log_max_files: 1,
+            insecure_registries: vec![],
+        })
+    }
+
+    async fn status(app: Router, method: &str, uri: &str, auth: Option<&str>, body: &str) -> u16 {
+        let mut req = HttpRequest::builder().method(method).uri(uri);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = app
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        resp.status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn tcp_api_wants_the_bearer_token() {
+        let d = tempfile::tempdir().unwrap();
+        let a = agent(d.path());
+        let app = router(a, Some("s3cret".into()));
+        assert_eq!(status(app.clone(), "GET", "/healthz", None, "").await, 401);
+        assert_eq!(
+            status(app.clone(), "GET", "/pods", Some("Bearer wrong"), "").await,
+            401
+        );
+        assert_eq!(
+            status(app.clone(), "GET", "/healthz", Some("Bearer s3cret"), "").await,
+            200
+        );
+        assert_eq!(
+            status(app, "GET", "/pods", Some("Bearer s3cret"), "").await,
+            200
+        );
+    }
+
+    #[tokio::test]
+    async fn apply_checks_names_and_manifests() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("m")).unwrap();
+        let app = router(agent(d.path()), None);
+        let good = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: i}]\n";
+        assert_eq!(
+            status(app.clone(), "PUT", "/manifests/p.yaml", None, good).await,
+            200
+        );
+        assert!(d.path().join("m/p.yaml").exists());
+        assert_eq!(
+            status(app.clone(), "PUT", "/manifests/.hidden", None, good).await,
+            400
+        );
+        let bad = good.replace("image: i", "image: i, lifecycle: {}");
+        assert_eq!(
+            status(app, "PUT", "/manifests/q.yaml", None, &bad).await,
+            422
+        );
+        assert!(!d.path().join("m/q.yaml").exists());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert!(matches!(
+            Listen::parse("unix:///run/a.sock", None),
+            Ok(Listen::Unix(_))
+        ));
+        assert!(Listen::parse("tcp://0.0.0.0:1", None)
+            .unwrap_err()
+            .contains("loopback"));
+        assert!(matches!(
+            Listen::parse("tcp://127.0.0.1:9", None),
+            Ok(Listen::Tcp(..))
+        ));
+        assert!(Listen::parse("http://x", None).is_err());
+    }
+}

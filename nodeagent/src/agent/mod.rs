@@ -497,6 +497,7 @@ fn new_record(file: &Path, doc: manifest::Doc) -> PodRecord {
         pod_ip: None,
         conditions: BTreeMap::new(),
         terminating: false,
+        deleted_at: None,
         sandbox_error: None,
         finished: false,
         sandbox_count: 0,

@@ -106,7 +106,10 @@ async fn handle(
             }
         }
         Msg::Stop => {
-            agent.update(uid, |r| r.terminating = true);
+            agent.update(uid, |r| {
+                r.terminating = true;
+                r.deleted_at.get_or_insert_with(Timestamp::now);
+            });
         }
         Msg::Wake => {}
     }

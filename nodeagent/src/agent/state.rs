@@ -44,6 +44,9 @@ pub struct PodRecord {
     /// The pod is being stopped (manifest removed or changed).
     #[serde(default)]
     pub terminating: bool,
+    /// When it was told to stop (its `deletionTimestamp`).
+    #[serde(default)]
+    pub deleted_at: Option<Timestamp>,
     /// A pod-level failure that keeps it from running (sandbox, network).
     #[serde(default)]
     pub sandbox_error: Option<String>,

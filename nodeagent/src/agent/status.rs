@@ -169,6 +169,7 @@ pub fn pod(r: &PodRecord, node: &str, host_ip: &str) -> Pod {
             Some(a)
         },
         labels: p.metadata.labels.clone(),
+        deletion_timestamp: r.deleted_at.map(Time),
         ..Default::default()
     };
     p.metadata = meta;
@@ -299,6 +300,9 @@ fn qos(p: &Pod) -> &'static str {
 
 /// `kubectl get pods`' STATUS column for a pod (kubectl's printPod).
 pub fn display_status(p: &Pod) -> String {
+    if p.metadata.deletion_timestamp.is_some() {
+        return "Terminating".into();
+    }
     let st = p.status.clone().unwrap_or_default();
     let mut reason = st
         .reason
