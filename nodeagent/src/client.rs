@@ -129,12 +129,7 @@ async fn request(
                 .await
                 .with_context(|| format!("connect to the agent at {a}"))?;
             let token = match &c.token_file {
-                Some(f) => Some(
-                    std::fs::read_to_string(f)
-                        .with_context(|| format!("read {}", f.display()))?
-                        .trim()
-                        .to_string(),
-                ),
+                Some(f) => Some(skiff_agent::agent::api::read_token(f)?),
                 None => None,
             };
             (Box::new(s), token)

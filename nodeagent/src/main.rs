@@ -137,12 +137,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         None => Default::default(),
     };
     let token = match &a.token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("read {}", f.display()))?
-                .trim()
-                .to_string(),
-        ),
+        Some(f) => Some(agent::api::read_token(f)?),
         None => None,
     };
     let listen = Listen::parse(&a.listen, token).map_err(anyhow::Error::msg)?;

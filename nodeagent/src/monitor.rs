@@ -102,13 +102,7 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
 
 /// The last error skiff logged (its JSON log lines carry `level` and `msg`).
 fn runtime_error(log: &Path, fallback: String) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    text.lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["level"] == "error")
-        .and_then(|v| v["msg"].as_str().map(str::to_string))
-        .unwrap_or(fallback)
+    skiff_runtime::logging::last_error(log).unwrap_or(fallback)
 }
 
 fn skiff(a: &MonitorArgs) -> Command {

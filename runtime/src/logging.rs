@@ -52,6 +52,18 @@ fn level_name(level: &Level) -> &'static str {
 }
 
 /// One log line in runc's format.
+/// The message of the last `error` line in a JSON log (`--log-format
+/// json`): what a caller shows its user when a runtime command failed, as
+/// containerd does with runc's log.
+pub fn last_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["level"] == "error")
+        .and_then(|v| v["msg"].as_str().map(str::to_string))
+}
+
 pub fn format_line(format: LogFormat, level: &str, msg: &str) -> String {
     let time = crate::utils::rfc3339_seconds(SystemTime::now());
     match format {

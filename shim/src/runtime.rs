@@ -66,13 +66,7 @@ impl Runtime {
 
     /// The last error skiff logged, or `fallback`.
     fn last_error(&self, fallback: String) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
-            .rev()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["level"] == "error")
-            .and_then(|v| v["msg"].as_str().map(str::to_string))
-            .unwrap_or(fallback)
+        skiff_runtime::logging::last_error(&self.log).unwrap_or(fallback)
     }
 
     /// Run `skiff <args>`; its stdout on success, skiff's error otherwise.

@@ -62,6 +62,13 @@ impl Listen {
 
 type Shared = Arc<Agent>;
 
+/// A bearer token from its file (surrounding whitespace dropped).
+pub fn read_token(path: &std::path::Path) -> Result<String, std::io::Error> {
+    std::fs::read_to_string(path)
+        .map(|t| t.trim().to_string())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("read {}: {e}", path.display())))
+}
+
 pub fn router(agent: Shared, token: Option<String>) -> Router {
     let r = Router::new()
         .route("/healthz", get(|| async { "ok" }))

@@ -135,14 +135,7 @@ fn adopt(
     rec: &PodRecord,
 ) {
     if let Some(sb) = &rec.sandbox {
-        container::watch(
-            agent,
-            tx.clone(),
-            sb.id.clone(),
-            sb.dir.join("monitor"),
-            sb.pid,
-            sb.monitor_pid,
-        );
+        watch_sandbox(agent, tx, sb);
     }
     let pod_ip = rec.pod_ip.clone().unwrap_or_default();
     for (init, list) in [(true, &rec.init), (false, &rec.containers)] {
@@ -164,6 +157,17 @@ fn adopt(
             }
         }
     }
+}
+
+fn watch_sandbox(agent: &Arc<Agent>, tx: &mpsc::UnboundedSender<Msg>, sb: &state::Sandbox) {
+    container::watch(
+        agent,
+        tx.clone(),
+        sb.id.clone(),
+        sb.dir.join("monitor"),
+        sb.pid,
+        sb.monitor_pid,
+    );
 }
 
 fn container_spec(rec: &PodRecord, init: bool, name: &str) -> Option<Container> {
@@ -218,14 +222,7 @@ async fn sync(
                     Some(r) => crate::cni::pod_ip(r),
                     None => Some(agent.host_ip.clone()),
                 };
-                container::watch(
-                    agent,
-                    tx.clone(),
-                    sb.id.clone(),
-                    sb.dir.join("monitor"),
-                    sb.pid,
-                    sb.monitor_pid,
-                );
+                watch_sandbox(agent, tx, &sb);
                 agent.update(uid, |r| {
                     r.sandbox = Some(sb);
                     r.pod_ip = ip;
