@@ -759,3 +759,74 @@ fn memory_limit_is_enforced_and_reported_as_oom_killed() {
     a.stop_all();
     a.assert_clean();
 }
+
+#[test]
+fn apply_follow_logs_and_delete_through_the_cli() {
+    let a = Agent::start();
+    let file = a.path("ticker.yaml");
+    std::fs::write(
+        &file,
+        pod_yaml("ticker", "  containers:\n  - name: c\n    image: IMAGE\n    command: [sh, -c, 'i=0; while true; do echo line $i; i=$((i+1)); sleep 0.1; done']\n"),
+    )
+    .unwrap();
+    let out = a.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(stdout(&out), "pod/ticker configured\n", "{out:?}");
+    a.wait_pod("ticker", T, "running", |p| {
+        container(p, "c")["ready"] == true
+    });
+    // A bad manifest is refused by apply and not written.
+    std::fs::write(
+        a.path("bad.yaml"),
+        pod_yaml(
+            "bad",
+            "  containers:\n  - name: c\n    image: IMAGE\n    stdin: true\n",
+        ),
+    )
+    .unwrap();
+    let out = a.cli(&["apply", "-f", a.path("bad.yaml").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("spec.containers[0].stdin: not supported"),
+        "{out:?}"
+    );
+    assert!(!a.path("manifests/bad.yaml").exists());
+    // logs -f streams new lines as they come.
+    let mut child = std::process::Command::new(skiff_tests::agent_bin())
+        .args(["logs", "--listen", &a.socket(), "-f", "ticker"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    let t0 = Instant::now();
+    while lines.len() < 30 {
+        let mut l = String::new();
+        if std::io::BufRead::read_line(&mut reader, &mut l).unwrap() == 0 {
+            break;
+        }
+        lines.push(l);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(lines.len(), 30, "{lines:?}");
+    assert!(
+        t0.elapsed() > Duration::from_millis(500),
+        "follow returned old lines only"
+    );
+    assert!(
+        lines
+            .iter()
+            .enumerate()
+            .all(|(i, l)| *l == format!("line {i}\n")),
+        "{lines:?}"
+    );
+    let out = a.cli(&["delete", "pod", "ticker"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!a.path("manifests/ticker.yaml").exists());
+    let t0 = Instant::now();
+    while a.pod("ticker").is_some() {
+        assert!(t0.elapsed() < T, "not deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.assert_clean();
+}
