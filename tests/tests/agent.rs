@@ -830,3 +830,142 @@ fn apply_follow_logs_and_delete_through_the_cli() {
     }
     a.assert_clean();
 }
+
+#[test]
+fn security_context_resources_and_volumes_are_applied() {
+    let a = Agent::start();
+    let host_dir = a.path("shared");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("from-host"), "hi\n").unwrap();
+    a.manifest(
+        "sec.yaml",
+        &pod_yaml(
+            "sec",
+            &format!(
+                r#"  securityContext:
+    runAsUser: 1000
+    runAsGroup: 3000
+    supplementalGroups: [4000]
+  containers:
+  - name: locked
+    image: IMAGE
+    command: [sh, -c, 'id; grep -E "^(CapBnd|NoNewPrivs|Seccomp):" /proc/self/status; touch /x 2>&1 || echo root-ro; cat /host/from-host; touch /host/nope 2>&1 || echo host-ro; grep " /scratch " /proc/mounts; exec sleep 1000']
+    securityContext:
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {{drop: [ALL], add: [NET_BIND_SERVICE]}}
+      seccompProfile: {{type: RuntimeDefault}}
+    resources:
+      limits: {{cpu: 250m, memory: 64Mi}}
+      requests: {{cpu: 100m}}
+    volumeMounts:
+    - {{name: host, mountPath: /host, readOnly: true}}
+    - {{name: scratch, mountPath: /scratch}}
+  - name: rootless
+    image: IMAGE
+    command: [id]
+    securityContext: {{runAsUser: 0, runAsNonRoot: true}}
+  volumes:
+  - name: host
+    hostPath: {{path: {}, type: Directory}}
+  - name: scratch
+    emptyDir: {{medium: Memory, sizeLimit: 2Mi}}
+"#,
+                host_dir.display()
+            ),
+        ),
+    );
+    let p = a.wait_pod("sec", T, "locked running, rootless refused", |p| {
+        container(p, "locked")["ready"] == true
+            && container(p, "rootless")["state"]["waiting"]["reason"]
+                == "CreateContainerConfigError"
+    });
+    assert_eq!(
+        s(&container(&p, "rootless")["state"]["waiting"]["message"]),
+        "container has runAsNonRoot and image will run as root"
+    );
+    let log = stdout(&a.cli(&["logs", "sec", "-c", "locked"]));
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines[0].starts_with("uid=1000 gid=3000"), "{log}");
+    assert!(lines[0].contains("4000"), "supplementary group: {log}");
+    // Only CAP_NET_BIND_SERVICE (bit 10) is left to gain (a non-root
+    // user's effective set is empty after exec, as under runc).
+    assert_eq!(
+        lines[1].split_whitespace().nth(1),
+        Some("0000000000000400"),
+        "{log}"
+    );
+    assert_eq!(lines[2], "NoNewPrivs:\t1");
+    assert_eq!(lines[3], "Seccomp:\t2");
+    assert!(log.contains("root-ro") && log.contains("host-ro"), "{log}");
+    assert!(log.contains("hi\n"), "{log}");
+    let scratch = lines
+        .iter()
+        .find(|l| l.contains(" /scratch "))
+        .unwrap_or(&"");
+    assert!(
+        scratch.starts_with("tmpfs") && scratch.contains("size=2048k"),
+        "{log}"
+    );
+    // Resources reached the container's cgroup (v1 cpu controller here, or v2).
+    let uid = s(&p["metadata"]["uid"]);
+    let id = s(&container(&p, "locked")["containerID"]).trim_start_matches("skiff://");
+    let v1 = format!("/sys/fs/cgroup/cpu/skiff-agent/pod{uid}/{id}");
+    if std::path::Path::new(&v1).exists() {
+        let quota = std::fs::read_to_string(format!("{v1}/cpu.cfs_quota_us")).unwrap();
+        let shares = std::fs::read_to_string(format!("{v1}/cpu.shares")).unwrap();
+        assert_eq!((quota.trim(), shares.trim()), ("25000", "102"));
+        let mem = std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/memory/skiff-agent/pod{uid}/{id}/memory.limit_in_bytes"
+        ))
+        .unwrap();
+        assert_eq!(mem.trim(), (64u64 << 20).to_string());
+    } else {
+        let dir = format!("/sys/fs/cgroup/skiff-agent/pod{uid}/{id}");
+        assert_eq!(
+            std::fs::read_to_string(format!("{dir}/cpu.max"))
+                .unwrap()
+                .trim(),
+            "25000 100000"
+        );
+        assert_eq!(
+            std::fs::read_to_string(format!("{dir}/memory.max"))
+                .unwrap()
+                .trim(),
+            (64u64 << 20).to_string()
+        );
+    }
+    a.stop_all();
+    a.assert_clean();
+}
+
+#[test]
+fn a_dead_sandbox_is_recreated_with_its_containers() {
+    let a = Agent::start();
+    a.manifest(
+        "sb.yaml",
+        &pod_yaml(
+            "sb",
+            "  containers:\n  - name: c\n    image: IMAGE\n    command: [sleep, \"1000\"]\n",
+        ),
+    );
+    let p = a.wait_pod("sb", T, "ready", |p| condition(p, "Ready") == "True");
+    let uid = s(&p["metadata"]["uid"]).to_string();
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(a.path(&format!("state/pods/{uid}/pod.json"))).unwrap(),
+    )
+    .unwrap();
+    let pause = rec["sandbox"]["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pause),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let p2 = a.wait_pod("sb", T, "running again in a new sandbox", |p| {
+        container(p, "c")["restartCount"].as_i64() >= Some(1) && container(p, "c")["ready"] == true
+    });
+    assert!(events(&a).contains("SandboxChanged"));
+    assert!(s(&p2["status"]["podIP"]).starts_with("10."));
+    a.stop_all();
+    a.assert_clean();
+}
