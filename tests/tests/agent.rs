@@ -969,3 +969,44 @@ fn a_dead_sandbox_is_recreated_with_its_containers() {
     a.stop_all();
     a.assert_clean();
 }
+
+#[test]
+fn cni_check_on_adoption_replaces_a_broken_network() {
+    let mut a = Agent::start();
+    a.manifest(
+        "net.yaml",
+        &pod_yaml(
+            "net",
+            "  containers:\n  - name: c\n    image: IMAGE\n    command: [sleep, \"1000\"]\n",
+        ),
+    );
+    a.wait_pod("net", T, "ready", |p| condition(p, "Ready") == "True");
+    // A healthy network passes CHECK: nothing is restarted.
+    a.kill9();
+    a.spawn();
+    let p = a.wait_pod("net", T, "adopted", |p| container(p, "c")["ready"] == true);
+    assert_eq!(container(&p, "c")["restartCount"], 0);
+    assert!(!events(&a).contains("FailedCNICheck"));
+    // Break it while the agent is away: the pod's veth disappears.
+    a.kill9();
+    let links = stdout(&a.in_netns(&["ip", "-o", "link"]));
+    let veth = links
+        .lines()
+        .find_map(|l| l.split(": ").nth(1).filter(|n| n.starts_with("veth")))
+        .expect("a veth")
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(a
+        .in_netns(&["ip", "link", "delete", &veth])
+        .status
+        .success());
+    a.spawn();
+    a.wait_pod("net", T, "recreated", |p| {
+        container(p, "c")["restartCount"].as_i64() >= Some(1) && container(p, "c")["ready"] == true
+    });
+    assert!(events(&a).contains("FailedCNICheck"), "{}", events(&a));
+    a.stop_all();
+    a.assert_clean();
+}

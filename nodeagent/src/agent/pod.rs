@@ -55,6 +55,7 @@ pub async fn run(
         return;
     }
     adopt(&agent, &uid, &tx, &mut local, &rec);
+    check_network(&agent, &uid, &tx, &rec).await;
     loop {
         let wake = if agent.record(&uid).is_some_and(|r| r.terminating) {
             break;
@@ -156,6 +157,34 @@ fn adopt(
                 }
             }
         }
+    }
+}
+
+/// An adopted sandbox's network is verified with CNI CHECK; if the
+/// plugins find it broken (a veth or address gone while the agent was
+/// down), the sandbox is replaced as if its pause process had died.
+async fn check_network(
+    agent: &Arc<Agent>,
+    uid: &str,
+    tx: &mpsc::UnboundedSender<Msg>,
+    rec: &PodRecord,
+) {
+    let (Some(sb), Ok(cni)) = (&rec.sandbox, &agent.cni) else {
+        return;
+    };
+    let (Some(netns), Some(result)) = (&sb.netns, &sb.cni_result) else {
+        return;
+    };
+    let a = sandbox::attachment(rec, netns, &sb.id);
+    if let Err(e) = cni.check(&a, result).await {
+        agent.event(
+            uid,
+            EventKind::Warning,
+            "FailedCNICheck",
+            e.to_string(),
+            None,
+        );
+        let _ = tx.send(Msg::Exited { id: sb.id.clone() });
     }
 }
 

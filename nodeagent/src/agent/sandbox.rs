@@ -47,7 +47,7 @@ pub fn sandbox_id(rec: &PodRecord) -> String {
     )
 }
 
-fn attachment(rec: &PodRecord, netns: &Path, id: &str) -> Attachment {
+pub fn attachment(rec: &PodRecord, netns: &Path, id: &str) -> Attachment {
     Attachment {
         container_id: id.to_string(),
         netns: netns.to_path_buf(),
