@@ -53,7 +53,7 @@ for _ in $(seq 100); do curl -sf --unix-socket "$sockpath" http://a/healthz >/de
 
 ready() { # NAME -> 0 when the pod's Ready condition is True
   curl -s --unix-socket "$sockpath" "http://a/pods/default/$1" |
-    jq -e '.status.conditions[]? | select(.type=="Ready" and .status=="True")' >/dev/null
+    jq -e '.status.conditions[]? | select(.type=="Ready" and .status=="True")' >/dev/null 2>&1
 }
 echo "== 1. manifest written -> pod Ready ($runs pods, one at a time)"
 times=()

@@ -1010,3 +1010,77 @@ fn cni_check_on_adoption_replaces_a_broken_network() {
     a.stop_all();
     a.assert_clean();
 }
+
+#[test]
+fn every_handler_serves_as_startup_and_readiness_probe() {
+    let a = Agent::start();
+    let bin = grpc_bin_dir(&a);
+    a.manifest(
+        "matrix.yaml",
+        &pod_yaml(
+            "matrix",
+            &format!(
+                r#"  containers:
+  - name: http
+    image: IMAGE
+    command: [httpd, -f, -p, "8080", -h, /www]
+    workingDir: /www
+    startupProbe:
+      httpGet: {{path: /healthz, port: 8080, scheme: HTTP}}
+      periodSeconds: 1
+    readinessProbe:
+      exec: {{command: [test, -e, healthz]}}
+      periodSeconds: 1
+      successThreshold: 2
+  - name: grpcready
+    image: IMAGE
+    command: [/probe-bin/grpc-health, "9000"]
+    startupProbe:
+      tcpSocket: {{port: 9000}}
+      periodSeconds: 1
+    readinessProbe:
+      grpc: {{port: 9000}}
+      periodSeconds: 1
+    volumeMounts: [{{name: bin, mountPath: /probe-bin, readOnly: true}}]
+  - name: grpcstart
+    image: IMAGE
+    command: [/probe-bin/grpc-health, "9001"]
+    startupProbe:
+      grpc: {{port: 9001, service: app}}
+      periodSeconds: 1
+    readinessProbe:
+      tcpSocket: {{port: 9001}}
+      periodSeconds: 1
+    volumeMounts: [{{name: bin, mountPath: /probe-bin, readOnly: true}}]
+  volumes:
+  - name: bin
+    hostPath: {{path: {bin}}}
+"#
+            ),
+        ),
+    );
+    let p = a.wait_pod("matrix", T, "all started and ready", |p| {
+        condition(p, "Ready") == "True"
+    });
+    for c in ["http", "grpcready", "grpcstart"] {
+        let st = container(&p, c);
+        assert_eq!(
+            (st["started"].as_bool(), st["ready"].as_bool()),
+            (Some(true), Some(true)),
+            "{c}"
+        );
+        assert_eq!(st["restartCount"], 0, "{c}");
+    }
+    let m = a.http("/metrics");
+    for (c, kind) in [
+        ("http", "Startup"),
+        ("grpcready", "Readiness"),
+        ("grpcstart", "Startup"),
+        ("http", "Readiness"),
+    ] {
+        let needle = format!("container=\"{c}\",probe_type=\"{kind}\",result=\"successful\"");
+        assert!(m.contains(&needle), "{needle}:\n{m}");
+    }
+    a.stop_all();
+    a.assert_clean();
+}
