@@ -66,7 +66,12 @@ pub enum Msg {
     /// A container instance's monitor (or the instance) ended.
     Exited { id: String },
     /// A liveness or startup probe failed: kill and maybe restart.
-    Kill { id: String, reason: String },
+    Kill {
+        id: String,
+        reason: String,
+        /// The probe's `terminationGracePeriodSeconds`, if it has one.
+        grace: Option<Duration>,
+    },
     /// Stop the pod (manifest removed or changed, agent told to delete).
     Stop,
     /// Look again (a probe result changed...).

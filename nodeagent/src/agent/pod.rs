@@ -89,7 +89,7 @@ async fn handle(
 ) {
     match msg {
         Msg::Exited { id } => exited(agent, uid, tx, local, &id).await,
-        Msg::Kill { id, reason } => {
+        Msg::Kill { id, reason, grace } => {
             let Some(rec) = agent.record(uid) else { return };
             let Some(c) = rec
                 .containers
@@ -101,7 +101,7 @@ async fn handle(
             let field = format!("spec.containers{{{}}}", c.name);
             agent.event(uid, EventKind::Normal, "Killing", reason, Some(&field));
             stop_probes(local, &id);
-            let grace = grace_period(&rec, Some(&c.name));
+            let grace = grace.unwrap_or_else(|| grace_period(&rec));
             if let Some(inst) = c.current.clone() {
                 stop_instance(agent, &inst, grace).await;
             }
@@ -217,7 +217,7 @@ fn restart_policy(rec: &PodRecord) -> &str {
         .unwrap_or("Always")
 }
 
-fn grace_period(rec: &PodRecord, _container: Option<&str>) -> Duration {
+fn grace_period(rec: &PodRecord) -> Duration {
     let s = rec
         .pod
         .as_ref()
@@ -1003,7 +1003,7 @@ async fn teardown(
     for (_, hs) in local.probes.drain() {
         hs.iter().for_each(|h| h.abort());
     }
-    let grace = grace_period(&rec, None);
+    let grace = grace_period(&rec);
     let mut stops = Vec::new();
     for (init, c) in rec
         .init
@@ -1210,6 +1210,10 @@ impl ProbeWorker {
                 (Kind::Liveness | Kind::Startup, false) => {
                     let _ = self.tx.send(Msg::Kill {
                         id: self.inst_id.clone(),
+                        grace: self
+                            .probe
+                            .termination_grace_period_seconds
+                            .map(|s| Duration::from_secs(s.max(0) as u64)),
                         reason: format!(
                             "Container {} failed {} probe, will be restarted",
                             self.container,
