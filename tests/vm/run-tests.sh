@@ -2,7 +2,9 @@
 # Run skiff's end-to-end runtime tests on a pure cgroup v2 kernel, in the
 # throw-away VM of run-in-vm.sh (the development machines are hybrid, so
 # this is where the v2 code paths run: cgroup2 limits, cgroup.freeze,
-# cgroup.kill, the eBPF device filter).
+# cgroup.kill, the eBPF device filter), and the node agent's pods (their
+# containers' cgroups, CNI bridges and probes; the guest shares the host's
+# tools, so the CNI plugins, umoci and curl are there).
 #
 #   tests/vm/run-tests.sh [TEST-BINARY-NAME...]    (default: the list below)
 #
@@ -12,11 +14,12 @@ cd "$(dirname "$0")/../.."
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
   tests=(cgroups lifecycle kernel_features process exec hooks bad_input escapes
-         containerd_cmdlines run_and_explain terminal seccomp device_filter cli)
+         containerd_cmdlines run_and_explain terminal seccomp device_filter cli agent)
 fi
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
 cargo test -p skiff-runtime -p skiff-tests --no-run "${args[@]}"
+cargo build -p skiff-agent   # the agent tests run its binary
 echo "run-tests.sh: running ${#tests[@]} test binaries on a pure cgroup v2 kernel" >&2
 start=$(date +%s)
 status=0
