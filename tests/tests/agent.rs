@@ -213,10 +213,11 @@ fn always_restarts_with_crash_loop_backoff_timing() {
         assert!(*gap >= want * 0.9, "gaps {gaps:?} want at least [0,1,2,4]");
     }
     // The first restart waits for nothing: its gap is only the time a
-    // start takes, less than the next gap, which adds a 1 s delay (a slow
-    // machine, like the TCG VM, takes over a second to start a container).
+    // start takes, which varies on a loaded or slow machine (over a second
+    // in the TCG VM), so it is compared with the 4 s one, not with a
+    // constant. backoff.rs's unit test pins the exact delays.
     assert!(
-        gaps[0] < gaps[1],
+        gaps[0] < gaps[3] - 2.0,
         "the first restart is immediate: {gaps:?}"
     );
     assert!(gaps[3] < 7.0, "the cap is 4 s: {gaps:?}");

@@ -578,18 +578,13 @@ async fn start_if_due(
             let has_startup = spec.startup_probe.is_some();
             agent.update(uid, |r| {
                 if let Some(c) = r.container_mut(init, name) {
-                    if let Some(t) = &c.last_state {
-                        c.backoff.next(&backoff, t.finished_at, now);
-                        c.restart_count += 1;
-                    }
-                    c.image_id = Some(image.image_id.clone());
+                    count_attempt(c, &backoff, now, &image.image_id, restart, &log);
                     c.state = CState::Running {
                         started_at: started.started_at,
                     };
                     c.current = Some(inst.clone());
                     c.started = !has_startup;
                     c.ready = false;
-                    c.logs.insert(restart, log.clone());
                 }
             });
             agent.event(
@@ -643,20 +638,33 @@ async fn start_if_due(
             };
             agent.update(uid, |r| {
                 if let Some(c) = r.container_mut(init, name) {
-                    if let Some(t) = &c.last_state {
-                        c.backoff.next(&backoff, t.finished_at, now);
-                        c.restart_count += 1;
-                    }
-                    c.image_id = Some(image.image_id.clone());
+                    count_attempt(c, &backoff, now, &image.image_id, restart, &log);
                     c.previous = c.last_state.take();
                     c.last_state = Some(term.clone());
                     c.state = CState::Terminated(term);
-                    c.logs.insert(restart, log.clone());
                 }
             });
             Due::Failed
         }
     }
+}
+
+/// A start attempt, successful or not: a restart (after an earlier run)
+/// counts and moves the back-off on; the image and log file are recorded.
+fn count_attempt(
+    c: &mut state::ContainerRecord,
+    backoff: &crate::backoff::Policy,
+    now: Timestamp,
+    image_id: &str,
+    restart: u32,
+    log: &std::path::Path,
+) {
+    if let Some(t) = &c.last_state {
+        c.backoff.next(backoff, t.finished_at, now);
+        c.restart_count += 1;
+    }
+    c.image_id = Some(image_id.to_string());
+    c.logs.insert(restart, log.to_path_buf());
 }
 
 fn dur_until(until: Timestamp, now: Timestamp) -> Duration {
