@@ -66,6 +66,11 @@ rss() { # average VmRSS and Pss (KiB) of the shims whose command line matches $1
   echo "$((total / n)) $((pss / n)) $n"
 }
 read -r rs ps ns < <(rss containerd-shim-skiff-v2)
+# Where one skiff shim's resident pages are (KiB by mapping), and its threads.
+one=$(pgrep -f "containerd-shim-skiff-v2 -namespace shimbench" | head -1)
+echo "one skiff shim: $(awk '/^Threads/ {print $2}' "/proc/$one/status") threads; resident KiB by mapping:"
+awk '/^[0-9a-f]+-[0-9a-f]+ / {n = ($6 == "" ? "[anon]" : $6)} /^Rss:/ {r[n] += $2}
+     END {for (k in r) if (r[k] > 0) printf "  %6d %s\n", r[k], k}' "/proc/$one/smaps" | sort -rn | head -8
 read -r rr pr nr < <(rss containerd-shim-runc-v2)
 
 hyperfine --runs "$runs" --warmup 2 --shell=bash --export-json "$work/run.json" \
