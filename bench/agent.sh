@@ -117,7 +117,7 @@ echo "probe attempts so far: $probes"
 
 echo "== 3. monitor memory ($pods containers + $pods sandboxes)"
 rss=0; pss=0; n=0
-for m in $(pgrep -f "skiff-agent monitor.*$work"); do
+for m in $(pgrep -f "skiff-(agent|monitor) monitor.*$work"); do
   rss=$((rss + $(awk '/VmRSS/ {print $2}' /proc/$m/status)))
   pss=$((pss + $(awk '/^Pss:/ {print $2}' /proc/$m/smaps_rollup)))
   n=$((n + 1))

@@ -150,7 +150,14 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         cni_bin_dir: a.cni_bin_dir,
         cni_conf_dir: a.cni_conf_dir,
         runtime,
-        exe,
+        exe: {
+            let small = exe.with_file_name("skiff-monitor");
+            if small.exists() {
+                small
+            } else {
+                exe
+            }
+        },
         node_name: a.node_name.unwrap_or_else(|| {
             nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().to_lowercase())

@@ -201,6 +201,22 @@ async fn http_get(
     };
     let mut url = format!("{scheme}://{host_part}:{port}{path}");
     let deadline = Instant::now() + timeout;
+    // Plain HTTP, the common case, goes straight over one hyper connection
+    // (probes run every second for every container: this is the agent's
+    // hottest path). Redirects and HTTPS take reqwest's road below.
+    if scheme == "http" {
+        let fast = tokio::time::timeout(timeout, plain_http(&host, &host_part, port, &path, h))
+            .await
+            .map_err(|_| format!("Get \"{url}\": context deadline exceeded"))?
+            .map_err(|e| format!("Get \"{url}\": {e}"))?;
+        match fast {
+            (code, _) if (200..300).contains(&code) => return Ok(()),
+            (code, body) if !(300..400).contains(&code) => {
+                return Err(status_error(code, &body));
+            }
+            _ => {}
+        }
+    }
     // kubelet follows up to 10 redirects on the same host; a redirect to
     // another host counts as success.
     for _ in 0..=10 {
@@ -243,17 +259,74 @@ async fn http_get(
             return Ok(());
         }
         let body = resp.text().await.unwrap_or_default();
-        let body: String = body.chars().take(1024).collect();
-        return Err(format!(
-            "HTTP probe failed with statuscode: {code}{}",
-            if body.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", body.trim())
-            }
-        ));
+        return Err(status_error(code, &body));
     }
     Err(format!("Get \"{url}\": stopped after 10 redirects"))
+}
+
+fn status_error(code: u16, body: &str) -> String {
+    let body: String = body.chars().take(1024).collect();
+    if body.trim().is_empty() {
+        format!("HTTP probe failed with statuscode: {code}")
+    } else {
+        format!("HTTP probe failed with statuscode: {code}: {}", body.trim())
+    }
+}
+
+/// One GET over a fresh connection (kubelet does not keep probe
+/// connections alive either); the status and, for a failure, the start of
+/// the body.
+async fn plain_http(
+    host: &str,
+    host_part: &str,
+    port: u16,
+    path: &str,
+    h: &k8s_openapi::api::core::v1::HTTPGetAction,
+) -> Result<(u16, String), String> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("dial tcp {host_part}:{port}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    let conn = tokio::spawn(conn);
+    let mut req = hyper::Request::get(path)
+        .header("User-Agent", USER_AGENT)
+        .header("Accept", "*/*")
+        .header("Connection", "close");
+    let mut host_header = format!("{host_part}:{port}");
+    for hd in h.http_headers.iter().flatten() {
+        if hd.name.eq_ignore_ascii_case("host") {
+            host_header = hd.value.clone();
+        } else {
+            req = req.header(&hd.name, &hd.value);
+        }
+    }
+    let req = req
+        .header("Host", host_header)
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let code = resp.status().as_u16();
+    let mut body = String::new();
+    if !(200..400).contains(&code) {
+        let mut b = resp.into_body();
+        while body.len() < 1024 {
+            match b.frame().await {
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        body.push_str(&String::from_utf8_lossy(&d));
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+    drop(sender);
+    conn.abort();
+    Ok((code, body))
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -334,6 +334,7 @@ impl Agent {
             .unwrap_or(0);
         assert_eq!(state_pods, 0, "pod records left");
         let ps = Command::new("pgrep").args(["-f", &root]).output().unwrap();
+        // (monitors are `skiff-monitor monitor ... --dir <root>/...`)
         let ps = String::from_utf8_lossy(&ps.stdout).to_string();
         let others: Vec<&str> = ps
             .lines()

@@ -40,7 +40,9 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// The `skiff` runtime binary.
     pub runtime: PathBuf,
-    /// This binary (for `monitor` and `pause`).
+    /// The binary that runs `monitor` and `pause`: `skiff-monitor` when it
+    /// sits next to the agent (small, so cheap to keep resident per
+    /// container), else the agent itself.
     pub exe: PathBuf,
     pub node_name: String,
     pub restart_backoff: Policy,
@@ -115,7 +117,12 @@ pub struct Agent {
     pub host_ip: String,
     /// Woken whenever a log or status may have changed (for followers).
     pub changed: tokio::sync::Notify,
+    /// Parsed manifest files by path, with the (mtime, size, inode) they
+    /// were parsed at: the periodic rescan re-parses only what changed.
+    manifest_cache: Mutex<HashMap<PathBuf, (ManifestStamp, Vec<manifest::Doc>)>>,
 }
+
+type ManifestStamp = (std::time::SystemTime, u64, u64);
 
 impl Agent {
     pub fn new(cfg: Config) -> Arc<Agent> {
@@ -134,6 +141,7 @@ impl Agent {
             http: crate::probe::http_client(),
             cni,
             changed: tokio::sync::Notify::new(),
+            manifest_cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -237,26 +245,33 @@ pub async fn serve(cfg: Config, listen: api::Listen) -> anyhow::Result<()> {
 /// the next pass is nobody's, and is reaped here.
 async fn reap_orphans() {
     use nix::sys::wait::{waitpid, WaitPidFlag};
-    let me = std::process::id() as i32;
     let mut seen: std::collections::HashSet<i32> = Default::default();
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
+        // Our children, thread by thread (/proc/PID/task/TID/children,
+        // see proc(5)), then the state of each.
         let mut zombies = std::collections::HashSet::new();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
+        let children: Vec<i32> = std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|s| {
+                s.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        for pid in children {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };
-            // pid (comm) state ppid ...: comm may hold spaces, so split
-            // after its closing parenthesis.
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-                continue;
-            };
-            let mut f = rest.split_whitespace();
-            let (state, ppid) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()));
-            if state == Some("Z") && ppid == Some(me) {
+            // pid (comm) state ...: comm may hold spaces, so look after its
+            // closing parenthesis.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
+            if state == Some("Z") {
                 zombies.insert(pid);
             }
         }
@@ -384,15 +399,35 @@ fn manifest_files(dir: &Path) -> Vec<PathBuf> {
 pub fn reconcile(agent: &Arc<Agent>) {
     let mut desired: BTreeMap<String, PodRecord> = BTreeMap::new();
     let mut seen_names = BTreeMap::new();
-    for file in manifest_files(&agent.cfg.manifests) {
-        let text = match std::fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!("read {}: {e}", file.display());
-                continue;
+    let files = manifest_files(&agent.cfg.manifests);
+    let mut cache = agent
+        .manifest_cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    cache.retain(|f, _| files.contains(f));
+    for file in files {
+        use std::os::unix::fs::MetadataExt;
+        let stamp: Option<ManifestStamp> = std::fs::metadata(&file)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())));
+        let docs = match (stamp, cache.get(&file)) {
+            (Some(s), Some((cached, docs))) if *cached == s => docs.clone(),
+            _ => {
+                let text = match std::fs::read_to_string(&file) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!("read {}: {e}", file.display());
+                        continue;
+                    }
+                };
+                let docs = manifest::parse_file(&file, &text);
+                if let Some(s) = stamp {
+                    cache.insert(file.clone(), (s, docs.clone()));
+                }
+                docs
             }
         };
-        for doc in manifest::parse_file(&file, &text) {
+        for doc in docs {
             let key = format!("{}/{}", doc.namespace, doc.name);
             if let Some(other) = seen_names.insert(key.clone(), file.clone()) {
                 tracing::warn!(
@@ -406,6 +441,7 @@ pub fn reconcile(agent: &Arc<Agent>) {
             desired.insert(rec.uid.clone(), rec);
         }
     }
+    drop(cache);
     let (running, stale): (Vec<String>, Vec<String>) = {
         let g = agent.lock();
         let running = g.workers.keys().cloned().collect();
