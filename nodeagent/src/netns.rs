@@ -83,8 +83,3 @@ pub fn remove(path: &Path) -> Result<(), NetnsError> {
     let _ = std::fs::remove_file(path);
     Ok(())
 }
-
-/// Whether `path` is a pinned network namespace (an nsfs mount).
-pub fn is_pinned(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == libc::NSFS_MAGIC)
-}

@@ -137,15 +137,7 @@ fn alive(pid: i32) -> bool {
 
 /// Watch an instance until it has ended and its `exit.json` exists, then
 /// tell the pod worker.
-pub fn watch(
-    agent: &Arc<Agent>,
-    tx: mpsc::UnboundedSender<Msg>,
-    id: String,
-    dir: PathBuf,
-    pid: i32,
-    monitor_pid: i32,
-) {
-    let _ = agent;
+pub fn watch(tx: mpsc::UnboundedSender<Msg>, id: String, dir: PathBuf, pid: i32, monitor_pid: i32) {
     tokio::spawn(async move {
         let exit_file = dir.join("exit.json");
         if monitor_pid > 0 {

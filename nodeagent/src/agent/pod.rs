@@ -136,14 +136,13 @@ fn adopt(
     rec: &PodRecord,
 ) {
     if let Some(sb) = &rec.sandbox {
-        watch_sandbox(agent, tx, sb);
+        watch_sandbox(tx, sb);
     }
     let pod_ip = rec.pod_ip.clone().unwrap_or_default();
     for (init, list) in [(true, &rec.init), (false, &rec.containers)] {
         for c in list {
             let Some(inst) = &c.current else { continue };
             container::watch(
-                agent,
                 tx.clone(),
                 inst.id.clone(),
                 inst.dir.clone(),
@@ -188,9 +187,8 @@ async fn check_network(
     }
 }
 
-fn watch_sandbox(agent: &Arc<Agent>, tx: &mpsc::UnboundedSender<Msg>, sb: &state::Sandbox) {
+fn watch_sandbox(tx: &mpsc::UnboundedSender<Msg>, sb: &state::Sandbox) {
     container::watch(
-        agent,
         tx.clone(),
         sb.id.clone(),
         sb.dir.join("monitor"),
@@ -251,7 +249,7 @@ async fn sync(
                     Some(r) => crate::cni::pod_ip(r),
                     None => Some(agent.host_ip.clone()),
                 };
-                watch_sandbox(agent, tx, &sb);
+                watch_sandbox(tx, &sb);
                 agent.update(uid, |r| {
                     r.sandbox = Some(sb);
                     r.pod_ip = ip;
@@ -601,14 +599,7 @@ async fn start_if_due(
                 format!("Started container {name}"),
                 Some(&field),
             );
-            container::watch(
-                agent,
-                tx.clone(),
-                id.clone(),
-                mon_dir,
-                started.pid,
-                monitor_pid,
-            );
+            container::watch(tx.clone(), id.clone(), mon_dir, started.pid, monitor_pid);
             if !init {
                 let ip = rec.pod_ip.clone().unwrap_or_default();
                 let h = start_probes(agent, uid, tx, &spec, &inst, &ip, !has_startup, false);
