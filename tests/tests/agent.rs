@@ -398,6 +398,20 @@ fn startup_probe_gates_liveness_and_initial_delay_holds() {
         &pod_yaml(
             "startup",
             r#"  containers:
+  - name: delayed
+    image: IMAGE
+    command: [httpd, -f, -p, "8090", -h, /www]
+    readinessProbe:
+      tcpSocket: {port: 8090}
+      initialDelaySeconds: 8
+      periodSeconds: 1
+  - name: neverstarts
+    image: IMAGE
+    command: [sleep, "1000"]
+    startupProbe:
+      exec: {command: ["false"]}
+      periodSeconds: 1
+      failureThreshold: 2
   - name: slowstart
     image: IMAGE
     command: [sh, -c, "sleep 8; touch /tmp/started; exec sleep 1000"]
@@ -409,30 +423,18 @@ fn startup_probe_gates_liveness_and_initial_delay_holds() {
       exec: {command: [test, -e, /tmp/started]}
       periodSeconds: 1
       failureThreshold: 1
-  - name: neverstarts
-    image: IMAGE
-    command: [sleep, "1000"]
-    startupProbe:
-      exec: {command: ["false"]}
-      periodSeconds: 1
-      failureThreshold: 2
-  - name: delayed
-    image: IMAGE
-    command: [httpd, -f, -p, "8090", -h, /www]
-    readinessProbe:
-      tcpSocket: {port: 8090}
-      initialDelaySeconds: 8
-      periodSeconds: 1
 "#,
         ),
     );
+    // Containers start in order; slowstart, the last, is seen running at
+    // t0, a little after it started (and delayed a little before that,
+    // by the time one start takes).
     let p = a.wait_pod("startup", T, "running", |p| {
-        container(p, "delayed")["state"]["running"].is_object()
+        container(p, "slowstart")["state"]["running"].is_object()
     });
     let t0 = Instant::now();
     assert_eq!(container(&p, "slowstart")["started"], false);
-    // Well before 8 s (seen running at t0, started a little earlier):
-    // nothing is ready, slowstart has not started.
+    // Well before 8 s: nothing is ready, slowstart has not started.
     std::thread::sleep(Duration::from_millis(2500));
     let p = a.pod("startup").unwrap();
     if t0.elapsed() < Duration::from_millis(5000) {
