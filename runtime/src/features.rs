@@ -5,12 +5,7 @@
 use serde_json::{json, Value};
 
 pub fn features() -> Value {
-    let caps: Vec<String> = caps::all()
-        .iter()
-        .map(|c| c.to_string())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let caps = crate::process::capabilities::all_names();
     json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": crate::container::OCI_VERSION,

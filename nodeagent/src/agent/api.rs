@@ -667,6 +667,7 @@ mod tests {
             log_max_files: 1,
             insecure_registries: vec![],
         })
+        .unwrap()
     }
 
     async fn status(app: Router, method: &str, uri: &str, auth: Option<&str>, body: &str) -> u16 {

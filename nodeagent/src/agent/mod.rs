@@ -110,6 +110,8 @@ pub struct Inner {
 
 pub struct Agent {
     pub cfg: Config,
+    /// The image store in `--data-dir`, opened once.
+    pub store: Arc<skiff_images::store::Store>,
     pub inner: Mutex<Inner>,
     pub http: reqwest::Client,
     pub cni: Result<Cni, String>,
@@ -125,14 +127,16 @@ pub struct Agent {
 type ManifestStamp = (std::time::SystemTime, u64, u64);
 
 impl Agent {
-    pub fn new(cfg: Config) -> Arc<Agent> {
+    pub fn new(cfg: Config) -> Result<Arc<Agent>, skiff_images::store::StoreError> {
+        let store = Arc::new(skiff_images::store::Store::open(&cfg.data_dir)?);
         let cni = crate::cni::load_or_default(&cfg.cni_conf_dir, &cfg.pod_cidr)
             .map(|network| Cni {
                 bin_dir: cfg.cni_bin_dir.clone(),
                 network,
             })
             .map_err(|e| e.to_string());
-        Arc::new(Agent {
+        Ok(Arc::new(Agent {
+            store,
             cgroup_v2: nix::sys::statfs::statfs("/sys/fs/cgroup")
                 .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC),
             host_ip: host_ip(),
@@ -142,7 +146,7 @@ impl Agent {
             cni,
             changed: tokio::sync::Notify::new(),
             manifest_cache: Mutex::new(HashMap::new()),
-        })
+        }))
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -215,7 +219,7 @@ pub async fn serve(cfg: Config, listen: api::Listen) -> anyhow::Result<()> {
     // Containers whose monitor dies are re-parented here, so their exit
     // status can still be collected (see monitor.rs).
     nix::sys::prctl::set_child_subreaper(true).context("set child subreaper")?;
-    let agent = Agent::new(cfg);
+    let agent = Agent::new(cfg)?;
     if let Err(e) = &agent.cni {
         tracing::warn!("pod networking unavailable: {e}");
     }

@@ -302,7 +302,9 @@ async fn sync(
         }
         return wake;
     }
-    agent.update(uid, |r| r.set_condition("Initialized", true, None));
+    if !rec.conditions.get("Initialized").is_some_and(|c| c.status) {
+        agent.update(uid, |r| r.set_condition("Initialized", true, None));
+    }
 
     // App containers.
     let mut all_done = true;
@@ -701,11 +703,9 @@ async fn ensure_image(
         .image_pull_policy
         .clone()
         .unwrap_or_else(|| if latest { "Always" } else { "IfNotPresent" }.into());
-    let data_dir = agent.cfg.data_dir.clone();
     let insecure = agent.cfg.insecure_registries.clone();
     let name = reference.to_string();
-    let store = skiff_images::store::Store::open(&data_dir)
-        .map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?;
+    let store = agent.store.clone();
     let present = store.find(&name).ok();
     let need_pull = match policy.as_str() {
         "Never" => {
@@ -781,9 +781,8 @@ async fn ensure_image(
         );
         present.expect("present when no pull is needed")
     };
-    let store = skiff_images::store::Store::open(&data_dir)
-        .map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?;
-    let config: oci_spec::image::ImageConfiguration = store
+    let config: oci_spec::image::ImageConfiguration = agent
+        .store
         .read_blob(&record.config)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -793,7 +792,9 @@ async fn ensure_image(
                 format!("image {image:?}: unreadable config {}", record.config),
             )
         })?;
-    let repo = name.split([':', '@']).next().unwrap_or(&name).to_string();
+    // registry/repository@digest, as kubelet reports imageID (a split at
+    // ':' would cut a registry's port).
+    let repo = format!("{}/{}", reference.registry, reference.repository);
     Ok(ImageReady {
         image_id: format!("{repo}@{}", record.manifest),
         record,
@@ -810,10 +811,10 @@ async fn prepare_bundle(
     bundle: &std::path::Path,
     id: &str,
 ) -> Result<(), String> {
-    let store = skiff_images::store::Store::open(&agent.cfg.data_dir).map_err(|e| e.to_string())?;
+    let store = &agent.store;
     let _gc = store.gc_guard().map_err(|e| e.to_string())?;
     let _ = skiff_images::snapshot::release(bundle);
-    let rootfs = skiff_images::snapshot::prepare(&store, &image.record, bundle, false)
+    let rootfs = skiff_images::snapshot::prepare(store, &image.record, bundle, false)
         .map_err(|e| e.to_string())?;
     let pod = rec.pod.as_ref().ok_or("no pod")?;
     let volumes = sandbox::volume_dirs(agent, rec);
@@ -867,9 +868,7 @@ async fn cleanup_instance(
         let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
         let _ = skiff_images::snapshot::release(bundle);
     }
-    if let Ok(store) = skiff_images::store::Store::open(&agent.cfg.data_dir) {
-        store.remove_bundle_ref(bundle);
-    }
+    agent.store.remove_bundle_ref(bundle);
     let _ = std::fs::remove_dir_all(mon_dir);
 }
 

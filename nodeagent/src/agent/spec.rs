@@ -17,51 +17,6 @@ use serde_json::{json, Value};
 
 use crate::quantity;
 
-/// Every capability, for privileged containers.
-const ALL_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error(transparent)]
@@ -237,7 +192,7 @@ pub fn container_spec(
     spec["process"]["noNewPrivileges"] =
         json!(csc.and_then(|s| s.allow_privilege_escalation) == Some(false) && !privileged);
     let mut caps: Vec<String> = if privileged {
-        ALL_CAPS.iter().map(|s| s.to_string()).collect()
+        skiff_runtime::process::capabilities::all_names()
     } else {
         spec["process"]["capabilities"]["bounding"]
             .as_array()
@@ -257,7 +212,7 @@ pub fn container_spec(
         for a in cs.add.iter().flatten() {
             let a = cap_name(a);
             if a == "CAP_ALL" {
-                caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+                caps = skiff_runtime::process::capabilities::all_names();
             } else if !caps.contains(&a) {
                 caps.push(a);
             }

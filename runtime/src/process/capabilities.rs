@@ -20,6 +20,17 @@ use oci_spec::runtime::LinuxCapabilities;
 
 use super::ProcessError;
 
+/// Every capability this build knows, by name (`CAP_CHOWN`...), sorted:
+/// what `features` lists and what a privileged container gets.
+pub fn all_names() -> Vec<String> {
+    caps::all()
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// Convert the spec's names to the `caps` crate's type.
 pub fn convert(set: Option<&oci_spec::runtime::Capabilities>) -> Result<CapsHashSet, ProcessError> {
     let mut out = HashSet::new();
