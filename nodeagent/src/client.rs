@@ -73,7 +73,7 @@ pub struct ExecArgs {
     #[arg(short, long)]
     container: Option<String>,
     /// Keep stdin open
-    #[arg(short, long)]
+    #[arg(short = 'i', long)]
     stdin: bool,
     /// Allocate a terminal
     #[arg(short, long)]

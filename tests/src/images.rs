@@ -285,6 +285,9 @@ pub struct RegistrySetup {
     pub tls: bool,
     /// Extra YAML appended to the config (e.g. [`TokenServer::registry_auth`]).
     pub extra: String,
+    /// Run in this named network namespace (`/run/netns/NAME`) instead of
+    /// the host's, for clients that live there (the agent's tests).
+    pub netns: Option<String>,
 }
 
 /// A real Debian `docker-registry` on a free port of 127.0.0.1, with its
@@ -293,6 +296,19 @@ pub struct TestRegistry {
     child: std::process::Child,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    netns: Option<String>,
+}
+
+/// `prog`, run in `netns` when given (nsenter execs it: same PID).
+fn in_netns(netns: &Option<String>, prog: &str) -> Command {
+    match netns {
+        Some(n) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{n}")).arg(prog);
+            c
+        }
+        None => Command::new(prog),
+    }
 }
 
 fn free_port() -> u16 {
@@ -334,20 +350,30 @@ impl TestRegistry {
         cfg += &setup.extra;
         std::fs::write(d.join("config.yml"), cfg).unwrap();
         let log = std::fs::File::create(d.join("log")).unwrap();
-        let child = Command::new("docker-registry")
+        let child = in_netns(&setup.netns, "docker-registry")
             .arg("serve")
             .arg(d.join("config.yml"))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
-        let reg = TestRegistry { child, port, dir };
+        let reg = TestRegistry {
+            child,
+            port,
+            dir,
+            netns: setup.netns,
+        };
         poll(
             std::time::Duration::from_secs(20),
             "docker-registry to listen",
             || {
-                std::net::TcpStream::connect(("127.0.0.1", port))
+                let probe = format!("exec 3<>/dev/tcp/127.0.0.1/{port}");
+                in_netns(&reg.netns, "bash")
+                    .args(["-c", &probe])
+                    .stderr(std::process::Stdio::null())
+                    .status()
                     .ok()
+                    .filter(|s| s.success())
                     .map(drop)
             },
         );
@@ -366,7 +392,7 @@ impl TestRegistry {
 
     /// `skopeo copy` `src` (e.g. `oci:DIR:TAG`) to `repo:tag` here.
     pub fn push(&self, src: &str, dest: &str, extra: &[&str]) {
-        let mut c = Command::new("skopeo");
+        let mut c = in_netns(&self.netns, "skopeo");
         c.args(["copy", "-q", "--dest-tls-verify=false"])
             .args(extra);
         c.arg(src).arg(format!("docker://{}/{dest}", self.host()));

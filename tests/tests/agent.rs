@@ -835,6 +835,18 @@ fn apply_follow_logs_and_delete_through_the_cli() {
             .all(|(i, l)| *l == format!("line {i}\n")),
         "{lines:?}"
     );
+    // exec -it runs the command on a terminal (script(1) gives the client one).
+    let cmdline = format!(
+        "{} exec --listen {} -it ticker -- tty",
+        skiff_tests::agent_bin().display(),
+        a.socket()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("/dev/pts/"), "{out:?}");
     let out = a.cli(&["delete", "pod", "ticker"]);
     assert!(out.status.success(), "{out:?}");
     assert!(!a.path("manifests/ticker.yaml").exists());
@@ -1098,4 +1110,175 @@ fn every_handler_serves_as_startup_and_readiness_probe() {
     }
     a.stop_all();
     a.assert_clean();
+}
+
+#[test]
+fn images_are_pulled_from_a_registry_by_pull_policy() {
+    use skiff_tests::images::{RegistrySetup, TestRegistry};
+    let a = Agent::start();
+    // The registry runs in the agent's network namespace, where the agent
+    // can reach it on 127.0.0.1 (plain HTTP, as for every loopback one).
+    let reg = TestRegistry::start(RegistrySetup {
+        netns: Some(a.netns.clone()),
+        ..Default::default()
+    });
+    let layout = skiff_tests::agent::busybox_image();
+    reg.push(
+        &format!("oci:{}:1", layout.display()),
+        "team/busybox:1",
+        &[],
+    );
+    let image = format!("{}/team/busybox:1", reg.host());
+    let pod = |name: &str, policy: &str| {
+        pod_yaml(
+            name,
+            &format!("  containers:\n  - name: c\n    image: {image}\n    imagePullPolicy: {policy}\n    command: [sleep, \"1000\"]\n"),
+        )
+    };
+    a.manifest("first.yaml", &pod("first", "Always"));
+    let first = a.wait_pod("first", T, "ready", |p| condition(p, "Ready") == "True");
+    let image_id = s(&container(&first, "c")["imageID"]).to_string();
+    assert!(
+        image_id.starts_with(&format!("{}/team/busybox@sha256:", reg.host())),
+        "{image_id}"
+    );
+    let ev = a.http("/events?pod=first");
+    assert!(
+        ev.contains("Pulling image") && ev.contains("Successfully pulled image"),
+        "{ev}"
+    );
+    // IfNotPresent finds it in the store; Always asks the registry again.
+    a.manifest("cached.yaml", &pod("cached", "IfNotPresent"));
+    a.manifest("again.yaml", &pod("again", "Always"));
+    for p in ["cached", "again"] {
+        a.wait_pod(p, T, "ready", |p| condition(p, "Ready") == "True");
+    }
+    let cached = a.http("/events?pod=cached");
+    assert!(
+        cached.contains("already present on machine") && !cached.contains("Pulling"),
+        "{cached}"
+    );
+    assert!(a
+        .http("/events?pod=again")
+        .contains("Successfully pulled image"));
+    let manifests = reg.log().matches("/v2/team/busybox/manifests/1").count();
+    assert!(
+        manifests >= 2,
+        "the registry saw {manifests} manifest requests:\n{}",
+        reg.log()
+    );
+    // A tag the registry does not have: ErrImagePull, then ImagePullBackOff.
+    a.manifest(
+        "missing.yaml",
+        &pod("missing", "IfNotPresent").replace("busybox:1", "busybox:nope"),
+    );
+    let missing = a.wait_pod("missing", T, "back-off", |p| {
+        container(p, "c")["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    });
+    assert!(s(&container(&missing, "c")["state"]["waiting"]["message"]).contains("busybox:nope"));
+    a.stop_all();
+    a.assert_clean();
+}
+
+#[test]
+fn a_probe_grace_period_shortens_the_kill() {
+    let a = Agent::start();
+    // The first instance ignores SIGTERM (sleep as PID 1); its liveness
+    // probe fails at once. The pod allows 30 s, the probe 1 s: the restart
+    // comes after the probe's grace. Later instances exit on SIGTERM, so
+    // the pod stops quickly at the end.
+    a.manifest(
+        "grace.yaml",
+        &pod_yaml(
+            "grace",
+            r#"  terminationGracePeriodSeconds: 30
+  containers:
+  - name: c
+    image: IMAGE
+    command: [sh, -c, 'if [ -e /v/seen ]; then trap "exit 0" TERM; while :; do sleep 0.2; done; fi; touch /v/seen; exec sleep 1000']
+    livenessProbe:
+      exec: {command: ["false"]}
+      periodSeconds: 1
+      failureThreshold: 1
+      terminationGracePeriodSeconds: 1
+    volumeMounts: [{name: v, mountPath: /v}]
+  volumes:
+  - name: v
+    emptyDir: {}
+"#,
+        ),
+    );
+    let p = a.wait_pod("grace", T, "running", |p| {
+        container(p, "c")["state"]["running"].is_object()
+    });
+    let t0 = Instant::now();
+    let restarted = a.wait_pod(
+        "grace",
+        Duration::from_secs(20),
+        "restarted within the probe's grace",
+        |p| container(p, "c")["restartCount"].as_i64() >= Some(1),
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t0.elapsed()
+    );
+    // SIGKILL after the grace: 128 + 9.
+    assert_eq!(
+        container(&restarted, "c")["lastState"]["terminated"]["exitCode"],
+        137
+    );
+    let _ = p;
+    a.stop_all();
+    a.assert_clean();
+}
+
+#[test]
+fn container_logs_rotate_by_size() {
+    let a = Agent::start_with(&[
+        "--container-log-max-size",
+        "2000",
+        "--container-log-max-files",
+        "2",
+    ]);
+    a.manifest(
+        "chatty.yaml",
+        &pod_yaml(
+            "chatty",
+            "  containers:\n  - name: c\n    image: IMAGE\n    command: [sh, -c, 'i=0; while [ $i -lt 300 ]; do echo \"line $i\"; i=$((i+1)); done; exec sleep 1000']\n",
+        ),
+    );
+    let p = a.wait_pod("chatty", T, "running", |p| {
+        container(p, "c")["ready"] == true
+    });
+    let dir = a.path(&format!(
+        "data/pod-logs/default_chatty_{}/c",
+        s(&p["metadata"]["uid"])
+    ));
+    poll_until(|| stdout(&a.cli(&["logs", "chatty"])).ends_with("line 299\n"));
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["0.log", "0.log.1", "0.log.2"], "rotated files");
+    for n in &names {
+        let len = std::fs::metadata(dir.join(n)).unwrap().len();
+        assert!(len <= 2000, "{n} is {len} bytes");
+    }
+    // `logs` reads the live file: the newest lines, complete.
+    let text = stdout(&a.cli(&["logs", "chatty"]));
+    let last: Vec<&str> = text.lines().collect();
+    assert!(last.len() > 10 && last.len() < 300, "{} lines", last.len());
+    a.stop_all();
+    a.assert_clean();
+}
+
+fn poll_until(f: impl Fn() -> bool) {
+    let deadline = Instant::now() + T;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
