@@ -245,6 +245,7 @@ fn memory_limit_metrics_and_oom_event(mode: Mode) {
         );
     }
     ctrd.ctr(&["task", "kill", "-s", "SIGKILL", &id]).ok();
+    ctrd.wait_status(&id, "STOPPED");
     ctrd.ctr(&["task", "delete", &id]).ok();
 
     let mut events = ctrd.ctr_cmd(&["events"]);
