@@ -731,7 +731,17 @@ impl Runtime {
         bundle.set_args(args);
         self.create(bundle, id).ok();
         self.start(id).ok();
-        self.pid(id)
+        let pid = self.pid(id);
+        // `start` may return before the init has exec'd the user's program
+        // (runc does): wait until /proc shows it, so tests see its argv.
+        if let Some(first) = args.first() {
+            let want = format!("{first}\0");
+            poll(Duration::from_secs(10), "the container's program", || {
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                (cmdline.is_empty() || cmdline.starts_with(want.as_bytes())).then_some(())
+            });
+        }
+        pid
     }
 
     /// Names in the runtime root directory.

@@ -264,7 +264,19 @@ fn memory_limit_metrics_and_oom_event(mode: Mode) {
             let _ = tx.send(line);
         }
     });
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Wait until the subscription is live: label the namespace (an event
+    // of its own) until `ctr events` shows one.
+    poll(
+        std::time::Duration::from_secs(20),
+        "ctr events to be subscribed",
+        || {
+            ctrd.ctr(&["namespaces", "label", &ctrd.namespace, "skiff-test=1"])
+                .ok();
+            let got = rx.recv_timeout(std::time::Duration::from_millis(300));
+            got.is_ok_and(|l| l.contains("/namespaces/update"))
+                .then_some(())
+        },
+    );
     let hog = unique_id();
     let out = ctrd.ctr(&run_args(
         &f,
@@ -363,7 +375,16 @@ fn shim_killed_then_task_deleted(mode: Mode) {
     // SAFETY: kill(2) on the shim's pid, found by its command line.
     unsafe { libc::kill(shim, libc::SIGKILL) };
     wait_exited(shim, "the shim to die");
-    let _ = ctrd.ctr(&["task", "delete", "-f", &id]);
+    // containerd notices the dead shim and cleans up on its own schedule:
+    // the delete may race that, so repeat it until the task is gone.
+    poll(
+        std::time::Duration::from_secs(20),
+        "containerd to delete the task",
+        || {
+            let _ = ctrd.ctr(&["task", "delete", "-f", &id]);
+            ctrd.task(&id).is_none().then_some(())
+        },
+    );
     ctrd.ctr(&["containers", "rm", &id]).ok();
     match mode {
         // skiff's shim removes the dead shim's socket in its `delete` action.
@@ -393,9 +414,11 @@ fn shim_killed_then_task_deleted(mode: Mode) {
             )
         };
         if path != "/" {
-            assert!(
-                !std::path::Path::new(&dir).exists(),
-                "cgroup {dir} left behind"
+            // `delete --force` kills the init before it removes the cgroup.
+            poll(
+                std::time::Duration::from_secs(15),
+                &format!("cgroup {dir} to be removed"),
+                || (!std::path::Path::new(&dir).exists()).then_some(()),
             );
         }
     }

@@ -105,7 +105,11 @@ fn shim_sequence_with_term() {
         .ok();
         let exec_pid = read_pid(&exec_pid_file) as i64;
         // init (sh), its background sleep, and the exec'd sleep
-        let pids = ps_pids(&shim);
+        // (the shell forks its background sleep after `start` returns)
+        let pids = poll(std::time::Duration::from_secs(10), "3 processes", || {
+            let p = ps_pids(&shim);
+            (p.len() == 3).then_some(p)
+        });
         assert!(pids.contains(&(pid as i64)), "{}: {pids:?}", rt.label);
         assert!(pids.contains(&exec_pid), "{}: {pids:?}", rt.label);
         assert_eq!(pids.len(), 3, "{}: {pids:?}", rt.label);
