@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-20}
 pods=${2:-50}
 secs=${3:-60}
-cargo build --release -q -p skiff-runtime -p skiff-agent
+scripts/build-release.sh
 bin="$PWD/target/x86_64-unknown-linux-gnu/release"
 agent="$bin/skiff-agent"
 work=$(mktemp -d /tmp/skiff-agentbench.XXXXXX)

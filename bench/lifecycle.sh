@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-30}
 
 if [ -z "${SKIFF_BENCH_INNER:-}" ]; then
-  cargo build --release -q -p skiff-runtime
+  scripts/build-release.sh
   empty=$(mktemp /tmp/skiff-bench-empty.XXXXXX)
   trap 'rm -f "$empty"' EXIT
   wrap=(unshare --mount --propagation private)

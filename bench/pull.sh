@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
-cargo build --release -q -p skiff-agent
+scripts/build-release.sh
 agent="$PWD/target/x86_64-unknown-linux-gnu/release/skiff-agent"
 work=$(mktemp -d /tmp/skiff-pullbench.XXXXXX)
 pids=()

@@ -10,47 +10,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-20}
-cargo build --release -q -p skiff-runtime -p skiff-shim
+scripts/build-release.sh
 bin="$PWD/target/x86_64-unknown-linux-gnu/release"
 work=$(mktemp -d /tmp/skiff-shimbench.XXXXXX)
-C="ctr -a $work/containerd.sock -n shimbench"
+. bench/containerd-env.sh
 cleanup() {
-  for t in $($C task ls -q 2>/dev/null); do $C task kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
-  sleep 1
-  for t in $($C task ls -q 2>/dev/null); do $C task delete "$t" >/dev/null 2>&1 || true; done
-  for c in $($C containers ls -q 2>/dev/null); do $C containers rm "$c" >/dev/null 2>&1 || true; done
-  [ -f "$work/containerd.pid" ] && kill "$(cat "$work/containerd.pid")" 2>/dev/null || true
-  sleep 0.5
-  grep " $work" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  ctrd_stop
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-cat > "$work/config.toml" <<TOML
-version = 2
-root = "$work/root"
-state = "$work/state"
-[grpc]
-  address = "$work/containerd.sock"
-[plugins."io.containerd.grpc.v1.cri"]
-  disable = true
-TOML
-PATH="$bin:$PATH" containerd --config "$work/config.toml" >"$work/containerd.log" 2>&1 &
-echo $! >"$work/containerd.pid"
-until $C version >/dev/null 2>&1; do sleep 0.1; done
-
-# A busybox image, built offline.
-umoci init --layout "$work/img" >/dev/null
-umoci new --image "$work/img:v1" >/dev/null
-umoci unpack --image "$work/img:v1" "$work/b" >/dev/null
-mkdir -p "$work/b/rootfs/bin"
-cp /bin/busybox "$work/b/rootfs/bin/"
-for a in sh sleep true; do ln -s busybox "$work/b/rootfs/bin/$a"; done
-umoci repack --image "$work/img:v1" "$work/b" >/dev/null
-umoci config --image "$work/img:v1" --config.env PATH=/bin >/dev/null
-skopeo copy -q "oci:$work/img:v1" "oci-archive:$work/img.tar:bench/busybox:v1"
-$C images import --base-name docker.io/bench/busybox --digests "$work/img.tar" >/dev/null
-img=$($C images ls -q | head -1)
+ctrd_start "$work" shimbench "$bin"
 
 for i in $(seq 1 20); do
   $C run -d --runtime io.containerd.skiff.v2 "$img" "sk-$i" sleep 100000 >/dev/null

@@ -19,7 +19,7 @@ for tool in umoci ip nsenter /usr/lib/cni/bridge; do
     exit 1
   }
 done
-cargo build --release -q -p skiff-runtime -p skiff-agent
+scripts/build-release.sh
 bin="$PWD/target/x86_64-unknown-linux-gnu/release"
 agent="$bin/skiff-agent"
 

@@ -13,7 +13,7 @@ if ! { ldd "$busybox" 2>&1 || true; } | grep -q "not a dynamic"; then
   echo "demo.sh: needs busybox-static (apt-get install busybox-static)" >&2
   exit 1
 fi
-cargo build --release -q -p skiff-runtime
+scripts/build-release.sh
 skiff="$PWD/target/x86_64-unknown-linux-gnu/release/skiff"
 
 bundle=$(mktemp -d /tmp/skiff-demo.XXXXXX)
