@@ -214,10 +214,19 @@ impl ForegroundConsole {
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut std::io::stdin(), &mut m_in);
         });
+        let (done, drained) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
-            let _ = std::io::copy(&mut m_out, &mut std::io::stdout());
+            let mut out = std::io::stdout();
+            // Ends with EIO once every slave descriptor is closed.
+            let _ = std::io::copy(&mut m_out, &mut out);
+            let _ = std::io::Write::flush(&mut out);
+            drop(done);
         });
-        let proxy = Proxy { saved, master };
+        let proxy = Proxy {
+            saved,
+            master,
+            drained: Some(drained),
+        };
         proxy.resize();
         Ok(proxy)
     }
@@ -227,6 +236,8 @@ impl ForegroundConsole {
 pub struct Proxy {
     saved: Option<nix::sys::termios::Termios>,
     master: OwnedFd,
+    /// Disconnected when the output copier has finished.
+    drained: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 impl Proxy {
@@ -248,6 +259,13 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        // The container's last output may still sit in the pty when its
+        // process has exited: let the copier drain it. It ends when every
+        // slave is closed; a background process may hold one open, hence
+        // the bound.
+        if let Some(drained) = self.drained.take() {
+            let _ = drained.recv_timeout(std::time::Duration::from_secs(1));
+        }
         if let Some(t) = &self.saved {
             let _ = nix::sys::termios::tcsetattr(
                 std::io::stdin().as_fd(),

@@ -161,3 +161,25 @@ fn foreground_run_proxies_the_terminal() {
     // processes" (its console proxy racing the size): compare the rest.
     assert_eq!((&s[0], &s[2]), (&r[0], &r[r.len() - 1]));
 }
+
+#[test]
+fn foreground_exec_tty_drains_the_last_output() {
+    // The process writes and exits at once: its output is still in the pty
+    // when skiff sees the exit, and must reach our terminal all the same
+    // (it was lost about one time in three on a loaded machine).
+    let rt = Runtime::skiff();
+    let b = Bundle::busybox();
+    let id = unique_id();
+    rt.start_with(&b, &id, &["sleep", "1000"]);
+    let exec = format!(
+        "{} --root {} exec -t {} sh -c 'echo last-line'",
+        rt.bin.display(),
+        rt.root_path().display(),
+        id
+    );
+    for i in 0..20 {
+        let out = sh_output("script", &["-qec", &exec, "/dev/null"]).ok();
+        assert!(out.stdout.contains("last-line"), "run {i}: {out}");
+    }
+    rt.delete_force(&id).ok();
+}
