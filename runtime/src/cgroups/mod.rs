@@ -640,22 +640,28 @@ pub fn remove(paths: &CgroupPaths) -> Result<()> {
     first_err.map_or(Ok(()), Err)
 }
 
+/// rmdir(2) of a cgroup and of any child cgroups below it. A cgroup is
+/// busy (EBUSY) while it has children or tasks: children are removed first;
+/// tasks that have exited may take a moment to leave.
 fn remove_tree(dir: &Path) -> Result<()> {
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                remove_tree(&e.path())?;
-            }
-        }
-    }
     let mut delay = std::time::Duration::from_millis(1);
     for attempt in 0..12 {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 11 => {
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(std::time::Duration::from_millis(100));
+                // The common case, a leaf, needs no directory listing.
+                let mut children = 0;
+                for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        remove_tree(&e.path())?;
+                        children += 1;
+                    }
+                }
+                if children == 0 {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(std::time::Duration::from_millis(100));
+                }
             }
             Err(err) => {
                 return Err(CgroupError::Remove {
