@@ -122,13 +122,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let state_dir =
         File::open(&dir).map_err(|e| Error::Other(format!("open {}: {e}", dir.display())))?;
 
-    cleanup.cgroups = Some(cg_paths.clone());
-    cgroups::create(
-        &cg_paths,
-        linux.resources().as_ref(),
-        linux.devices().as_deref().unwrap_or(&[]),
-    )?;
-
     let ns_files = namespaces::open_joins(&plan)?;
     let foreground_console = if terminal && opts.console_socket.is_none() {
         Some(crate::terminal::ForegroundConsole::new()?)
@@ -207,9 +200,24 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     drop(console_socket);
     cleanup.pids.push(child);
 
+    // The cgroup is made now, after the fork: the init makes its namespaces
+    // meanwhile (see `crate::init`), on the other CPU if there is one.
+    cleanup.cgroups = Some(cg_paths.clone());
+    cgroups::create(
+        &cg_paths,
+        linux.resources().as_ref(),
+        linux.devices().as_deref().unwrap_or(&[]),
+    )?;
     let annotations = spec.annotations().clone().unwrap_or_default();
     let mut init_pid = child;
-    cgroups::add_pid(&cg_paths, child)?;
+    if let Err(e) = cgroups::add_pid(&cg_paths, child) {
+        // An init that failed to make its namespaces has exited already,
+        // its reason waiting on the socket.
+        if let Some(Msg::Error(msg)) = runtime_end.try_recv() {
+            return Err(prefix_init(Error::Other(msg)));
+        }
+        return Err(e.into());
+    }
     runtime_end.send(&Msg::Continue)?;
     loop {
         match runtime_end.recv().map_err(|e| prefix_init(e.into()))? {

@@ -2,22 +2,28 @@
 //!
 //! `create` forks a child that becomes the container. That child:
 //!
-//! 1. waits until the runtime has put it in the container's cgroup, so
+//! 1. makes its new mount, uts, ipc and network namespaces at once, while
+//!    the runtime creates the container's cgroup (as crun does; runc joins
+//!    the cgroup first, so the kernel memory of those namespaces is
+//!    charged to the container rather than to the runtime). Not when a user
+//!    namespace or a namespace path is involved: those set the order;
+//! 2. waits until the runtime has put it in the container's cgroup, so
 //!    everything it forks is accounted from the start;
-//! 2. joins the namespaces given by path, makes a user namespace if asked
-//!    (the runtime writes its uid/gid maps), then unshares the rest;
-//! 3. forks once more when there is a new pid or time namespace, because
+//! 3. joins the namespaces given by path, makes a user namespace if asked
+//!    (the runtime writes its uid/gid maps), then unshares the rest (the
+//!    cgroup namespace only now, since its root is the cgroup joined);
+//! 4. forks once more when there is a new pid or time namespace, because
 //!    those only apply to children: the grandchild is pid 1 of the new
 //!    namespace and becomes the init; the middle process reports the init's
 //!    pid and exits;
-//! 4. builds the root filesystem (see [`crate::rootfs`]), letting the runtime
+//! 5. builds the root filesystem (see [`crate::rootfs`]), letting the runtime
 //!    run its `prestart`/`createRuntime` hooks and running `createContainer`
 //!    hooks itself, then pivots into it;
-//! 5. sets the hostname, sysctls, terminal, masked and read-only paths;
-//! 6. applies rlimits, no_new_privs, capabilities and the user;
-//! 7. checks the program exists and reports "ready";
-//! 8. blocks opening `exec.fifo` until `start` opens the other end;
-//! 9. runs `startContainer` hooks and execs the user's program.
+//! 6. sets the hostname, sysctls, terminal, masked and read-only paths;
+//! 7. applies rlimits, no_new_privs, capabilities and the user;
+//! 8. checks the program exists and reports "ready";
+//! 9. blocks opening `exec.fifo` until `start` opens the other end;
+//! 10. runs `startContainer` hooks and execs the user's program.
 //!
 //! Steps after the fork run in a copy of the runtime's memory; nothing is
 //! serialized. The init is made non-dumpable first thing, so no process in
@@ -79,6 +85,8 @@ fn set_non_dumpable() {
 fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     set_non_dumpable();
     crate::container_run::reset_signals();
+    let early = early_namespaces(cfg);
+    namespaces::unshare_flags(early)?;
     chan.expect(Msg::Continue, "continue (cgroup joined)")?;
     let linux = cfg.spec.linux().as_ref();
 
@@ -90,7 +98,7 @@ fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         chan.expect(Msg::Continue, "continue (ids mapped)")?;
         become_root_in_userns();
     }
-    namespaces::unshare_flags(cfg.plan.unshare_flags())?;
+    namespaces::unshare_flags(cfg.plan.unshare_flags() - early)?;
     if cfg.plan.creates(LinuxNamespaceType::Time) {
         if let Some(offsets) = linux.and_then(|l| l.time_offsets().as_ref()) {
             namespaces::write_time_offsets(offsets)?;
@@ -112,6 +120,22 @@ fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         chan.send(&Msg::Pid(0))?;
     }
     stage2(cfg, chan)
+}
+
+/// The new namespaces the init can make before it is in its cgroup: all
+/// but cgroup (rooted at the cgroup joined), pid and time (made by the
+/// runtime, or needing a fork), and none when a user namespace must own
+/// them or namespaces given by path are joined first.
+fn early_namespaces(cfg: &InitConfig<'_>) -> nix::sched::CloneFlags {
+    use nix::sched::CloneFlags;
+    if !cfg.ns_files.is_empty() || cfg.plan.has(LinuxNamespaceType::User) {
+        return CloneFlags::empty();
+    }
+    cfg.plan.unshare_flags()
+        & (CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET)
 }
 
 fn become_root_in_userns() {

@@ -91,9 +91,18 @@ impl Channel {
 
     /// Receive one message; end-of-file becomes [`SyncError::Eof`].
     pub fn recv(&self) -> Result<Msg, SyncError> {
+        self.recv_with(MsgFlags::empty())
+    }
+
+    /// A message already waiting, if there is one (never blocks).
+    pub fn try_recv(&self) -> Option<Msg> {
+        self.recv_with(MsgFlags::MSG_DONTWAIT).ok()
+    }
+
+    fn recv_with(&self, flags: MsgFlags) -> Result<Msg, SyncError> {
         let mut buf = vec![0u8; 64 * 1024];
         let n = loop {
-            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            match recv(self.fd.as_raw_fd(), &mut buf, flags) {
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => return Err(SyncError::Recv(e)),
                 Ok(n) => break n,
