@@ -144,3 +144,28 @@ fn preserve_fds_passes_descriptors() {
     assert_eq!(s, "through fd 3\n");
     assert_eq!(s, r);
 }
+
+#[test]
+fn every_rootfs_propagation_pivots() {
+    // Recursive slave or private leave no shared mount, so the rootfs's
+    // parent is not looked up; the others make it private first.
+    // Either way pivot_root(2) must succeed (/ is shared on systemd hosts).
+    // ("runbindable" is left out: it makes every host mount unbindable, so
+    // no bind mount of a host path can work; runc 1.1.5 fails it too.)
+    let rt = Runtime::skiff();
+    for p in [
+        "private",
+        "rprivate",
+        "slave",
+        "rslave",
+        "shared",
+        "rshared",
+        "unbindable",
+    ] {
+        let b = Bundle::busybox();
+        b.edit(|v| v["linux"]["rootfsPropagation"] = json!(p));
+        b.set_args(&["true"]);
+        let out = rt.run(&b, &unique_id());
+        assert_eq!(out.code(), 0, "{p}: {out}");
+    }
+}

@@ -91,7 +91,15 @@ pub fn prepare(ctx: &Context<'_>) -> Result<()> {
     );
     sys_mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
         .map_err(sys_err("set propagation of", "/"))?;
-    make_parent_private(ctx.rootfs)?;
+    // After a recursive slave or private change (the default is rslave) no
+    // mount in this namespace is shared, so the rootfs's parent needs no
+    // change and mountinfo need not be read. (After runbindable it must
+    // still become private, or the rootfs could not be bind-mounted.)
+    let none_shared = propagation.contains(MsFlags::MS_REC)
+        && propagation.intersects(MsFlags::MS_SLAVE | MsFlags::MS_PRIVATE);
+    if !none_shared {
+        make_parent_private(ctx.rootfs)?;
+    }
     crate::explain!("mount(2)", "bind-mounting the rootfs {} onto itself: pivot_root(2) needs the new root to be a mount point", ctx.rootfs.display());
     sys_mount(
         Some(ctx.rootfs),
