@@ -361,7 +361,15 @@ int main(void) {
                 nix::sys::signal::Signal::SIGUSR1,
             )
             .unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            // Without the flag the signal cancels the notification: wait
+            // (up to 2 s) until the kernel says so. With it, the request
+            // stays valid, and the whole wait is the "nothing happens" check.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while libseccomp::notify_id_valid(fd.as_raw_fd(), req.id).is_ok()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             let answered = libseccomp::ScmpNotifResp::new_val(
                 req.id,
                 0,
