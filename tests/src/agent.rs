@@ -288,7 +288,16 @@ impl Agent {
         }
         if self.child.is_some() {
             let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline && !self.pods().is_empty() {
+            while !self.pods().is_empty() {
+                assert!(
+                    Instant::now() < deadline,
+                    "pods still there 60 s after their manifests went: {:?}\nagent log:\n{}",
+                    self.pods()
+                        .iter()
+                        .map(|p| p["metadata"]["name"].to_string())
+                        .collect::<Vec<_>>(),
+                    self.log()
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
