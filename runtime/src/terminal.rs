@@ -225,7 +225,7 @@ impl ForegroundConsole {
         let proxy = Proxy {
             saved,
             master,
-            drained: Some(drained),
+            drained,
         };
         proxy.resize();
         Ok(proxy)
@@ -237,7 +237,7 @@ pub struct Proxy {
     saved: Option<nix::sys::termios::Termios>,
     master: OwnedFd,
     /// Disconnected when the output copier has finished.
-    drained: Option<std::sync::mpsc::Receiver<()>>,
+    drained: std::sync::mpsc::Receiver<()>,
 }
 
 impl Proxy {
@@ -263,9 +263,7 @@ impl Drop for Proxy {
         // process has exited: let the copier drain it. It ends when every
         // slave is closed; a background process may hold one open, hence
         // the bound.
-        if let Some(drained) = self.drained.take() {
-            let _ = drained.recv_timeout(std::time::Duration::from_secs(1));
-        }
+        let _ = self.drained.recv_timeout(std::time::Duration::from_secs(1));
         if let Some(t) = &self.saved {
             let _ = nix::sys::termios::tcsetattr(
                 std::io::stdin().as_fd(),

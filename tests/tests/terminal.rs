@@ -181,5 +181,21 @@ fn foreground_exec_tty_drains_the_last_output() {
         let out = sh_output("script", &["-qec", &exec, "/dev/null"]).ok();
         assert!(out.stdout.contains("last-line"), "run {i}: {out}");
     }
+    // A background process keeps the pty open after the exec'd process
+    // has exited: skiff waits for its output only a bounded while.
+    let exec = format!(
+        "{} --root {} exec -t {} sh -c 'sleep 30 & echo left-behind'",
+        rt.bin.display(),
+        rt.root_path().display(),
+        id
+    );
+    let t0 = std::time::Instant::now();
+    let out = sh_output("script", &["-qec", &exec, "/dev/null"]).ok();
+    assert!(out.stdout.contains("left-behind"), "{out}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(10),
+        "exec -t waited {:?} for a pty its background child holds",
+        t0.elapsed()
+    );
     rt.delete_force(&id).ok();
 }
