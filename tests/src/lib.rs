@@ -168,6 +168,22 @@ pub fn wait_exited(pid: i32, what: &str) {
     });
 }
 
+/// The lines of `r` (a child's stdout, say) as they come, read on a thread
+/// of their own: receive them with a timeout; the channel disconnects at
+/// end of file.
+pub fn line_channel(r: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Poll `f` every 10 ms until it returns `Some`, or panic with `what` after
 /// `timeout`.
 pub fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {

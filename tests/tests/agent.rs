@@ -821,16 +821,7 @@ fn apply_follow_logs_and_delete_through_the_cli() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = skiff_tests::line_channel(child.stdout.take().unwrap());
     let want = format!("line {}", seen_before + 10);
     let deadline = Instant::now() + T;
     let mut lines = Vec::new();

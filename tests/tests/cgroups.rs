@@ -241,29 +241,19 @@ fn memory_limit_oom_kills_and_events_report_it() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
     let mut ev = events.spawn().unwrap();
-    let out = ev.stdout.take().unwrap();
-    let (first_tx, first_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut s = String::new();
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if s.is_empty() {
-                let _ = first_tx.send(());
-            }
-            s.push_str(&line);
-            s.push('\n');
-        }
-        s
-    });
+    let rx = line_channel(ev.stdout.take().unwrap());
     // `events` prints the stats once it has read the starting OOM count:
     // only an OOM after that is an event.
-    first_rx
+    let first = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("events printed its first stats");
     rt.exec(&id, &["touch", "/tmp/go"]).ok();
     rt.wait_status(&id, "stopped");
     let status = wait_or_kill(ev, Duration::from_secs(20), "events");
-    let lines = reader.join().unwrap();
+    let lines: String = std::iter::once(first)
+        .chain(rx.iter())
+        .map(|l| l + "\n")
+        .collect();
     assert!(
         status.success(),
         "events exits when the container stops: {lines}"

@@ -253,17 +253,7 @@ fn memory_limit_metrics_and_oom_event(mode: Mode) {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
     let mut events = events.spawn().unwrap();
-    let stdout = events.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = line_channel(events.stdout.take().unwrap());
     // Wait until the subscription is live: label the namespace (an event
     // of its own) until `ctr events` shows one.
     poll(
