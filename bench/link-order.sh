@@ -53,7 +53,6 @@ b="$work/bundle"
 mkdir -p "$b/rootfs/bin"
 cp /bin/busybox "$b/rootfs/bin/"
 for a in sh true sleep; do ln -s busybox "$b/rootfs/bin/$a"; done
-(cd "$b" && "$rel/skiff" spec 2>/dev/null || true)
 
 profile_skiff() {
   local s="$mnt/skiff" r="$work/root" p="$work/pages"
