@@ -4,17 +4,12 @@
 #   SKIFF_EXPLAIN=1 scripts/runtime-demo.sh   narrates every step the runtime takes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "$(id -u)" != 0 ]; then
-  echo "demo.sh: run as root (containers need namespaces and mounts)" >&2
-  exit 1
-fi
+skiff_prog=runtime-demo.sh
+. scripts/lib/setup.sh
+skiff_setup demo || exit 1
 busybox=/bin/busybox   # from busybox-static: it must run without the host's libraries
-if ! { ldd "$busybox" 2>&1 || true; } | grep -q "not a dynamic"; then
-  echo "demo.sh: needs busybox-static (apt-get install busybox-static)" >&2
-  exit 1
-fi
-scripts/build-release.sh
-skiff="$PWD/target/x86_64-unknown-linux-gnu/release/skiff"
+cargo build -q -p skiff-runtime --bin skiff
+skiff="$PWD/target/x86_64-unknown-linux-gnu/debug/skiff"
 
 bundle=$(mktemp -d /tmp/skiff-demo.XXXXXX)
 root=$(mktemp -d /tmp/skiff-demo-root.XXXXXX)

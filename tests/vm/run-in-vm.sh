@@ -68,11 +68,12 @@ apt_download() {
 }
 pkg_installed() { dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q 'ok installed'; }
 
-# busybox-static provides the initramfs userland.
+# busybox-static provides the initramfs userland: installed, like every
+# package the tests need, from scripts/packages.txt.
 if ! pkg_installed busybox-static; then
-  log "installing busybox-static"
-  apt_update_once
-  apt-get install -y -q --no-install-recommends busybox-static >&2 || die "cannot install busybox-static"
+  skiff_prog=$prog
+  . "$(dirname "$0")/../../scripts/lib/setup.sh"
+  skiff_install_packages test || die "cannot install the test packages"
 fi
 BUSYBOX=/bin/busybox
 
@@ -118,7 +119,9 @@ setup_qemu() {
     rm -rf "$q"; mv "$q.tmp" "$q"; touch "$q/.ok"
   fi
   QEMU=$q/root/usr/bin/qemu-system-x86_64
-  qemu_libpath=$q/root/usr/lib/x86_64-linux-gnu
+  # Debian puts some libraries in /lib (libnl-3-200 in bookworm), others in
+  # /usr/lib: both, whatever the host has installed itself.
+  qemu_libpath=$q/root/usr/lib/x86_64-linux-gnu:$q/root/lib/x86_64-linux-gnu
   export QEMU_MODULE_DIR=$q/root/usr/lib/x86_64-linux-gnu/qemu
   qemu_fw=(-L "$q/root/usr/share/qemu" -L "$q/root/usr/share/seabios")
   if LD_LIBRARY_PATH=$qemu_libpath ldd "$QEMU" | grep -q 'not found'; then

@@ -23,7 +23,13 @@ cargo build -p skiff-agent   # the agent tests run its binary
 echo "run-tests.sh: running ${#tests[@]} test binaries on a pure cgroup v2 kernel" >&2
 start=$(date +%s)
 status=0
-tests/vm/run-in-vm.sh --timeout "${SKIFF_VM_TIMEOUT:-2400}" -- \
-  cargo test -p skiff-runtime -p skiff-tests "${args[@]}" -- --test-threads=2 || status=$?
+# In the guest: first vagrant/provision.sh, the Vagrant box's set-up, so the
+# machine it makes is the one the tests pass on (the guest has no network:
+# the provisioning must find every package of scripts/packages.txt present,
+# and fails otherwise); then every test binary, each to its end
+# (--no-fail-fast), with cargo's list of the ones that failed.
+tests/vm/run-in-vm.sh --timeout "${SKIFF_VM_TIMEOUT:-2400}" -- bash -c \
+  'vagrant/provision.sh && exec cargo test --no-fail-fast -p skiff-runtime -p skiff-tests "$@" -- --test-threads=2' \
+  vm-tests "${args[@]}" || status=$?
 echo "run-tests.sh: VM stage took $(( $(date +%s) - start )) s, exit $status" >&2
 exit $status

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Skiff's whole test suite, on a fresh Debian bookworm machine with a Rust
+# toolchain; as root. It installs what it needs first (scripts/packages.txt),
+# then runs its stages in turn, each reported in one line with its time:
+#
+#   host   cargo test --workspace: unit tests, and the end-to-end tests against
+#          the real kernel, runc, crun, containerd, podman, a registry and the
+#          CNI plugins (this machine's cgroups, hybrid or v2)
+#   vm     the runtime's and the node agent's end-to-end tests again on a pure
+#          cgroup v2 kernel in a QEMU guest, with vagrant/provision.sh checked
+#          in it (tests/vm/README.md)
+#   fresh  the fresh-machine check: a pristine bookworm made with debootstrap
+#          runs this README's two commands as written (tests/fresh-root), and
+#          `vagrant validate` checks vagrant/Vagrantfile
+#
+#   scripts/test.sh [STAGE...]     default: all three; a failed stage does not
+#                                  stop the others, the exit status says
+set -uo pipefail
+cd "$(dirname "$0")/.."
+skiff_prog=test.sh
+. scripts/lib/setup.sh
+skiff_setup test || exit 1
+
+stages=("$@")
+if [ ${#stages[@]} -eq 0 ]; then
+  stages=(host vm fresh)
+  # Inside the fresh root the check itself is what runs us: no second level.
+  [ -n "${SKIFF_FRESH_ROOT:-}" ] && stages=(host vm)
+fi
+
+run_stage() {
+  case $1 in
+    host) cargo test --workspace ;;
+    vm) tests/vm/run-tests.sh ;;
+    fresh) tests/fresh-root/check.sh && (cd vagrant && vagrant validate) ;;
+    *) skiff_say "unknown stage '$1' (host, vm or fresh)"; return 2 ;;
+  esac
+}
+
+failed=()
+summary=()
+for stage in "${stages[@]}"; do
+  skiff_say "stage $stage: starting"
+  start=$(date +%s)
+  run_stage "$stage"
+  rc=$?
+  took=$(( $(date +%s) - start ))
+  if [ $rc = 0 ]; then summary+=("$stage ok ${took}s"); else summary+=("$stage FAILED (exit $rc) ${took}s"); failed+=("$stage"); fi
+  skiff_say "stage $stage: ${summary[-1]}"
+done
+skiff_say "stages: $(IFS=,; echo "${summary[*]}" | sed 's/,/, /g')"
+[ ${#failed[@]} = 0 ]

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The fresh-machine check: do the README's two commands, exactly as written,
+# work on a Debian bookworm machine that has a Rust toolchain and nothing
+# else?
+#
+#   tests/fresh-root/check.sh          (as root; scripts/test.sh's stage "fresh")
+#
+# 1. A pristine bookworm root is made with debootstrap, from the same Debian
+#    archive and suites apt uses here, and cached (SKIFF_FRESH_CACHE, default
+#    /var/cache/skiff-fresh-root), since it never changes.
+# 2. Each run copies it, adds a copy of this machine's Rust toolchain (rustup
+#    and cargo under /root) and a clean clone of the repository's HEAD, and
+#    nothing else: no package beyond debootstrap's, no cargo registry, no
+#    target directory.
+# 3. In a mount namespace of its own, the copy gets its own /proc, /sys,
+#    /dev, /run and /tmp, and the host's cgroup hierarchies bound in (the
+#    tests create cgroups); then, chrooted into it with an empty environment,
+#    the README's first code block runs line by line: the demo, then the
+#    tests (which, seeing SKIFF_FRESH_ROOT, do not start a check of their
+#    own). A command that needs a package scripts/packages.txt does not list
+#    fails here, because nothing else is installed.
+# 4. Whatever happens, every process whose root is the copy is killed, and
+#    the copy removed. Its mounts vanish with the namespace.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+prog=fresh-root
+say() { echo "$prog: $*" >&2; }
+[ "$(id -u)" = 0 ] || { say "run as root (debootstrap, chroot and the tests need it)"; exit 1; }
+
+cache=${SKIFF_FRESH_CACHE:-/var/cache/skiff-fresh-root}
+base=$cache/bookworm
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9                 # one builder of the base root at a time
+
+# ------------------------------------------------------------ the base ----
+# Debian's own repositories as apt knows them here (not third-party ones).
+debian_repos() {
+  apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 'Created-By: Packages' |
+    awk '$2 ~ /^bookworm/' | sort -u
+}
+if [ ! -e "$base/.ok" ]; then
+  mirror=$(debian_repos | awk '$2 == "bookworm" {print $1; exit}')
+  [ -n "$mirror" ] || { say "apt knows no bookworm archive to debootstrap from"; exit 1; }
+  say "debootstrap bookworm from $mirror into $base (once; cached)"
+  start=$(date +%s)
+  rm -rf "$base.tmp"
+  if ! debootstrap --variant=minbase bookworm "$base.tmp" "$mirror" >"$cache/debootstrap.log" 2>&1; then
+    tail -n 20 "$cache/debootstrap.log" >&2; rm -rf "$base.tmp"; say "debootstrap failed"; exit 1
+  fi
+  # the same suites as this machine (updates and security included)
+  debian_repos | awk '{print "deb " $1 " " $2 " " $3}' > "$base.tmp/etc/apt/sources.list"
+  rm -rf "$base.tmp/var/cache/apt/archives/"*.deb
+  rm -rf "$base"; mv "$base.tmp" "$base"; touch "$base/.ok"
+  say "base root made in $(( $(date +%s) - start )) s"
+fi
+flock -u 9
+
+# ------------------------------------------------------------ the copy ----
+root=$(mktemp -d /var/tmp/skiff-fresh-root.XXXXXX)
+cleanup() {
+  set +e
+  # every process that lives in the copy is ours: the commands and what they started
+  local p pids
+  for _ in 1 2 3; do
+    pids=()
+    for p in /proc/[0-9]*; do
+      [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && pids+=("${p#/proc/}")
+    done
+    [ ${#pids[@]} = 0 ] && break
+    kill -KILL "${pids[@]}" 2>/dev/null; sleep 1
+  done
+  rm -rf --one-file-system "$root"
+}
+trap cleanup EXIT
+start=$(date +%s)
+cp -a "$base/." "$root/"
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
+cargo_bin=$(dirname "$(command -v cargo)")
+[ -d "$rustup_home/toolchains" ] || { say "no rustup toolchain at $rustup_home to copy"; exit 1; }
+mkdir -p "$root/root/.rustup" "$root/root/.cargo/bin"
+cp -a "$rustup_home/toolchains" "$rustup_home/settings.toml" "$root/root/.rustup/" 2>/dev/null || \
+  cp -a "$rustup_home/toolchains" "$root/root/.rustup/"
+[ -d "$rustup_home/update-hashes" ] && cp -a "$rustup_home/update-hashes" "$root/root/.rustup/"
+cp -a "$cargo_bin/." "$root/root/.cargo/bin/"
+git clone -q --no-local --no-hardlinks "$top" "$root/root/skiff"
+say "copy of the base, the Rust toolchain and a clone of $(git -C "$top" rev-parse --short HEAD) ready in $(( $(date +%s) - start )) s"
+
+# The README's two commands: the lines of its first code block.
+mapfile -t commands < <(awk '/^```/ { if (open) exit; open = 1; next } open' "$root/root/skiff/README.md" |
+  sed 's/[[:space:]]*#.*$//' | grep -v '^[[:space:]]*$')
+[ ${#commands[@]} = 2 ] || { say "the README's first code block should hold two commands, found ${#commands[@]}"; exit 1; }
+
+# ---------------------------------------------------------- the check ----
+inner=$(cat <<'EOF'
+set -e
+root=$1; shift
+mount -t proc proc "$root/proc"
+mount -t sysfs sysfs "$root/sys"
+mount --rbind /sys/fs/cgroup "$root/sys/fs/cgroup"
+mount --rbind /dev "$root/dev"
+mount -t tmpfs -o mode=755 tmpfs "$root/run"
+mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+mkdir -p "$root/run/lock"
+status=0
+for cmd in "$@"; do
+  echo "fresh-root: # $cmd" >&2
+  t0=$(date +%s)
+  chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 SKIFF_FRESH_ROOT=1 \
+    PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    /bin/bash -c "cd /root/skiff && $cmd" || { status=$?; echo "fresh-root: FAILED (exit $status): $cmd" >&2; }
+  echo "fresh-root: took $(( $(date +%s) - t0 )) s: $cmd" >&2
+  [ $status = 0 ] || break
+done
+exit $status
+EOF
+)
+# A mount namespace of its own: every mount below dies with it, and none
+# propagates to the host.
+unshare --mount --propagation private bash -c "$inner" inner "$root" "${commands[@]}"
+say "passed in $(( $(date +%s) - start )) s"
