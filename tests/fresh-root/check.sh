@@ -11,7 +11,8 @@
 # 2. Each run copies it, adds a copy of this machine's Rust toolchain (rustup
 #    and cargo under /root) and a clean clone of the repository's HEAD, and
 #    nothing else: no package beyond debootstrap's, no cargo registry, no
-#    target directory.
+#    target directory (only the machine's resolver and local certificate
+#    authorities, which its network needs).
 # 3. In a mount namespace of its own, the copy gets its own /proc, /sys,
 #    /dev, /run and /tmp, and the host's cgroup hierarchies bound in (the
 #    tests create cgroups); then, chrooted into it with an empty environment,
@@ -75,7 +76,15 @@ cleanup() {
 trap cleanup EXIT
 start=$(date +%s)
 cp -a "$base/." "$root/"
+# What the machine's network needs, which a fresh machine of the same
+# place has too: its resolver, and the local certificate authorities (an
+# egress proxy's, say) that ca-certificates adds to the trust store when the
+# README's commands install it.
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+if [ -d /usr/local/share/ca-certificates ]; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+fi
 rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
 cargo_bin=$(dirname "$(command -v cargo)")
 [ -d "$rustup_home/toolchains" ] || { say "no rustup toolchain at $rustup_home to copy"; exit 1; }
