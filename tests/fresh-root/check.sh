@@ -105,6 +105,9 @@ mapfile -t commands < <(awk '/^```/ { if (open) exit; open = 1; next } open' "$r
 inner=$(cat <<'EOF'
 set -e
 root=$1; shift
+# The copy becomes a mount point, as / is on a real machine (ip netns and
+# the runtime change the propagation of / and need it to be one).
+mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
 mount --rbind /sys/fs/cgroup "$root/sys/fs/cgroup"
