@@ -3,7 +3,7 @@
 # toolchain; as root. It installs what it needs first (scripts/packages.txt),
 # then runs its stages in turn, each reported in one line with its time:
 #
-#   host   cargo test --workspace: unit tests, and the end-to-end tests against
+#   host   cargo test --workspace --no-fail-fast: unit tests, and the end-to-end tests against
 #          the real kernel, runc, crun, containerd, podman, a registry and the
 #          CNI plugins (this machine's cgroups, hybrid or v2)
 #   vm     the runtime's and the node agent's end-to-end tests again on a pure
@@ -30,7 +30,7 @@ fi
 
 run_stage() {
   case $1 in
-    host) cargo test --workspace ;;
+    host) cargo test --workspace --no-fail-fast ;;
     vm) tests/vm/run-tests.sh ;;
     fresh) tests/fresh-root/check.sh && (cd vagrant && vagrant validate) ;;
     *) skiff_say "unknown stage '$1' (host, vm or fresh)"; return 2 ;;

@@ -262,16 +262,10 @@ fn join_and_fork(
         .and_then(|l| l.seccomp().as_ref())
         .map(|s| crate::seccomp::build(s, c.state.seccomp_wait_killable_recv))
         .transpose()?;
-    crate::init::finalize_process(process, in_userns, filter.as_ref(), chan)?;
+    let last = crate::init::finalize_process(process, in_userns, filter.as_ref(), chan)?;
     let env = crate::init::process_env(process);
     let args = process.args().clone().unwrap_or_default();
     let program = crate::process::exec::find(&args[0], &env)?;
-    if let Some(f) = filter
-        .as_ref()
-        .filter(|f| !f.notifies() && process.no_new_privileges().unwrap_or(false))
-    {
-        f.load()?;
-    }
     chan.send(&Msg::Ready)?;
     // The channel is close-on-exec: the runtime reads end-of-file once the
     // program runs, or this error if execve fails.
@@ -281,6 +275,7 @@ fn join_and_fork(
         &env,
         opts.preserve_fds,
         &[chan.as_raw_fd()],
+        &last,
     );
     Err(err.into())
 }

@@ -182,7 +182,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     let has_mntns = cfg.plan.has(LinuxNamespaceType::Mount);
     if has_mntns {
         // umask 0 so mount points and device nodes get exactly the modes asked.
-        nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+        process::user::set_umask(0)?;
         let ctx = rootfs::Context {
             spec,
             rootfs: cfg.rootfs,
@@ -256,7 +256,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         .and_then(|l| l.seccomp().as_ref())
         .map(|s| crate::seccomp::build(s, cfg.seccomp_wait_killable_recv))
         .transpose()?;
-    finalize_process(process, in_userns(cfg.plan), filter.as_ref(), chan)?;
+    let last = finalize_process(process, in_userns(cfg.plan), filter.as_ref(), chan)?;
     let env = process_env(process);
     let args = process.args().clone().unwrap_or_default();
     let program = process::exec::find(&args[0], &env)?;
@@ -278,16 +278,14 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         report(&e);
         return Err(e.into());
     }
-    if let Some(f) = filter
-        .as_ref()
-        .filter(|f| !f.notifies() && process.no_new_privileges().unwrap_or(false))
-    {
-        if let Err(e) = f.load() {
-            report(&e);
-            return Err(e.into());
-        }
-    }
-    let err = process::exec::exec(&program, &args, &env, cfg.preserve_fds, &[go.as_raw_fd()]);
+    let err = process::exec::exec(
+        &program,
+        &args,
+        &env,
+        cfg.preserve_fds,
+        &[go.as_raw_fd()],
+        &last,
+    );
     report(&err);
     Err(err.into())
 }
@@ -416,17 +414,41 @@ pub fn process_env(process: &Process) -> Vec<String> {
 }
 
 /// Rlimits, no_new_privs, capabilities, user and working directory: the
-/// last changes before exec, shared by `create` and `exec`.
-pub fn finalize_process(
+/// last changes before the program is looked up, shared by `create` and
+/// `exec`. Returns what is left for the moment before execve(2): loading
+/// the seccomp filter, and dropping CAP_SYS_ADMIN if it was held for that.
+///
+/// ## Where the seccomp filter goes
+///
+/// The filter is written for the container's program, not for the runtime:
+/// a profile may well forbid `close_range`, `getcwd`, `umask` or `capset`,
+/// which runtimes use. So every step here happens before the filter is
+/// loaded, and so do the program lookup, the "ready" report, the wait on
+/// exec.fifo, the `startContainer` hooks and the closing of the runtime's
+/// descriptors ([`process::exec::exec`]). After the filter, the init makes
+/// only these system calls:
+///
+/// - with `noNewPrivileges`: execve(2) alone;
+/// - without it: one capset(2), then execve(2). Loading a filter without
+///   `no_new_privs` needs CAP_SYS_ADMIN, so the capabilities set here keep
+///   it (in effective and permitted) until the filter is in, and the last
+///   capset drops it. runc makes its capset and setresuid calls after its
+///   filter in this case; skiff makes fewer;
+/// - a filter that notifies a supervisor (`SCMP_ACT_NOTIFY`) is the
+///   exception: its descriptor must reach the listener (through the
+///   runtime) before the container is ready, so it is loaded first thing
+///   here, and everything below follows it, as in runc.
+pub fn finalize_process<'f>(
     process: &Process,
     in_userns: bool,
-    seccomp: Option<&crate::seccomp::Filter>,
+    seccomp: Option<&'f crate::seccomp::Filter>,
     chan: &Channel,
-) -> Result<()> {
+) -> Result<process::exec::LastSteps<'f>> {
     if let Some(rl) = process.rlimits() {
         process::rlimits::apply(rl)?;
     }
-    if process.no_new_privileges().unwrap_or(false) {
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    if nnp {
         crate::explain!("prctl(2)", "setting no_new_privs: exec can never grant more privileges (setuid bits and file capabilities are ignored)");
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -437,14 +459,7 @@ pub fn finalize_process(
             .into());
         }
     }
-    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: now,
-    // before the capabilities go. (With it, the caller loads the filter
-    // just before execve.)
-    // A filter that notifies is loaded here too, so that its listener gets
-    // the descriptor (through the runtime) before the container is ready.
-    if let Some(f) =
-        seccomp.filter(|f| f.notifies() || !process.no_new_privileges().unwrap_or(false))
-    {
+    if let Some(f) = seccomp.filter(|f| f.notifies()) {
         if let Some(fd) = f.load()? {
             chan.send(&Msg::SeccompFd)?;
             chan.send_fd(std::os::fd::AsFd::as_fd(&fd))?;
@@ -454,6 +469,7 @@ pub fn finalize_process(
             )?;
         }
     }
+    let late_filter = seccomp.filter(|f| !f.notifies());
     let cwd = process.cwd();
     let chdir_early = nix::unistd::chdir(cwd.as_path());
     let caps = process.capabilities().clone().unwrap_or_default();
@@ -463,7 +479,8 @@ pub fn finalize_process(
     process::user::apply(process.user(), setgroups_allowed(in_userns))?;
     // SAFETY: as above.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
-    process::capabilities::apply_sets(&caps)?;
+    let caps_after_filter =
+        process::capabilities::apply_sets(&caps, late_filter.is_some() && !nnp)?;
     if chdir_early.is_err() {
         nix::unistd::chdir(cwd.as_path()).map_err(|err| ProcessError::Cwd {
             cwd: cwd.clone(),
@@ -478,7 +495,10 @@ pub fn finalize_process(
     if !here.starts_with("/") {
         return Err(ProcessError::CwdOutside.into());
     }
-    Ok(())
+    Ok(process::exec::LastSteps {
+        filter: late_filter,
+        caps: caps_after_filter,
+    })
 }
 
 fn setgroups_allowed(in_userns: bool) -> bool {

@@ -1295,10 +1295,24 @@ impl ConsoleSocket {
 
     /// Accept one connection (10 s deadline) and receive one fd from it.
     pub fn receive(&self) -> OwnedFd {
+        self.receive_timeout(Duration::from_secs(10))
+            .expect("a console socket connection within 10 s")
+    }
+
+    /// Like [`ConsoleSocket::receive`], but `None` when no runtime
+    /// connects within `timeout` (it failed before making a terminal).
+    pub fn receive_timeout(&self, timeout: Duration) -> Option<OwnedFd> {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-        let (conn, _) = poll(Duration::from_secs(10), "console socket connection", || {
-            self.listener.accept().ok()
-        });
+        let deadline = Instant::now() + timeout;
+        let conn = loop {
+            if let Ok((conn, _)) = self.listener.accept() {
+                break conn;
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
         conn.set_nonblocking(false).expect("blocking");
         conn.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
@@ -1324,7 +1338,7 @@ impl ConsoleSocket {
             "expected exactly one fd over the console socket"
         );
         // SAFETY: the fd was just received and is owned by nobody else.
-        unsafe { OwnedFd::from_raw_fd(fds[0]) }
+        Some(unsafe { OwnedFd::from_raw_fd(fds[0]) })
     }
 }
 

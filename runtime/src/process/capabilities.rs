@@ -11,6 +11,10 @@
 //!    become the container user (see [`super::user`]);
 //! 3. set effective, permitted and inheritable with capset(2);
 //! 4. raise each ambient capability (it must be permitted and inheritable).
+//!
+//! When a seccomp filter must still be loaded without `no_new_privs`, step
+//! 3 keeps CAP_SYS_ADMIN a little longer, and one last capset(2) drops it
+//! right after the filter is loaded (see [`apply_sets`]).
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -61,32 +65,104 @@ pub fn apply_bounding(c: &LinuxCapabilities) -> Result<(), ProcessError> {
 }
 
 /// Steps 3 and 4: effective, permitted, inheritable, then ambient.
-pub fn apply_sets(c: &LinuxCapabilities) -> Result<(), ProcessError> {
+/// Effective, permitted and inheritable: the three sets one capset(2)
+/// writes together, as bit masks (bit N is capability N).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sets {
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+}
+
+fn mask(set: &CapsHashSet) -> u64 {
+    set.iter().fold(0, |m, c| m | c.bitmask())
+}
+
+/// Steps 3 and 4: the sets of the config, then its ambient capabilities.
+///
+/// `hold_sys_admin` keeps CAP_SYS_ADMIN effective and permitted beyond the
+/// config's sets, for a seccomp filter that must be loaded later without
+/// `no_new_privs` (the kernel then wants CAP_SYS_ADMIN). The sets the
+/// config asks for are returned: the caller writes them with [`set`] right
+/// after loading the filter, and that capset(2) and the execve(2) are then
+/// the only system calls the filter sees from the runtime. Without it,
+/// `None` is returned and the sets are final.
+pub fn apply_sets(
+    c: &LinuxCapabilities,
+    hold_sys_admin: bool,
+) -> Result<Option<Sets>, ProcessError> {
     let eff = convert(c.effective().as_ref())?;
     let perm = convert(c.permitted().as_ref())?;
     let inh = convert(c.inheritable().as_ref())?;
     let amb = convert(c.ambient().as_ref())?;
+    let wanted = Sets {
+        effective: mask(&eff),
+        permitted: mask(&perm),
+        inheritable: mask(&inh),
+    };
+    let admin = Capability::CAP_SYS_ADMIN.bitmask();
+    let now = if hold_sys_admin {
+        Sets {
+            effective: wanted.effective | admin,
+            permitted: wanted.permitted | admin,
+            ..wanted
+        }
+    } else {
+        wanted
+    };
     crate::explain!(
         "capset(2)",
         "setting permitted, inheritable and effective capabilities, then ambient ones"
     );
-    let err = |what: &str| {
-        let what = what.to_string();
-        move |e: caps::errors::CapsError| ProcessError::Caps(format!("{what}: {e}"))
-    };
-    // Each capset(2) call must leave effective within permitted, so shrink
-    // effective before permitted; inheritable goes first, while the old
-    // permitted set still allows anything in it.
-    caps::set(None, CapSet::Inheritable, &inh).map_err(err("set inheritable"))?;
-    caps::set(None, CapSet::Effective, &eff).map_err(err("set effective"))?;
-    caps::set(None, CapSet::Permitted, &perm).map_err(err("set permitted"))?;
-    caps::clear(None, CapSet::Ambient).map_err(err("clear ambient"))?;
+    set(now)?;
+    // An ambient capability must be permitted and inheritable when raised;
+    // the later capset keeps it, since the config's sets still hold it.
+    caps::clear(None, CapSet::Ambient)
+        .map_err(|e| ProcessError::Caps(format!("clear ambient: {e}")))?;
     for cap in amb {
-        // Like runc, an ambient capability that cannot be raised (because it
-        // is not both permitted and inheritable) is skipped, not fatal.
         if perm.contains(&cap) && inh.contains(&cap) {
-            caps::raise(None, CapSet::Ambient, cap).map_err(err("raise ambient"))?;
+            caps::raise(None, CapSet::Ambient, cap)
+                .map_err(|e| ProcessError::Caps(format!("raise ambient: {e}")))?;
         }
+    }
+    Ok((now != wanted).then_some(wanted))
+}
+
+/// capset(2) of the three sets at once: one system call, no allocation
+/// (so it may run after a seccomp filter is loaded).
+pub fn set(s: Sets) -> Result<(), ProcessError> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let half = |shift: u32| Data {
+        effective: (s.effective >> shift) as u32,
+        permitted: (s.permitted >> shift) as u32,
+        inheritable: (s.inheritable >> shift) as u32,
+    };
+    let data = [half(0), half(32)];
+    // SAFETY: the header and the two data structs are laid out as
+    // capset(2) reads them (version 3: two 32-bit halves), and live for
+    // the call.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(ProcessError::Caps(format!(
+            "capset: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     Ok(())
 }

@@ -50,15 +50,41 @@ fn cstrings<'a>(items: impl Iterator<Item = &'a [u8]>) -> Vec<CString> {
     items.filter_map(|b| CString::new(b).ok()).collect()
 }
 
-/// Close every runtime descriptor but `keep` (which must be close-on-exec)
-/// and execve(2). Returns only on error.
+/// What happens between closing the runtime's descriptors and execve(2):
+/// the seccomp filter, and the capabilities held for loading it (see
+/// [`crate::init::finalize_process`]).
+#[derive(Default)]
+pub struct LastSteps<'a> {
+    pub filter: Option<&'a crate::seccomp::Filter>,
+    pub caps: Option<super::capabilities::Sets>,
+}
+
+/// Close every runtime descriptor but `keep` (which must be close-on-exec
+/// and not directories), load the seccomp filter, drop what was held for
+/// it, and execve(2). Returns only on error.
+///
+/// Everything that allocates or may fail for reasons of its own is done
+/// before the filter is loaded: after it come at most one capset(2) and
+/// the execve(2).
 pub fn exec(
     path: &Path,
     args: &[String],
     env: &[String],
     preserve_fds: i32,
     keep: &[i32],
+    last: &LastSteps<'_>,
 ) -> ProcessError {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return ProcessError::NotInPath {
+            name: path.display().to_string(),
+        };
+    };
+    let c_args = cstrings(args.iter().map(|a| a.as_bytes()));
+    let c_env = cstrings(env.iter().map(|a| a.as_bytes()));
+    // The NULL-terminated pointer arrays execve(2) reads, made now: no
+    // allocation may happen once the filter is in.
+    let argv = pointers(&c_args);
+    let envp = pointers(&c_env);
     if let Err(e) = crate::utils::close_from(3 + preserve_fds.max(0), keep) {
         return ProcessError::Sys {
             op: "close runtime descriptors".into(),
@@ -70,23 +96,32 @@ pub fn exec(
         "executing {} — from here on this process is the container's program",
         path.display()
     );
-    let c_path = match CString::new(path.as_os_str().as_bytes()) {
-        Ok(p) => p,
-        Err(_) => {
-            return ProcessError::NotInPath {
-                name: path.display().to_string(),
-            }
+    if let Some(f) = last.filter {
+        if let Err(e) = f.load() {
+            return ProcessError::Seccomp(e);
         }
-    };
-    let c_args = cstrings(args.iter().map(|a| a.as_bytes()));
-    let c_env = cstrings(env.iter().map(|a| a.as_bytes()));
-    match nix::unistd::execve(&c_path, &c_args, &c_env) {
-        Err(err) => ProcessError::Exec {
-            name: args.first().cloned().unwrap_or_default(),
-            err,
-        },
-        Ok(never) => match never {},
     }
+    if let Some(sets) = last.caps {
+        if let Err(e) = super::capabilities::set(sets) {
+            return e;
+        }
+    }
+    // SAFETY: the path and every pointer in `argv` and `envp` point at
+    // NUL-terminated strings in `c_path`, `c_args` and `c_env`, alive for
+    // the call; both arrays end with a null pointer.
+    unsafe { libc::execve(c_path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    ProcessError::Exec {
+        name: args.first().cloned().unwrap_or_default(),
+        err: nix::Error::last(),
+    }
+}
+
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub enum ProcessError {
     CwdOutside,
     #[error("set oom_score_adj: {0}")]
     OomScoreAdj(std::io::Error),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 pub(crate) fn sys(op: impl Into<String>) -> impl FnOnce(nix::Error) -> ProcessError {

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use nix::sys::stat::{umask, Mode};
 use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
 use oci_spec::runtime::User;
 
@@ -34,10 +33,21 @@ pub fn apply(user: &User, setgroups_allowed: bool) -> Result<(), ProcessError> {
     setresgid(gid, gid, gid).map_err(sys(format!("setresgid {}", user.gid())))?;
     let uid = Uid::from_raw(user.uid());
     setresuid(uid, uid, uid).map_err(sys(format!("setresuid {}", user.uid())))?;
-    if let Some(m) = user.umask() {
-        umask(Mode::from_bits_truncate(m));
-    } else {
-        umask(Mode::from_bits_truncate(0o022));
+    set_umask(user.umask().unwrap_or(0o022))
+}
+
+/// umask(2) cannot fail, so its libc wrapper has no error return; but a
+/// seccomp filter (of the runtime's own caller, say) can still refuse the
+/// system call, and the "old mask" returned is then -EPERM. That is
+/// reported, never trusted as a mask.
+pub fn set_umask(mask: u32) -> Result<(), ProcessError> {
+    // SAFETY: umask takes and returns plain integers.
+    let old = unsafe { libc::umask((mask & 0o777) as libc::mode_t) };
+    if old as u32 > 0o777 {
+        return Err(ProcessError::Sys {
+            op: format!("set umask {mask:04o}"),
+            err: nix::Error::from_raw((old as i32).wrapping_neg()),
+        });
     }
     Ok(())
 }

@@ -34,6 +34,10 @@ pub enum SeccompError {
     },
     #[error("seccomp: {0}")]
     Unsupported(String),
+    #[error("seccomp: {0}")]
+    Export(String),
+    #[error("seccomp: load filter: {0}")]
+    Load(String),
 }
 
 fn lib(what: impl Into<String>) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
@@ -91,9 +95,17 @@ fn op(o: LinuxSeccompOperator, value: u64) -> ScmpCompareOp {
 /// of the config and passes it along on its own).
 pub const WAIT_KILLABLE_RECV: &str = "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV";
 
-/// A compiled filter and how it must be loaded.
+/// A compiled filter, held as the BPF program the kernel will run, and how
+/// it must be loaded.
+///
+/// The program is exported from libseccomp when the filter is built, so
+/// that loading it is one seccomp(2) system call and nothing else: no
+/// allocation, no libseccomp bookkeeping. Every system call the init makes
+/// after that call must pass the user's filter, and a filter written for
+/// the container's program may well forbid what a runtime needs (see
+/// [`crate::init`] for the order around it).
 pub struct Filter {
-    ctx: ScmpFilterContext,
+    program: Vec<libc::sock_filter>,
     notify: bool,
     /// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19): once the
     /// supervisor has received a notification, only a fatal signal
@@ -111,67 +123,38 @@ impl Filter {
     }
 
     /// Load the filter into this process (and so into everything it
-    /// execs); for a notifying filter, return its notification descriptor.
+    /// execs) with a single seccomp(2) `SECCOMP_SET_MODE_FILTER`; for a
+    /// notifying filter, return its notification descriptor.
+    ///
+    /// The kernel allows it with `no_new_privs` set, or with CAP_SYS_ADMIN
+    /// in the process's user namespace.
     pub fn load(&self) -> Result<Option<std::os::fd::OwnedFd>, SeccompError> {
+        use std::os::fd::FromRawFd;
         crate::explain!(
             "seccomp(2)",
             "loading the seccomp filter: from now on the kernel checks every system call against it"
         );
-        if self.notify && self.wait_killable_recv {
-            return self.load_with_flags().map(Some);
-        }
-        self.ctx.load().map_err(lib("load filter"))?;
-        if !self.notify {
-            return Ok(None);
-        }
-        let fd = self
-            .ctx
-            .get_notify_fd()
-            .map_err(lib("get notification descriptor"))?;
-        use std::os::fd::FromRawFd;
-        // SAFETY: libseccomp hands us the descriptor the kernel created at
-        // load; we take ownership of it.
-        Ok(Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
-    }
-
-    /// seccomp(2) `SECCOMP_SET_MODE_FILTER` by hand, for flags the linked
-    /// libseccomp does not know: libseccomp compiles the program, the
-    /// kernel gets it with exactly the flags the config asks for.
-    fn load_with_flags(&self) -> Result<std::os::fd::OwnedFd, SeccompError> {
-        use std::io::{Read, Seek};
-        use std::os::fd::FromRawFd;
-        let mut buf = tempfile_in_memory()?;
-        self.ctx
-            .export_bpf(&buf)
-            .map_err(lib("export the filter program"))?;
-        let mut bytes = Vec::new();
-        buf.rewind()
-            .and_then(|_| buf.read_to_end(&mut bytes))
-            .map_err(|e| SeccompError::Unsupported(format!("read the filter program: {e}")))?;
-        let insns: Vec<libc::sock_filter> = bytes
-            .chunks_exact(std::mem::size_of::<libc::sock_filter>())
-            .map(|c| libc::sock_filter {
-                code: u16::from_ne_bytes([c[0], c[1]]),
-                jt: c[2],
-                jf: c[3],
-                k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
-            })
-            .collect();
         let prog = libc::sock_fprog {
-            len: insns.len() as u16,
-            filter: insns.as_ptr() as *mut libc::sock_filter,
+            len: self.program.len() as u16,
+            filter: self.program.as_ptr() as *mut libc::sock_filter,
         };
-        let mut flags =
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+        let mut flags = 0;
+        if self.notify {
+            flags |= libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+            if self.wait_killable_recv {
+                flags |= libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+            }
+        }
         if self.log {
             flags |= libc::SECCOMP_FILTER_FLAG_LOG;
         }
         if self.spec_allow {
             flags |= libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW;
         }
-        // SAFETY: `prog` points at `insns`, alive for the call; the kernel
-        // copies the program and returns a new descriptor or -1.
-        let fd = unsafe {
+        // SAFETY: `prog` points at `self.program`, alive for the call; the
+        // kernel copies the program and returns 0, a new descriptor (with
+        // NEW_LISTENER) or -1.
+        let rc = unsafe {
             libc::syscall(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER,
@@ -179,35 +162,68 @@ impl Filter {
                 &prog as *const libc::sock_fprog,
             )
         };
-        if fd < 0 {
+        if rc < 0 {
             let err = nix::Error::last();
-            return Err(SeccompError::Unsupported(match err {
-                nix::Error::EINVAL => format!(
-                    "load filter with {WAIT_KILLABLE_RECV}: {err} (the kernel needs to be 5.19 or newer)"
+            return Err(SeccompError::Load(match err {
+                nix::Error::EINVAL if self.notify && self.wait_killable_recv => format!(
+                    "with {WAIT_KILLABLE_RECV}: {err} (the kernel needs to be 5.19 or newer)"
                 ),
-                err => format!("load filter: {err}"),
+                nix::Error::EACCES => {
+                    format!("{err} (needs no_new_privs or CAP_SYS_ADMIN)")
+                }
+                err => err.to_string(),
             }));
         }
+        if !self.notify {
+            return Ok(None);
+        }
         // SAFETY: the kernel just returned this descriptor to us.
-        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+        Ok(Some(unsafe {
+            std::os::fd::OwnedFd::from_raw_fd(rc as i32)
+        }))
     }
 }
 
-/// An anonymous in-memory file (memfd_create(2)) to export a program into.
-fn tempfile_in_memory() -> Result<std::fs::File, SeccompError> {
+/// The BPF program libseccomp compiled, read back through an anonymous
+/// in-memory file (memfd_create(2)): bookworm's libseccomp 2.5 can export
+/// only to a descriptor.
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    use std::io::{Read, Seek};
     let fd =
         nix::sys::memfd::memfd_create(c"skiff-seccomp-bpf", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-            .map_err(|e| SeccompError::Unsupported(format!("memfd_create: {e}")))?;
-    Ok(std::fs::File::from(fd))
+            .map_err(|e| SeccompError::Export(format!("memfd_create: {e}")))?;
+    let mut buf = std::fs::File::from(fd);
+    ctx.export_bpf(&buf)
+        .map_err(lib("export the filter program"))?;
+    let mut bytes = Vec::new();
+    buf.rewind()
+        .and_then(|_| buf.read_to_end(&mut bytes))
+        .map_err(|e| SeccompError::Export(format!("read the filter program: {e}")))?;
+    let program: Vec<libc::sock_filter> = bytes
+        .chunks_exact(std::mem::size_of::<libc::sock_filter>())
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    if program.is_empty() || program.len() > u16::MAX as usize {
+        return Err(SeccompError::Export(format!(
+            "the filter program has {} instructions",
+            program.len()
+        )));
+    }
+    Ok(program)
 }
 
 /// Compile `linux.seccomp` into a filter, ready to load;
 /// `wait_killable_recv` is the flag `oci-spec` cannot carry.
 pub fn build(s: &LinuxSeccomp, wait_killable_recv: bool) -> Result<Filter, SeccompError> {
-    let ctx = compile(s)?;
+    let program = export(&compile(s)?)?;
     let flags = s.flags().as_deref().unwrap_or(&[]);
     Ok(Filter {
-        ctx,
+        program,
         notify: uses_notify(s),
         wait_killable_recv,
         log: flags.contains(&LinuxSeccompFilterFlag::SeccompFilterFlagLog),
