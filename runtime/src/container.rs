@@ -272,6 +272,11 @@ impl Container {
         if !self.init_alive() {
             return Status::Stopped;
         }
+        if self.state.status == Status::Creating {
+            // `create` has not finished (or was killed, and the init with
+            // it: then it is stopped, above).
+            return Status::Creating;
+        }
         if crate::cgroups::is_frozen(&self.state.cgroup_paths) {
             return Status::Paused;
         }

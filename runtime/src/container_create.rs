@@ -200,6 +200,32 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     drop(console_socket);
     cleanup.pids.push(child);
 
+    // Recorded at once, as `creating`: a runtime killed from here on leaves
+    // a container that `state` and `list` show and `delete` removes (the
+    // init dies with the runtime until the record is complete).
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let mut c = Container {
+        dir,
+        state: State {
+            oci_version: container::OCI_VERSION.into(),
+            id: opts.id.clone(),
+            pid: child,
+            status: Status::Creating,
+            bundle: bundle.clone(),
+            rootfs,
+            created: crate::utils::rfc3339_nano(SystemTime::now()),
+            owner: String::new(),
+            annotations: annotations.clone(),
+            init_start_time: crate::utils::process_stat(child).map_or(0, |(_, t)| t),
+            init_exe: None,
+            cgroup_paths: cg_paths.clone(),
+            seccomp_wait_killable_recv: extras.seccomp_wait_killable_recv,
+            config: spec,
+        },
+    };
+    c.save()?;
+    let spec = &c.state.config;
+
     // The cgroup is made now, after the fork: the init makes its namespaces
     // meanwhile (see `crate::init`), on the other CPU if there is one.
     cleanup.cgroups = Some(cg_paths.clone());
@@ -208,7 +234,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         linux.resources().as_ref(),
         linux.devices().as_deref().unwrap_or(&[]),
     )?;
-    let annotations = spec.annotations().clone().unwrap_or_default();
     let mut init_pid = child;
     if let Err(e) = cgroups::add_pid(&cg_paths, child) {
         // An init that failed to make its namespaces has exited already,
@@ -237,6 +262,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
                     // The middle process exits once it has forked the init.
                     let _ = waitpid(Pid::from_raw(child), None);
                     cleanup.pids = vec![p];
+                    c.state.pid = p;
+                    c.state.init_start_time = crate::utils::process_stat(p).map_or(0, |(_, t)| t);
+                    c.save()?;
                 }
                 runtime_end.send(&Msg::HostPid(p))?;
             }
@@ -295,27 +323,17 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         }
     }
 
-    let state = State {
-        oci_version: container::OCI_VERSION.into(),
-        id: opts.id.clone(),
-        pid: init_pid,
-        status: Status::Created,
-        bundle: bundle.clone(),
-        rootfs,
-        created: crate::utils::rfc3339_nano(SystemTime::now()),
-        owner: String::new(),
-        annotations,
-        init_start_time: crate::utils::process_stat(init_pid).map_or(0, |(_, t)| t),
-        init_exe: container::exe_identity(init_pid),
-        cgroup_paths: cg_paths,
-        seccomp_wait_killable_recv: extras.seccomp_wait_killable_recv,
-        config: spec,
-    };
-    let c = Container { dir, state };
+    c.state.status = Status::Created;
+    c.state.init_exe = container::exe_identity(init_pid);
     c.save()?;
     if let Some(pf) = &opts.pid_file {
         write_pid_file(pf, init_pid)?;
     }
+    // The record is complete: the init may now outlive us.
+    runtime_end.send(&Msg::Continue)?;
+    runtime_end
+        .expect(Msg::Continue, "acknowledgement (container recorded)")
+        .map_err(prefix_init)?;
     // Success: keep everything.
     cleanup.dir = None;
     cleanup.cgroups = None;

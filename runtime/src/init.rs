@@ -21,7 +21,9 @@
 //!    hooks itself, then pivots into it;
 //! 6. sets the hostname, sysctls, terminal, masked and read-only paths;
 //! 7. applies rlimits, no_new_privs, capabilities and the user;
-//! 8. checks the program exists and reports "ready";
+//! 8. checks the program exists and reports "ready"; once the runtime has
+//!    recorded the container, it stops dying with the runtime (until then
+//!    a killed runtime takes it along: see [`die_with_runtime`]);
 //! 9. blocks opening `exec.fifo` until `start` opens the other end;
 //! 10. runs `startContainer` hooks and execs the user's program.
 //!
@@ -82,8 +84,31 @@ fn set_non_dumpable() {
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 }
 
+/// While `create` builds the container, the init dies with the runtime
+/// (prctl(2) `PR_SET_PDEATHSIG`): a runtime killed half-way must not leave
+/// an init waiting forever for a partner, unseen by `state` and `delete`.
+/// If the runtime is gone already, the kernel would never send the signal,
+/// so that is checked on the channel. The kernel clears the setting when
+/// the process's credentials change, so it is armed again after each
+/// change; [`disarm_parent_death`] ends it once the runtime has recorded
+/// the container.
+fn die_with_runtime(chan: &Channel) -> Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if chan.peer_gone() {
+        return Err(crate::sync::SyncError::Eof.into());
+    }
+    Ok(())
+}
+
+fn disarm_parent_death() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+}
+
 fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     set_non_dumpable();
+    die_with_runtime(chan)?;
     crate::container_run::reset_signals();
     let early = early_namespaces(cfg);
     namespaces::unshare_flags(early)?;
@@ -97,6 +122,7 @@ fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         chan.send(&Msg::MapIds)?;
         chan.expect(Msg::Continue, "continue (ids mapped)")?;
         become_root_in_userns();
+        die_with_runtime(chan)?;
     }
     namespaces::unshare_flags(cfg.plan.unshare_flags() - early)?;
     if cfg.plan.creates(LinuxNamespaceType::Time) {
@@ -163,6 +189,9 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
             .into())
         }
     };
+    // A grandchild's parent was the middle process, reaped by now: the
+    // runtime (a subreaper) is its parent.
+    die_with_runtime(chan)?;
     let _ = nix::unistd::setsid();
     let spec = cfg.spec;
     let linux = spec.linux().as_ref();
@@ -262,7 +291,11 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     let program = process::exec::find(&args[0], &env)?;
 
     die_on_signals();
+    die_with_runtime(chan)?;
     chan.send(&Msg::Ready)?;
+    chan.expect(Msg::Continue, "continue (container recorded)")?;
+    disarm_parent_death();
+    chan.send(&Msg::Continue)?;
     // `start` keeps reading the fifo until this descriptor closes, which
     // happens at execve (it is close-on-exec): so `start` returns only once
     // the user's program runs, and learns why if it never does.

@@ -49,7 +49,9 @@ pub enum Msg {
     SeccompFd,
     /// init -> runtime: setup failed with this message.
     Error(String),
-    /// runtime -> init: go on.
+    /// runtime -> init, and back: go on (after `Ready`, the runtime has
+    /// recorded the container: the init stops dying with the runtime and
+    /// acknowledges).
     Continue,
     /// runtime -> init: go on; this is your pid as the host sees it.
     HostPid(i32),
@@ -138,6 +140,20 @@ impl Channel {
 
     pub fn as_raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
+    }
+
+    /// Has the other end gone (its process died, or closed it)? Never
+    /// blocks: poll(2) with no timeout, looking for a hang-up.
+    pub fn peer_gone(&self) -> bool {
+        // POLLRDHUP (the peer shut down) is Linux's own, unknown to nix.
+        let mut fd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLRDHUP | libc::POLLHUP,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, alive for the call; timeout 0 never blocks.
+        let n = unsafe { libc::poll(&mut fd, 1, 0) };
+        n > 0 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
     }
 }
 
