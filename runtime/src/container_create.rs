@@ -297,7 +297,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             Msg::SeccompFd => {
                 let fd = runtime_end.recv_fd()?;
                 forward_seccomp_fd(
-                    &spec,
+                    spec,
                     &fd,
                     init_pid,
                     &crate::hooks::state_json(
