@@ -84,6 +84,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         .process()
         .as_ref()
         .ok_or_else(|| Error::Other("process property must not be empty".into()))?;
+    crate::process::validate_env(process.env().as_deref().unwrap_or(&[]))
+        .map_err(|e| prefix_init(e.into()))?;
     let rootfs = spec::rootfs_path(&bundle, &spec)?;
     // Like runc, work from the bundle: relative bind mount sources in the
     // config are relative to it. (Paths given on the command line were made
@@ -244,8 +246,15 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         return Err(e.into());
     }
     runtime_end.send(&Msg::Continue)?;
+    // An init that dies without a word was most likely killed: by the OOM
+    // killer, when the memory limit is below what it needs to start (runc
+    // finds out as it writes the limit, which it does after the join).
+    let died = |e: sync::SyncError| match (&e, memory_too_low(&linux, &cg_paths)) {
+        (sync::SyncError::Eof, Some(msg)) => prefix_init(Error::Other(msg)),
+        _ => prefix_init(e.into()),
+    };
     loop {
-        match runtime_end.recv().map_err(|e| prefix_init(e.into()))? {
+        match runtime_end.recv().map_err(died)? {
             Msg::MapIds => {
                 namespaces::write_id_maps(
                     child,
@@ -342,6 +351,26 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         container: c,
         console: foreground_console,
     })
+}
+
+/// If the container's cgroup saw an OOM kill: what to tell the user.
+fn memory_too_low(linux: &oci_spec::runtime::Linux, paths: &CgroupPaths) -> Option<String> {
+    if cgroups::stats::oom_kills(paths) == 0 {
+        return None;
+    }
+    let limit = linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .map_or("its memory limit".to_string(), |l| {
+            format!("the memory limit of {l} bytes")
+        });
+    let peak =
+        cgroups::stats::memory_peak(paths).map_or(String::new(), |p| format!(" (peak usage: {p})"));
+    Some(format!(
+        "container init was killed by the OOM killer: {limit} (linux.resources.memory.limit) is below what it needs to start{peak}"
+    ))
 }
 
 fn io_msg(e: &std::io::Error) -> String {

@@ -64,6 +64,7 @@ pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)>
     if opts.process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(Error::Other("process args cannot be empty".into()));
     }
+    crate::process::validate_env(opts.process.env().as_deref().unwrap_or(&[]))?;
     let terminal = opts.process.terminal().unwrap_or(false);
     let mut foreground = None;
     let console: Option<OwnedFd> = match (&opts.console_socket, terminal) {

@@ -254,3 +254,35 @@ fn mount_destination_symlink_does_not_escape_rootfs() {
         "skiff: {s}\nrunc: {r}"
     );
 }
+
+#[test]
+fn environment_entry_without_equals() {
+    let (s, _) = bad_case(&["environment variable"], |rt, b, id| {
+        b.edit(|v| v["process"]["env"] = json!(["PATH=/bin", "NOEQUALS"]));
+        rt.run(b, id)
+    });
+    assert!(s.stderr.contains("NOEQUALS"), "{s}");
+    // exec refuses it too
+    let rt = Runtime::skiff();
+    let b = Bundle::busybox();
+    b.set_args(&["sleep", "30"]);
+    let id = unique_id();
+    rt.run_detached(&b, &id).ok();
+    let out = rt
+        .call(&["exec", "--env", "ALSO_NO_EQUALS", &id, "true"])
+        .fail();
+    assert!(out.stderr.contains("ALSO_NO_EQUALS"), "{out}");
+    rt.delete_force(&id).ok();
+}
+
+/// A memory limit below what the init needs: runc finds out as it writes
+/// the limit (after the init joined the cgroup), skiff when the OOM killer
+/// ends the init; both name the limit.
+#[test]
+fn memory_limit_below_usage() {
+    let (s, _) = bad_case(&["65536", "memory limit"], |rt, b, id| {
+        b.edit(|v| v["linux"]["resources"] = json!({"memory": {"limit": 65536}}));
+        rt.run(b, id)
+    });
+    assert!(s.stderr.contains("memory"), "{s}");
+}

@@ -477,3 +477,14 @@ pub fn oom_kills(paths: &CgroupPaths) -> u64 {
         })
     }
 }
+
+/// The most memory the cgroup has used (v2 `memory.peak`, Linux 5.19; v1
+/// `memory.max_usage_in_bytes`), if the kernel keeps it.
+pub fn memory_peak(paths: &CgroupPaths) -> Option<u64> {
+    let file = if paths.is_v2() {
+        paths.unified()?.join("memory.peak")
+    } else {
+        paths.get("memory")?.join("memory.max_usage_in_bytes")
+    };
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}

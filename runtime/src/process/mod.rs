@@ -45,6 +45,17 @@ pub enum ProcessError {
     OomScoreAdj(std::io::Error),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error("invalid environment variable: {0:?}")]
+    InvalidEnv(String),
+}
+
+/// Every `process.env` entry must be `NAME=value`, as execve(2)'s
+/// environment is meant to be (runc refuses the rest too).
+pub fn validate_env(env: &[String]) -> Result<(), ProcessError> {
+    match env.iter().find(|e| !e.contains('=')) {
+        Some(bad) => Err(ProcessError::InvalidEnv(bad.clone())),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn sys(op: impl Into<String>) -> impl FnOnce(nix::Error) -> ProcessError {
