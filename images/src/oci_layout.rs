@@ -223,7 +223,6 @@ pub fn import(
 /// Write `data` at `path`, replacing a regular file but never writing
 /// through a symlink someone planted in the destination.
 fn write_new(path: &Path, data: &mut dyn Read) -> Result<(), LayoutError> {
-    use std::os::unix::fs::OpenOptionsExt;
     if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
         return Err(io_err(path)(io::Error::other(
             "exists and is not a regular file",
@@ -231,26 +230,43 @@ fn write_new(path: &Path, data: &mut dyn Read) -> Result<(), LayoutError> {
     }
     let tmp = path.with_extension("skiff-partial");
     let _ = fs::remove_file(&tmp);
-    let mut f = File::options()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
+    let mut f = new_file(&tmp)?;
     io::copy(data, &mut f).map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))
 }
 
+/// A new regular file, never through a symlink an export directory may hold.
+fn new_file(path: &Path) -> Result<File, LayoutError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_err(path))
+}
+
 /// Copy a blob out of the store (a copy, not a hardlink: editing the
 /// export must never change the store).
-fn copy_blob(store: &Store, d: &Digest, dest_root: &Path) -> Result<(), LayoutError> {
+/// Returns whether the blob was new to the layout.
+fn copy_blob(store: &Store, d: &Digest, dest_root: &Path) -> Result<bool, LayoutError> {
     let to = dest_root.join("blobs/sha256").join(d.hex());
     if fs::symlink_metadata(&to).is_ok_and(|m| m.is_file()) {
-        return Ok(());
+        return Ok(false);
     }
-    let from = store.blob_path(d);
-    let mut src = File::open(&from).map_err(io_err(&from))?;
-    write_new(&to, &mut src)
+    // Verified as it is copied: a damaged blob never reaches the export.
+    let tmp = to.with_extension("skiff-partial");
+    let _ = fs::remove_file(&tmp);
+    let f = new_file(&tmp)?;
+    let copied = store
+        .copy_blob_to(d, io::BufWriter::new(&f))
+        .map_err(LayoutError::from)
+        .and_then(|_| f.sync_all().map_err(io_err(&tmp)))
+        .and_then(|_| fs::rename(&tmp, &to).map_err(io_err(&to)));
+    if copied.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    copied.map(|_| true)
 }
 
 /// Write `rec` as a layout at `root` (created if missing; an existing
@@ -268,11 +284,23 @@ pub fn export_dir(
             path: store.blob_path(&rec.manifest),
             why: e.to_string(),
         })?;
+    // Blobs this export adds are taken back if a later one fails: a
+    // failed export leaves the layout as it was.
+    let mut added = vec![];
     for d in std::iter::once(&rec.manifest)
         .chain(std::iter::once(&rec.config))
         .chain(rec.layers.iter())
     {
-        copy_blob(store, d, root)?;
+        match copy_blob(store, d, root) {
+            Ok(true) => added.push(root.join("blobs/sha256").join(d.hex())),
+            Ok(false) => {}
+            Err(e) => {
+                for p in &added {
+                    let _ = fs::remove_file(p);
+                }
+                return Err(e);
+            }
+        }
     }
     let mut idx = read_index(root).unwrap_or(Index {
         schema_version: 2,

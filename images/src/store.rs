@@ -62,6 +62,12 @@ pub enum StoreError {
     },
     #[error("blob {0} is not in the store")]
     MissingBlob(Digest),
+    #[error("blob {digest} in the store is damaged (its content has digest {actual}): {path}; pull or import the image again")]
+    Damaged {
+        digest: Digest,
+        actual: Digest,
+        path: PathBuf,
+    },
     #[error("no image {0} in the store")]
     NoImage(String),
     #[error("{path}: {err}")]
@@ -282,11 +288,40 @@ impl Store {
         self.blob_path(d).is_file()
     }
 
+    /// The content of blob `d`, checked against its digest: a blob edited
+    /// or truncated in the store is refused, never handed on.
     pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
         let p = self.blob_path(d);
-        fs::read(&p).map_err(|e| match e.kind() {
+        let data = fs::read(&p).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::MissingBlob(d.clone()),
             _ => io_err("read", &p)(e),
+        })?;
+        self.check(d, Digest::of(&data))?;
+        Ok(data)
+    }
+
+    /// Copy blob `d` into `w`, hashing as it goes; `Damaged` if what was
+    /// copied is not `d` (the caller throws the copy away).
+    pub fn copy_blob_to(&self, d: &Digest, w: impl Write) -> Result<u64> {
+        let p = self.blob_path(d);
+        let mut f = File::open(&p).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::MissingBlob(d.clone()),
+            _ => io_err("open", &p)(e),
+        })?;
+        let mut h = Hasher::new(w);
+        let n = io::copy(&mut f, &mut h).map_err(io_err("copy", &p))?;
+        self.check(d, h.finish().0)?;
+        Ok(n)
+    }
+
+    fn check(&self, d: &Digest, actual: Digest) -> Result<()> {
+        if &actual == d {
+            return Ok(());
+        }
+        Err(StoreError::Damaged {
+            digest: d.clone(),
+            actual,
+            path: self.blob_path(d),
         })
     }
 

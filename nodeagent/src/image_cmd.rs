@@ -181,6 +181,19 @@ pub fn run(a: &ImageArgs) -> Result<()> {
         }
         ImageCommand::Ls { quiet, format } => {
             let images = store.images()?;
+            // Manifests and configs are small: each is checked against its
+            // digest, so an edited or truncated one is reported here, not
+            // when a container is made from it.
+            let mut damaged = 0;
+            for i in &images {
+                if let Err(e) = store
+                    .read_blob(&i.manifest)
+                    .and_then(|_| store.read_blob(&i.config))
+                {
+                    eprintln!("image {}: {e}", i.name);
+                    damaged += 1;
+                }
+            }
             if *quiet {
                 for i in &images {
                     println!("{}", i.name);
@@ -199,12 +212,17 @@ pub fn run(a: &ImageArgs) -> Result<()> {
                     );
                 }
             }
+            if damaged > 0 {
+                bail!("{damaged} damaged image(s) in {}", store.root().display());
+            }
         }
         ImageCommand::Inspect { image } => {
             let rec = find(&store, image)?;
             let manifest: serde_json::Value =
-                serde_json::from_slice(&store.read_blob(&rec.manifest)?)?;
-            let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&rec.config)?)?;
+                serde_json::from_slice(&store.read_blob(&rec.manifest)?)
+                    .with_context(|| format!("parse manifest blob {}", rec.manifest))?;
+            let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&rec.config)?)
+                .with_context(|| format!("parse config blob {}", rec.config))?;
             let out = json!({"record": rec, "manifest": manifest, "config": config});
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
@@ -342,10 +360,13 @@ fn bundle(
     args: &[String],
 ) -> Result<()> {
     let _gc = store.gc_guard()?;
+    // Relative to where we were called from, whatever changes later.
+    let dir = &std::path::absolute(dir).with_context(|| format!("bundle {}", dir.display()))?;
     let rec = find(store, image)?;
+    store.read_blob(&rec.manifest)?;
     let config: oci_spec::image::ImageConfiguration =
         serde_json::from_slice(&store.read_blob(&rec.config)?)
-            .with_context(|| format!("image config {}", rec.config))?;
+            .with_context(|| format!("parse config blob {}", rec.config))?;
     let rootfs = snapshot::prepare(store, &rec, dir, copy)?;
     let written = (|| -> Result<()> {
         let opts = SpecOptions {
@@ -369,6 +390,6 @@ fn bundle(
         bail!(e);
     }
     // Its layers stay until `unbundle`, whatever `rm` and `prune` do.
-    store.add_bundle_ref(&std::path::absolute(dir)?, &rec.chain)?;
+    store.add_bundle_ref(dir, &rec.chain)?;
     Ok(())
 }

@@ -200,7 +200,25 @@ fn main() {
         Command::Pause => std::process::exit(skiff_agent::pause::run()),
     };
     if let Err(e) = result {
-        eprintln!("skiff-agent: {e:#}");
+        eprintln!("skiff-agent: {}", one_line(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, "a: b: c", each cause said once:
+/// many of the library errors already include their cause in their own
+/// message (so they read well alone), and it is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
