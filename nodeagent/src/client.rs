@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
-use skiff_agent::agent::status;
+use skiff_agent::agent::status::pod_status as status;
 
 #[derive(clap::Args, Clone)]
 pub struct Conn {

@@ -64,6 +64,9 @@ pub struct ServeArgs {
     container_log_max_size: u64,
     #[arg(long, default_value_t = 5)]
     container_log_max_files: u32,
+    /// Per-registry CA certificates for pulls: DIR/<host>/ca.crt
+    #[arg(long, default_value = "/etc/skiff/certs.d")]
+    certs_dir: PathBuf,
     /// Testing only: CrashLoopBackOff start and cap, e.g. "1s,8s"
     #[arg(long, hide = true)]
     test_backoff: Option<String>,
@@ -168,6 +171,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         log_max_size: a.container_log_max_size,
         log_max_files: a.container_log_max_files,
         insecure_registries: a.insecure_registries,
+        certs_dir: a.certs_dir,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

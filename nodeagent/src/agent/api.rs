@@ -30,7 +30,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::state::PodRecord;
-use super::{status, Agent};
+use super::status::pod_status;
+use super::Agent;
 use crate::cri_log;
 
 /// Where the API listens.
@@ -155,20 +156,15 @@ fn err(code: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 fn find(agent: &Agent, ns: &str, name: &str) -> Option<PodRecord> {
-    agent
-        .lock()
-        .pods
-        .values()
-        .find(|p| p.namespace == ns && p.name == name)
-        .cloned()
+    agent.status.find(ns, name)
 }
 
 fn pod_json(agent: &Agent, r: &PodRecord) -> k8s_openapi::api::core::v1::Pod {
-    status::pod(r, &agent.cfg.node_name, &agent.host_ip)
+    agent.status.pod(r)
 }
 
 async fn pods(State(agent): State<Shared>) -> Response {
-    let recs: Vec<PodRecord> = agent.lock().pods.values().cloned().collect();
+    let recs = agent.status.list();
     let mut items: Vec<_> = recs.iter().map(|r| pod_json(&agent, r)).collect();
     items.sort_by(|a, b| {
         (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
@@ -289,7 +285,7 @@ async fn logs(
                         (agent, uid, cname, path, offset, false),
                     ));
                 }
-                let rec = agent.record(&uid)?;
+                let rec = agent.status.record(&uid)?;
                 let c = rec
                     .init
                     .iter()
@@ -306,7 +302,7 @@ async fn logs(
                     return None;
                 }
                 tokio::select! {
-                    _ = agent.changed.notified() => {}
+                    _ = agent.status.changed.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
             }
@@ -394,9 +390,8 @@ struct EventQuery {
 }
 
 async fn events(State(agent): State<Shared>, Query(q): Query<EventQuery>) -> Response {
-    let g = agent.lock();
-    let items: Vec<_> = g
-        .events
+    let items: Vec<_> = agent
+        .events()
         .list
         .iter()
         .filter(|e| q.namespace.as_ref().is_none_or(|n| *n == e.namespace))
@@ -504,7 +499,7 @@ async fn delete_pod(
     };
     match result {
         Ok(()) => {
-            super::reconcile(&agent);
+            super::sources::file::rescan(&agent);
             (StatusCode::OK, format!("pod \"{name}\" deleted\n")).into_response()
         }
         Err(e) => err(
@@ -522,11 +517,11 @@ fn esc(s: &str) -> String {
 
 async fn metrics(State(agent): State<Shared>, _h: HeaderMap) -> Response {
     let (recs, probes, latencies) = {
-        let g = agent.lock();
+        let m = agent.metrics();
         (
-            g.pods.values().cloned().collect::<Vec<_>>(),
-            g.probes.clone(),
-            g.start_latencies.clone(),
+            agent.status.list(),
+            m.probes.clone(),
+            m.start_latencies.clone(),
         )
     };
     let mut o = String::new();
@@ -535,7 +530,7 @@ async fn metrics(State(agent): State<Shared>, _h: HeaderMap) -> Response {
         phases.insert(p, 0u64);
     }
     for r in &recs {
-        *phases.entry(status::phase(r)).or_default() += 1;
+        *phases.entry(pod_status::phase(r)).or_default() += 1;
     }
     o.push_str("# HELP skiff_pods Pods known to the agent, by phase.\n# TYPE skiff_pods gauge\n");
     for (p, n) in &phases {
@@ -666,6 +661,7 @@ mod tests {
             log_max_size: 1 << 20,
             log_max_files: 1,
             insecure_registries: vec![],
+            certs_dir: dir.join("certs"),
         })
         .unwrap()
     }

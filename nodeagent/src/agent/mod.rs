@@ -1,33 +1,36 @@
 //! The pod daemon: `skiff-agent serve`.
 //!
-//! Its shape follows kubelet's: a *config source* (the manifest directory,
-//! watched with inotify(7)) says which pods should exist; one *pod worker*
-//! task per pod drives that pod towards its spec (sandbox, init containers,
-//! app containers, restarts, probes); the *status* of every pod is computed
-//! from the workers' records; and an HTTP API reports it. Everything a
-//! worker learns is written to its record on disk first ([`state`]), so a
-//! restarted agent can adopt what is running.
+//! Its shape follows kubelet's, in three parts:
+//!
+//! - **sources** ([`sources`]) say which pods should exist: today the
+//!   manifest directory, watched with inotify(7); their sets become add,
+//!   update and remove operations;
+//! - **the pod engine** ([`engine`]) runs one worker per pod that drives it
+//!   towards its spec (sandbox, init containers, app containers, restarts,
+//!   probes);
+//! - **the status manager** ([`status`]) owns every pod's record: workers
+//!   change records only through it, and it hands each change to the
+//!   sinks (the state files, the HTTP API of [`api`], subscribers).
+//!
+//! Everything a worker learns is written to its record on disk first
+//! ([`state`]), so a restarted agent can adopt what is running.
 
 pub mod api;
-mod container;
+pub mod engine;
 pub mod events;
-mod pod;
-mod sandbox;
-pub mod spec;
+pub mod reasons;
+pub mod sources;
 pub mod state;
 pub mod status;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
-
 use crate::backoff::Policy;
 use crate::cni::Cni;
-use crate::manifest;
-use state::PodRecord;
+use state::Layout;
 
 /// `skiff-agent serve`'s settings.
 #[derive(Debug, Clone)]
@@ -51,43 +54,20 @@ pub struct Config {
     pub log_max_files: u32,
     /// Registries reached over plain HTTP or with unverified TLS.
     pub insecure_registries: Vec<String>,
+    /// Per-registry CA certificates, `<dir>/<host>/ca.crt`.
+    pub certs_dir: PathBuf,
 }
 
 impl Config {
+    pub fn layout(&self) -> Layout {
+        Layout {
+            state_dir: self.state_dir.clone(),
+            data_dir: self.data_dir.clone(),
+        }
+    }
     pub fn runtime_root(&self) -> PathBuf {
-        self.state_dir.join("runtime")
+        self.layout().runtime_root()
     }
-    pub fn log_dir(&self) -> PathBuf {
-        self.data_dir.join("pod-logs")
-    }
-}
-
-/// What a pod worker is told.
-#[derive(Debug)]
-pub enum Msg {
-    /// A container instance's monitor (or the instance) ended.
-    Exited { id: String },
-    /// A liveness or startup probe failed: kill and maybe restart.
-    Kill {
-        id: String,
-        reason: String,
-        /// The probe's `terminationGracePeriodSeconds`, if it has one.
-        grace: Option<Duration>,
-    },
-    /// Stop the pod (manifest removed or changed, agent told to delete).
-    Stop,
-    /// Look again (a probe result changed...).
-    Wake,
-}
-
-pub(crate) struct Worker {
-    pub tx: mpsc::UnboundedSender<Msg>,
-    /// Becomes true when the worker has finished (pod torn down).
-    pub done: watch::Receiver<bool>,
-    pub spec_hash: String,
-    pub file: PathBuf,
-    /// Told to stop; a manifest that comes back needs a new worker.
-    pub stopping: bool,
 }
 
 /// Probe counters for `/metrics`.
@@ -97,11 +77,9 @@ pub struct ProbeStats {
     pub seconds_sum: f64,
 }
 
+/// What `/metrics` counts besides pod status.
 #[derive(Default)]
-pub struct Inner {
-    pub pods: BTreeMap<String, PodRecord>,
-    pub(crate) workers: HashMap<String, Worker>,
-    pub events: events::Events,
+pub struct Metrics {
     /// (namespace, pod, container, probe, result) → counters.
     pub probes: BTreeMap<(String, String, String, &'static str, &'static str), ProbeStats>,
     /// Seconds from first seeing a pod to all its containers running.
@@ -112,19 +90,21 @@ pub struct Agent {
     pub cfg: Config,
     /// The image store in `--data-dir`, opened once.
     pub store: Arc<skiff_images::store::Store>,
-    pub inner: Mutex<Inner>,
+    /// Every pod's record: the status manager.
+    pub status: status::StatusManager,
+    /// The pod workers.
+    pub engine: engine::Engine,
+    /// Each source's last set of pods.
+    pub config: sources::PodConfig,
+    /// Parsed manifest files.
+    pub file_cache: sources::file::Cache,
+    pub events: Mutex<events::Events>,
+    pub metrics: Mutex<Metrics>,
     pub http: reqwest::Client,
     pub cni: Result<Cni, String>,
     pub cgroup_v2: bool,
     pub host_ip: String,
-    /// Woken whenever a log or status may have changed (for followers).
-    pub changed: tokio::sync::Notify,
-    /// Parsed manifest files by path, with the (mtime, size, inode) they
-    /// were parsed at: the periodic rescan re-parses only what changed.
-    manifest_cache: Mutex<HashMap<PathBuf, (ManifestStamp, Vec<manifest::Doc>)>>,
 }
-
-type ManifestStamp = (std::time::SystemTime, u64, u64);
 
 impl Agent {
     pub fn new(cfg: Config) -> Result<Arc<Agent>, skiff_images::store::StoreError> {
@@ -135,43 +115,37 @@ impl Agent {
                 network,
             })
             .map_err(|e| e.to_string());
+        let host_ip = host_ip();
         Ok(Arc::new(Agent {
             store,
             cgroup_v2: nix::sys::statfs::statfs("/sys/fs/cgroup")
                 .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC),
-            host_ip: host_ip(),
+            status: status::StatusManager::new(
+                cfg.layout(),
+                cfg.node_name.clone(),
+                host_ip.clone(),
+            ),
+            host_ip,
+            engine: engine::Engine::default(),
+            config: sources::PodConfig::default(),
+            file_cache: sources::file::Cache::default(),
+            events: Mutex::new(events::Events::default()),
+            metrics: Mutex::new(Metrics::default()),
             cfg,
-            inner: Mutex::new(Inner::default()),
             http: crate::probe::http_client(),
             cni,
-            changed: tokio::sync::Notify::new(),
-            manifest_cache: Mutex::new(HashMap::new()),
         }))
     }
 
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
+        self.metrics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Change a pod's record, save it, and wake followers.
-    pub fn update<R>(&self, uid: &str, f: impl FnOnce(&mut PodRecord) -> R) -> Option<R> {
-        let (r, saved) = {
-            let mut g = self.lock();
-            let rec = g.pods.get_mut(uid)?;
-            let r = f(rec);
-            (r, rec.clone())
-        };
-        if let Err(e) = saved.save(&self.cfg.state_dir) {
-            tracing::warn!("save pod {}: {e}", saved.key());
-        }
-        self.changed.notify_waiters();
-        Some(r)
+    pub fn events(&self) -> std::sync::MutexGuard<'_, events::Events> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn record(&self, uid: &str) -> Option<PodRecord> {
-        self.lock().pods.get(uid).cloned()
-    }
-
+    /// Record an event about pod `uid` (and log it).
     pub fn event(
         &self,
         uid: &str,
@@ -180,16 +154,15 @@ impl Agent {
         message: String,
         field: Option<&str>,
     ) {
-        let mut g = self.lock();
-        let (ns, name) = g
-            .pods
-            .get(uid)
-            .map(|p| (p.namespace.clone(), p.name.clone()))
+        let (ns, name) = self
+            .status
+            .record(uid)
+            .map(|p| (p.namespace, p.name))
             .unwrap_or_default();
         tracing::info!("{ns}/{name}: {reason}: {message}");
-        g.events.push(&ns, &name, uid, kind, reason, message, field);
-        drop(g);
-        self.changed.notify_waiters();
+        self.events()
+            .push(&ns, &name, uid, kind, reason, message, field);
+        self.status.changed.notify_waiters();
     }
 }
 
@@ -224,9 +197,9 @@ pub async fn serve(cfg: Config, listen: api::Listen) -> anyhow::Result<()> {
         tracing::warn!("pod networking unavailable: {e}");
     }
     let server = api::serve(agent.clone(), listen).await?;
-    adopt(&agent);
+    engine::Engine::adopt(&agent);
     tokio::spawn(reap_orphans());
-    let watcher = tokio::spawn(watch_manifests(agent.clone()));
+    let watcher = tokio::spawn(sources::file::watch(agent.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}
@@ -283,268 +256,5 @@ async fn reap_orphans() {
             let _ = waitpid(nix::unistd::Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG));
         }
         seen = zombies;
-    }
-}
-
-/// Records from a previous run: the pods they describe are handed to
-/// workers that adopt what is still running.
-fn adopt(agent: &Arc<Agent>) {
-    for rec in state::load_all(&agent.cfg.state_dir) {
-        tracing::info!("adopting pod {} ({})", rec.key(), rec.uid);
-        start_worker(agent, rec, None);
-    }
-}
-
-fn start_worker(agent: &Arc<Agent>, rec: PodRecord, after: Option<watch::Receiver<bool>>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (done_tx, done) = watch::channel(false);
-    let uid = rec.uid.clone();
-    {
-        let mut g = agent.lock();
-        g.workers.insert(
-            uid.clone(),
-            Worker {
-                tx: tx.clone(),
-                done,
-                spec_hash: rec.spec_hash.clone(),
-                file: rec.file.clone(),
-                stopping: false,
-            },
-        );
-        if after.is_none() {
-            g.pods.insert(uid.clone(), rec.clone());
-        }
-    }
-    let agent = agent.clone();
-    tokio::spawn(async move {
-        if let Some(mut prev) = after {
-            let _ = prev.wait_for(|d| *d).await;
-            agent.lock().pods.insert(uid.clone(), rec.clone());
-            let _ = rec.save(&agent.cfg.state_dir);
-        }
-        pod::run(agent.clone(), uid.clone(), tx, rx).await;
-        let _ = done_tx.send(true);
-    });
-}
-
-/// Watch the manifest directory (inotify, plus a rescan every 10 s as
-/// kubelet does) and reconcile on every change.
-async fn watch_manifests(agent: Arc<Agent>) {
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-    use std::os::fd::AsFd;
-    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-        .ok()
-        .filter(|i| {
-            i.add_watch(
-                &agent.cfg.manifests,
-                AddWatchFlags::IN_CREATE
-                    | AddWatchFlags::IN_CLOSE_WRITE
-                    | AddWatchFlags::IN_DELETE
-                    | AddWatchFlags::IN_MOVED_FROM
-                    | AddWatchFlags::IN_MOVED_TO
-                    | AddWatchFlags::IN_MODIFY,
-            )
-            .is_ok()
-        });
-    // Readiness is watched on a duplicate of the inotify fd (same open
-    // file), events are read through `ino`.
-    let afd = ino.as_ref().and_then(|i| {
-        let fd = i.as_fd().try_clone_to_owned().ok()?;
-        // SAFETY: the AsyncFd owns this duplicate for as long as it lives.
-        unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-        }
-        .ok()
-    });
-    let drain = || {
-        if let Some(i) = &ino {
-            while i.read_events().is_ok_and(|e| !e.is_empty()) {}
-        }
-    };
-    loop {
-        reconcile(&agent);
-        match &afd {
-            Some(afd) => {
-                tokio::select! {
-                    r = afd.readable() => {
-                        if let Ok(mut g) = r {
-                            drain();
-                            g.clear_ready();
-                        }
-                        // Let a burst of writes settle.
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                        drain();
-                    }
-                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-                }
-            }
-            None => tokio::time::sleep(Duration::from_secs(1)).await,
-        }
-    }
-}
-
-/// The manifest files kubelet would read: regular files not starting
-/// with a dot.
-fn manifest_files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok())
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .collect();
-    v.sort();
-    v
-}
-
-/// Make the running pods match the manifests.
-pub fn reconcile(agent: &Arc<Agent>) {
-    let mut desired: BTreeMap<String, PodRecord> = BTreeMap::new();
-    let mut seen_names = BTreeMap::new();
-    let files = manifest_files(&agent.cfg.manifests);
-    let mut cache = agent
-        .manifest_cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    cache.retain(|f, _| files.contains(f));
-    for file in files {
-        use std::os::unix::fs::MetadataExt;
-        let stamp: Option<ManifestStamp> = std::fs::metadata(&file)
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())));
-        let docs = match (stamp, cache.get(&file)) {
-            (Some(s), Some((cached, docs))) if *cached == s => docs.clone(),
-            _ => {
-                let text = match std::fs::read_to_string(&file) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::warn!("read {}: {e}", file.display());
-                        continue;
-                    }
-                };
-                let docs = manifest::parse_file(&file, &text);
-                if let Some(s) = stamp {
-                    cache.insert(file.clone(), (s, docs.clone()));
-                }
-                docs
-            }
-        };
-        for doc in docs {
-            let key = format!("{}/{}", doc.namespace, doc.name);
-            if let Some(other) = seen_names.insert(key.clone(), file.clone()) {
-                tracing::warn!(
-                    "{}: pod {key} is already defined in {}; ignored",
-                    file.display(),
-                    other.display()
-                );
-                continue;
-            }
-            let rec = new_record(&file, doc);
-            desired.insert(rec.uid.clone(), rec);
-        }
-    }
-    drop(cache);
-    let (running, stale): (Vec<String>, Vec<String>) = {
-        let g = agent.lock();
-        let running = g.workers.keys().cloned().collect();
-        let stale = g
-            .workers
-            .iter()
-            .filter(|(uid, w)| {
-                w.stopping
-                    || desired
-                        .get(*uid)
-                        .is_none_or(|d| d.spec_hash != w.spec_hash || d.file != w.file)
-            })
-            .map(|(uid, _)| uid.clone())
-            .collect();
-        (running, stale)
-    };
-    for uid in &stale {
-        let prev = {
-            let mut g = agent.lock();
-            g.workers.get_mut(uid).map(|w| {
-                if !w.stopping {
-                    let _ = w.tx.send(Msg::Stop);
-                    w.stopping = true;
-                }
-                w.done.clone()
-            })
-        };
-        if let Some(rec) = desired.remove(uid) {
-            tracing::info!("pod {} changed: recreating", rec.key());
-            start_worker(agent, rec, prev);
-        }
-    }
-    for (uid, rec) in desired {
-        if !running.contains(&uid) {
-            tracing::info!("pod {} added from {}", rec.key(), rec.file.display());
-            start_worker(agent, rec, None);
-        }
-    }
-}
-
-fn new_record(file: &Path, doc: manifest::Doc) -> PodRecord {
-    let now = jiff::Timestamp::now();
-    let (pod, invalid) = match doc.pod {
-        Ok(p) => (Some(p), None),
-        Err(e) => (None, Some(e.to_string())),
-    };
-    let uid = match &pod {
-        Some(p) => manifest::pod_uid(p, file),
-        None => {
-            let mut p = k8s_openapi::api::core::v1::Pod::default();
-            p.metadata.name = Some(doc.name.clone());
-            p.metadata.namespace = Some(doc.namespace.clone());
-            manifest::pod_uid(&p, file)
-        }
-    };
-    let spec_hash = match &pod {
-        Some(p) => manifest::spec_hash(p),
-        None => format!("invalid-{}", invalid.as_deref().unwrap_or("").len()),
-    };
-    let containers = |init: bool| -> Vec<state::ContainerRecord> {
-        let Some(spec) = pod.as_ref().and_then(|p| p.spec.as_ref()) else {
-            return Vec::new();
-        };
-        let list = if init {
-            spec.init_containers.clone().unwrap_or_default()
-        } else {
-            spec.containers.clone()
-        };
-        let has_init = spec.init_containers.as_ref().is_some_and(|l| !l.is_empty());
-        list.iter()
-            .map(|c| {
-                let reason = if !init && has_init {
-                    "PodInitializing"
-                } else {
-                    "ContainerCreating"
-                };
-                state::ContainerRecord::new(&c.name, c.image.as_deref().unwrap_or(""), reason)
-            })
-            .collect()
-    };
-    PodRecord {
-        uid,
-        namespace: doc.namespace,
-        name: doc.name,
-        file: file.to_path_buf(),
-        spec_hash,
-        init: containers(true),
-        containers: containers(false),
-        pod,
-        invalid,
-        created_at: now,
-        start_time: None,
-        sandbox: None,
-        pod_ip: None,
-        conditions: BTreeMap::new(),
-        terminating: false,
-        deleted_at: None,
-        sandbox_error: None,
-        finished: false,
-        sandbox_count: 0,
     }
 }

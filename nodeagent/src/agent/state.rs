@@ -1,26 +1,101 @@
-//! What the agent knows about each pod, kept in memory and on disk.
+//! What the agent keeps about each pod, in memory and on disk, and where
+//! everything it keeps lives ([`Layout`]).
 //!
 //! Every pod has a record in `<state-dir>/pods/<uid>/pod.json`, rewritten
-//! (atomically) whenever it changes: the manifest it came from, its sandbox
+//! (atomically) whenever it changes: where the pod came from, its sandbox
 //! (netns path, pause container, CNI result), and per container the restart
 //! count, back-off, current instance (container id, monitor) and last
 //! termination. A restarted agent reads these records to adopt what is
 //! still running instead of starting it again.
+//!
+//! ```text
+//! <state-dir>/                      tmpfs (/run/skiff/agent): gone at reboot,
+//!   pods/<uid>/pod.json             like the processes it describes
+//!   pods/<uid>/sandbox/             the pause container's bundle
+//!   pods/<uid>/sandbox/monitor/     its monitor's state.json, exit.json
+//!   pods/<uid>/containers/<id>/     a container instance's monitor
+//!   pods/<uid>/etc/                 the pod's hosts and hostname files
+//!   netns/<uid>                     the pinned network namespace
+//!   runtime/                        `skiff --root`
+//! <data-dir>/                       disk (/var/lib/skiff)
+//!   pods/<uid>/containers/<id>/     a container's bundle (rootfs overlay)
+//!   pods/<uid>/volumes/<name>/      emptyDir volumes
+//!   pod-logs/<ns>_<name>_<uid>/<container>/<restart>.log
+//! ```
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 
+use super::reasons::{TerminatedReason, WaitingReason};
+use super::sources::Source;
 use crate::backoff::Backoff;
+
+/// Where the agent keeps things: one place for every path of the layout
+/// above.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub state_dir: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl Layout {
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.state_dir.join("pods").join(uid)
+    }
+    pub fn sandbox_dir(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("sandbox")
+    }
+    pub fn monitor_dir(&self, uid: &str, id: &str) -> PathBuf {
+        self.pod_dir(uid).join("containers").join(id)
+    }
+    pub fn etc_dir(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("etc")
+    }
+    pub fn netns(&self, uid: &str) -> PathBuf {
+        self.state_dir.join("netns").join(uid)
+    }
+    pub fn runtime_root(&self) -> PathBuf {
+        self.state_dir.join("runtime")
+    }
+    /// Everything of the pod's under the data directory.
+    pub fn pod_data(&self, uid: &str) -> PathBuf {
+        self.data_dir.join("pods").join(uid)
+    }
+    pub fn bundle_dir(&self, uid: &str, id: &str) -> PathBuf {
+        self.pod_data(uid).join("containers").join(id)
+    }
+    pub fn volumes_dir(&self, uid: &str) -> PathBuf {
+        self.pod_data(uid).join("volumes")
+    }
+    pub fn log_root(&self) -> PathBuf {
+        self.data_dir.join("pod-logs")
+    }
+    /// kubelet's `/var/log/pods/<ns>_<name>_<uid>`.
+    pub fn pod_logs(&self, rec: &PodRecord) -> PathBuf {
+        self.log_root()
+            .join(format!("{}_{}_{}", rec.namespace, rec.name, rec.uid))
+    }
+    pub fn log_file(&self, rec: &PodRecord, container: &str, restart: u32) -> PathBuf {
+        self.pod_logs(rec)
+            .join(container)
+            .join(format!("{restart}.log"))
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PodRecord {
     pub uid: String,
     pub namespace: String,
     pub name: String,
+    /// The source that wants the pod.
+    #[serde(default)]
+    pub source: Source,
+    /// Its manifest file, for a static pod.
+    #[serde(default)]
     pub file: PathBuf,
     pub spec_hash: String,
     /// The validated pod; `None` when the manifest was rejected.
@@ -85,7 +160,7 @@ pub struct Condition {
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum CState {
     Waiting {
-        reason: String,
+        reason: WaitingReason,
         #[serde(default)]
         message: Option<String>,
     },
@@ -100,7 +175,7 @@ pub struct Terminated {
     pub exit_code: i32,
     #[serde(default)]
     pub signal: Option<i32>,
-    pub reason: String,
+    pub reason: TerminatedReason,
     #[serde(default)]
     pub message: Option<String>,
     #[serde(default)]
@@ -154,16 +229,13 @@ pub struct ContainerRecord {
 }
 
 impl ContainerRecord {
-    pub fn new(name: &str, image: &str, reason: &str) -> ContainerRecord {
+    pub fn new(name: &str, image: &str, reason: WaitingReason) -> ContainerRecord {
         ContainerRecord {
             name: name.to_string(),
             image: image.to_string(),
             image_id: None,
             restart_count: 0,
-            state: CState::Waiting {
-                reason: reason.to_string(),
-                message: None,
-            },
+            state: CState::waiting(reason, None),
             last_state: None,
             previous: None,
             current: None,
@@ -187,9 +259,22 @@ impl ContainerRecord {
     }
 }
 
+impl CState {
+    pub fn waiting(reason: WaitingReason, message: Option<String>) -> CState {
+        CState::Waiting { reason, message }
+    }
+}
+
 impl PodRecord {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Where the pod came from, for messages.
+    pub fn origin(&self) -> String {
+        match self.source {
+            Source::File => self.file.display().to_string(),
+        }
     }
 
     pub fn container_mut(&mut self, init: bool, name: &str) -> Option<&mut ContainerRecord> {
@@ -220,20 +305,16 @@ impl PodRecord {
         c.reason = reason.map(str::to_string);
     }
 
-    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
-        let dir = pod_dir(state_dir, &self.uid);
+    pub fn save(&self, layout: &Layout) -> std::io::Result<()> {
+        let dir = layout.pod_dir(&self.uid);
         std::fs::create_dir_all(&dir)?;
         crate::monitor::write_json(&dir, "pod.json", self)
     }
 }
 
-pub fn pod_dir(state_dir: &Path, uid: &str) -> PathBuf {
-    state_dir.join("pods").join(uid)
-}
-
-/// Every record saved under `state_dir`.
-pub fn load_all(state_dir: &Path) -> Vec<PodRecord> {
-    let Ok(rd) = std::fs::read_dir(state_dir.join("pods")) else {
+/// Every record saved in the state directory.
+pub fn load_all(layout: &Layout) -> Vec<PodRecord> {
+    let Ok(rd) = std::fs::read_dir(layout.state_dir.join("pods")) else {
         return Vec::new();
     };
     rd.filter_map(|e| e.ok())

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
-use super::state::{CState, ContainerRecord, PodRecord, Terminated};
+use super::super::state::{CState, ContainerRecord, PodRecord, Terminated};
 
 /// The phase kubelet would report.
 pub fn phase(r: &PodRecord) -> &'static str {
@@ -64,7 +64,7 @@ fn terminated(t: &Terminated) -> ContainerStateTerminated {
     ContainerStateTerminated {
         exit_code: t.exit_code,
         signal: t.signal,
-        reason: Some(t.reason.clone()),
+        reason: Some(t.reason.to_string()),
         message: t.message.clone(),
         started_at: t.started_at.map(Time),
         finished_at: Some(Time(t.finished_at)),
@@ -76,7 +76,7 @@ fn container_status(r: &PodRecord, c: &ContainerRecord, init: bool) -> Container
     let state = match &c.state {
         CState::Waiting { reason, message } => ContainerState {
             waiting: Some(ContainerStateWaiting {
-                reason: Some(reason.clone()),
+                reason: Some(reason.to_string()),
                 message: message.clone(),
             }),
             ..Default::default()

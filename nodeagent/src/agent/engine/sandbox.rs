@@ -18,9 +18,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+use super::super::state::{PodRecord, Sandbox};
+use super::super::Agent;
 use super::container::{self, Launch};
-use super::state::{self, PodRecord, Sandbox};
-use super::Agent;
 use crate::cni::Attachment;
 use crate::quantity;
 
@@ -76,19 +76,18 @@ pub fn volume_dirs(agent: &Agent, rec: &PodRecord) -> Vec<(String, PathBuf)> {
 }
 
 fn volumes_root(agent: &Agent, uid: &str) -> PathBuf {
-    agent.cfg.data_dir.join("pods").join(uid).join("volumes")
+    agent.cfg.layout().volumes_dir(uid)
 }
 
 pub fn etc_dir(agent: &Agent, uid: &str) -> PathBuf {
-    state::pod_dir(&agent.cfg.state_dir, uid).join("etc")
+    agent.cfg.layout().etc_dir(uid)
 }
 
 /// Create the sandbox; on failure everything made so far is undone.
 pub async fn create(agent: &Arc<Agent>, rec: &PodRecord) -> Result<Sandbox, String> {
     let pod = rec.pod.as_ref().ok_or("no pod")?;
     let id = sandbox_id(rec);
-    let pod_dir = state::pod_dir(&agent.cfg.state_dir, &rec.uid);
-    let dir = pod_dir.join("sandbox");
+    let dir = agent.cfg.layout().sandbox_dir(&rec.uid);
     let mut sb = Sandbox {
         id: id.clone(),
         dir: dir.clone(),
@@ -103,7 +102,7 @@ pub async fn create(agent: &Arc<Agent>, rec: &PodRecord) -> Result<Sandbox, Stri
                 .cni
                 .as_ref()
                 .map_err(|e| format!("network not ready: {e}"))?;
-            let path = agent.cfg.state_dir.join("netns").join(&rec.uid);
+            let path = agent.cfg.layout().netns(&rec.uid);
             crate::netns::create(&path).map_err(|e| e.to_string())?;
             sb.netns = Some(path.clone());
             let result = cni
@@ -331,7 +330,7 @@ pub async fn remove(agent: &Arc<Agent>, rec: &PodRecord, sb: &Sandbox) {
                 tracing::warn!("pod {}: CNI DEL: {e}", rec.key());
                 agent.event(
                     &rec.uid,
-                    super::events::Kind::Warning,
+                    super::super::events::Kind::Warning,
                     "FailedKillPod",
                     format!("CNI DEL: {e}"),
                     None,

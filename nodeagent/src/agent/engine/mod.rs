@@ -1,0 +1,226 @@
+//! The pod engine: one worker per pod makes the node match what the
+//! sources want (kubelet's pod workers, pkg/kubelet/pod_workers.go).
+//!
+//! The engine is told of pods by the sources through [`PodUpdate`]s: an
+//! added pod gets a worker ([`worker::run`]); a changed one has its worker
+//! stopped and a new one started once the old one is done; a removed one
+//! is stopped. A worker owns everything its pod has on the node:
+//!
+//! | step | module |
+//! |---|---|
+//! | the sandbox: netns, CNI, pause container, volumes | [`sandbox`] |
+//! | the image, by pull policy | [`image`] |
+//! | the bundle: rootfs snapshot and `config.json` | [`bundle`], [`spec`] |
+//! | starting a container, its back-offs | [`start`] |
+//! | the monitor of each container instance | [`container`] |
+//! | probes | [`probes`] |
+//! | exits, stops, teardown | [`stop`] |
+//! | adopting what a previous agent left | [`adopt`] |
+//!
+//! Workers change their pod's record only through the status manager
+//! ([`super::status`]), which persists it and tells the sinks.
+
+pub mod adopt;
+pub mod bundle;
+pub mod container;
+pub mod image;
+pub mod probes;
+pub mod sandbox;
+pub mod spec;
+pub mod start;
+pub mod stop;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Container;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::sources::{DesiredPod, PodUpdate};
+use super::state::PodRecord;
+use super::Agent;
+
+/// What a pod worker is told.
+#[derive(Debug)]
+pub enum Msg {
+    /// A container instance's monitor (or the instance) ended.
+    Exited { id: String },
+    /// A liveness or startup probe failed: kill and maybe restart.
+    Kill {
+        id: String,
+        reason: String,
+        /// The probe's `terminationGracePeriodSeconds`, if it has one.
+        grace: Option<Duration>,
+    },
+    /// Stop the pod (removed, or changed and to be recreated).
+    Stop,
+    /// Look again (a probe result changed...).
+    Wake,
+}
+
+/// The engine's handle on one worker.
+struct Worker {
+    tx: mpsc::UnboundedSender<Msg>,
+    /// Becomes true when the worker has finished (pod torn down).
+    done: watch::Receiver<bool>,
+    spec_hash: String,
+    /// Told to stop; a pod that comes back needs a new worker.
+    stopping: bool,
+}
+
+/// What a worker holds besides the record: probe tasks per instance.
+#[derive(Default)]
+pub struct Local {
+    pub probes: HashMap<String, Vec<JoinHandle<()>>>,
+    pub latency_recorded: bool,
+}
+
+/// The workers, by pod uid.
+#[derive(Default)]
+pub struct Engine {
+    workers: Mutex<HashMap<String, Worker>>,
+}
+
+impl Engine {
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Worker>> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Make the node follow one change of the sources.
+    pub fn apply(agent: &Arc<Agent>, update: PodUpdate) {
+        match update {
+            PodUpdate::Add(pod) => Engine::desire(agent, pod, false),
+            PodUpdate::Update(pod) => Engine::desire(agent, pod, true),
+            PodUpdate::Remove { uid } => agent.engine.stop(&uid),
+        }
+    }
+
+    /// A pod the sources want: keep its worker if it runs this very spec
+    /// (and `changed` is not set), else stop the old one and start a new
+    /// worker after it.
+    fn desire(agent: &Arc<Agent>, pod: DesiredPod, changed: bool) {
+        let previous = {
+            let mut ws = agent.engine.workers();
+            match ws.get_mut(&pod.uid) {
+                Some(w) if !changed && !w.stopping && w.spec_hash == pod.spec_hash => return,
+                Some(w) => {
+                    if !w.stopping {
+                        let _ = w.tx.send(Msg::Stop);
+                        w.stopping = true;
+                    }
+                    Some(w.done.clone())
+                }
+                None => None,
+            }
+        };
+        let rec = pod.into_record();
+        if previous.is_some() {
+            tracing::info!("pod {} changed: recreating", rec.key());
+        } else {
+            tracing::info!("pod {} added from {}", rec.key(), rec.origin());
+        }
+        start_worker(agent, rec, previous);
+    }
+
+    /// Tell the pod's worker to stop (it tears the pod down and finishes).
+    pub fn stop(&self, uid: &str) {
+        if let Some(w) = self.workers().get_mut(uid) {
+            if !w.stopping {
+                let _ = w.tx.send(Msg::Stop);
+                w.stopping = true;
+            }
+        }
+    }
+
+    /// Records from a previous run: the pods they describe are handed to
+    /// workers that adopt what is still running.
+    pub fn adopt(agent: &Arc<Agent>) {
+        for rec in super::state::load_all(&agent.cfg.layout()) {
+            tracing::info!("adopting pod {} ({})", rec.key(), rec.uid);
+            start_worker(agent, rec, None);
+        }
+    }
+
+    /// The uids with a worker, and their spec hashes.
+    pub fn running(&self) -> Vec<(String, String)> {
+        self.workers()
+            .iter()
+            .map(|(u, w)| (u.clone(), w.spec_hash.clone()))
+            .collect()
+    }
+
+    /// The worker with sender `tx` is done: forget it (unless a new worker
+    /// took its place). Returns whether it was still the pod's worker.
+    fn finished(&self, uid: &str, tx: &mpsc::UnboundedSender<Msg>) -> bool {
+        let mut ws = self.workers();
+        if ws.get(uid).is_some_and(|w| w.tx.same_channel(tx)) {
+            ws.remove(uid);
+            return true;
+        }
+        false
+    }
+}
+
+/// Start a worker for `rec`, after `after` (an older worker of the same
+/// uid) has finished.
+fn start_worker(agent: &Arc<Agent>, rec: PodRecord, after: Option<watch::Receiver<bool>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (done_tx, done) = watch::channel(false);
+    let uid = rec.uid.clone();
+    agent.engine.workers().insert(
+        uid.clone(),
+        Worker {
+            tx: tx.clone(),
+            done,
+            spec_hash: rec.spec_hash.clone(),
+            stopping: false,
+        },
+    );
+    if after.is_none() {
+        agent.status.insert(rec.clone());
+    }
+    let agent = agent.clone();
+    tokio::spawn(async move {
+        if let Some(mut prev) = after {
+            let _ = prev.wait_for(|d| *d).await;
+            agent.status.insert(rec.clone());
+            agent.status.save(&rec);
+        }
+        worker::run(agent.clone(), uid.clone(), tx, rx).await;
+        let _ = done_tx.send(true);
+    });
+}
+
+/// The container `name` of the pod's spec.
+fn container_spec(rec: &PodRecord, init: bool, name: &str) -> Option<Container> {
+    let spec = rec.pod.as_ref()?.spec.as_ref()?;
+    let list = if init {
+        spec.init_containers.as_deref().unwrap_or(&[])
+    } else {
+        &spec.containers[..]
+    };
+    list.iter().find(|c| c.name == name).cloned()
+}
+
+/// `spec.restartPolicy`, `Always` when unset.
+fn restart_policy(rec: &PodRecord) -> &str {
+    rec.pod
+        .as_ref()
+        .and_then(|p| p.spec.as_ref())
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
+/// `spec.terminationGracePeriodSeconds`, 30 s when unset.
+fn grace_period(rec: &PodRecord) -> Duration {
+    let s = rec
+        .pod
+        .as_ref()
+        .and_then(|p| p.spec.as_ref())
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30);
+    Duration::from_secs(s.max(0) as u64)
+}

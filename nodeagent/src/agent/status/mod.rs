@@ -1,0 +1,193 @@
+//! The status manager: the one owner of every pod's record, and so of its
+//! status (kubelet's pkg/kubelet/status/status_manager.go).
+//!
+//! Pod workers change a record only through [`StatusManager::update`],
+//! which hands the change to the sinks:
+//!
+//! - the state file, `pod.json` under the state directory, written
+//!   atomically, so a restarted agent adopts what runs;
+//! - the local API ([`super::api`]), which reads records when asked and is
+//!   woken for followers (`logs -f`) through [`StatusManager::changed`];
+//! - subscribers ([`StatusManager::subscribe`]) that want the `v1`
+//!   status itself, only when it changed.
+//!
+//! The status as Kubernetes shows it is computed from a record by
+//! [`pod_status`].
+
+pub mod pod_status;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use tokio::sync::mpsc;
+
+use super::state::{Layout, PodRecord};
+
+/// A pod's status changed (or the pod is gone: `status` is `None`).
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub status: Option<PodStatus>,
+}
+
+pub struct StatusManager {
+    layout: Layout,
+    node_name: String,
+    host_ip: String,
+    pods: Mutex<BTreeMap<String, PodRecord>>,
+    /// The last status each subscriber was told, by uid.
+    last: Mutex<HashMap<String, PodStatus>>,
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<StatusChange>>>,
+    /// Woken whenever a record (or a log) may have changed.
+    pub changed: tokio::sync::Notify,
+}
+
+impl StatusManager {
+    pub fn new(layout: Layout, node_name: String, host_ip: String) -> StatusManager {
+        StatusManager {
+            layout,
+            node_name,
+            host_ip,
+            pods: Mutex::new(BTreeMap::new()),
+            last: Mutex::new(HashMap::new()),
+            subscribers: Mutex::new(Vec::new()),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn pods(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PodRecord>> {
+        self.pods.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Start tracking a pod (a new or adopted worker's record).
+    pub fn insert(&self, rec: PodRecord) {
+        let uid = rec.uid.clone();
+        self.pods().insert(uid.clone(), rec);
+        self.publish(&uid);
+    }
+
+    /// The pod is gone from the node.
+    pub fn remove(&self, uid: &str) {
+        let gone = self.pods().remove(uid);
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+        if let Some(r) = gone {
+            self.send(StatusChange {
+                uid: r.uid,
+                namespace: r.namespace,
+                name: r.name,
+                status: None,
+            });
+        }
+        self.changed.notify_waiters();
+    }
+
+    pub fn record(&self, uid: &str) -> Option<PodRecord> {
+        self.pods().get(uid).cloned()
+    }
+
+    /// Every record, by uid.
+    pub fn list(&self) -> Vec<PodRecord> {
+        self.pods().values().cloned().collect()
+    }
+
+    /// The pod named `namespace/name`.
+    pub fn find(&self, namespace: &str, name: &str) -> Option<PodRecord> {
+        self.pods()
+            .values()
+            .find(|p| p.namespace == namespace && p.name == name)
+            .cloned()
+    }
+
+    /// Change a pod's record, save it, and tell the sinks.
+    pub fn update<R>(&self, uid: &str, f: impl FnOnce(&mut PodRecord) -> R) -> Option<R> {
+        let (r, saved) = {
+            let mut pods = self.pods();
+            let rec = pods.get_mut(uid)?;
+            let r = f(rec);
+            (r, rec.clone())
+        };
+        self.save(&saved);
+        self.publish(uid);
+        Some(r)
+    }
+
+    /// Write the record to its state file.
+    pub fn save(&self, rec: &PodRecord) {
+        if let Err(e) = rec.save(&self.layout) {
+            tracing::warn!("save pod {}: {e}", rec.key());
+        }
+    }
+
+    /// The full `v1` Pod of a record, status included.
+    pub fn pod(&self, rec: &PodRecord) -> Pod {
+        pod_status::pod(rec, &self.node_name, &self.host_ip)
+    }
+
+    /// A stream of status changes (each pod's current status first).
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<StatusChange> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for r in self.list() {
+            let status = self.pod(&r).status;
+            let _ = tx.send(StatusChange {
+                uid: r.uid,
+                namespace: r.namespace,
+                name: r.name,
+                status,
+            });
+        }
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        rx
+    }
+
+    /// Wake followers; tell subscribers if the status really changed.
+    fn publish(&self, uid: &str) {
+        self.changed.notify_waiters();
+        if self
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            return;
+        }
+        let Some(rec) = self.record(uid) else { return };
+        let Some(status) = self.pod(&rec).status else {
+            return;
+        };
+        {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.get(uid) == Some(&status) {
+                return;
+            }
+            last.insert(uid.to_string(), status.clone());
+        }
+        self.send(StatusChange {
+            uid: rec.uid,
+            namespace: rec.namespace,
+            name: rec.name,
+            status: Some(status),
+        });
+    }
+
+    fn send(&self, change: StatusChange) {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| s.send(change.clone()).is_ok());
+    }
+
+    /// The state directory the records live in.
+    pub fn state_dir(&self) -> PathBuf {
+        self.layout.state_dir.clone()
+    }
+}
