@@ -8,9 +8,10 @@
 //!    prctl(2)): when `skiff create` exits, the container's init is
 //!    re-parented to the monitor instead of to PID 1, so the monitor can
 //!    `waitpid(2)` it and learn its exit status;
-//! 2. creates the stdout and stderr pipes the container writes to, and runs
-//!    `skiff create` and `skiff start` with them (the runtime hands its own
-//!    stdio to the container, as runc does when there is no terminal);
+//! 2. creates the stdout and stderr FIFOs (fifo(7)) the container writes
+//!    to, in its directory, and runs `skiff create` and `skiff start` with
+//!    them (the runtime hands its own stdio to the container, as runc does
+//!    when there is no terminal);
 //! 3. reports the container's PID (or the runtime's error) to the agent on
 //!    fd 3, and records it in `state.json` in its directory;
 //! 4. copies the pipes into the CRI log file ([`crate::cri_log`]);
@@ -19,12 +20,22 @@
 //!
 //! The agent watches each monitor with a pidfd; a restarted agent finds
 //! them again through their directories.
+//!
+//! Why FIFOs, not pipes: a pipe's read end lives only in the process that
+//! made it, so a killed monitor would take the container's output with it
+//! (and the container's next write would get SIGPIPE). A FIFO has a name:
+//! the agent keeps each one open too (read and write, so it is never the
+//! last reader or the last writer), and when a monitor dies it starts a new
+//! one with `--adopt PID`, which opens the same FIFOs and goes on copying.
+//! Because the agent also holds them, a monitor never sees end-of-file:
+//! it copies until the container has exited and nothing more is waiting.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -42,8 +53,9 @@ pub struct MonitorArgs {
     /// skiff's --root
     #[arg(long)]
     pub root: PathBuf,
-    #[arg(long)]
-    pub bundle: PathBuf,
+    /// The bundle to create the container from (not with --adopt)
+    #[arg(long, required_unless_present = "adopt")]
+    pub bundle: Option<PathBuf>,
     #[arg(long)]
     pub id: String,
     /// Directory for state.json, exit.json and skiff.log
@@ -56,7 +68,14 @@ pub struct MonitorArgs {
     pub log_max_size: u64,
     #[arg(long, default_value_t = 5)]
     pub log_max_files: u32,
+    /// Take over a running container whose monitor died: copy its output
+    /// until it exits (its exit status is its parent's to collect)
+    #[arg(long, value_name = "PID")]
+    pub adopt: Option<i32>,
 }
+
+/// The FIFOs of a monitor's directory, for the container's stdout and stderr.
+pub const FIFOS: [(&str, &str); 2] = [("stdout", "stdout.fifo"), ("stderr", "stderr.fifo")];
 
 /// `state.json`: the container is running.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -100,6 +119,15 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
+/// The pid the monitor of directory `dir` wrote (`monitor.pid`).
+pub fn read_pid(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(dir.join("monitor.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The last error skiff logged (its JSON log lines carry `level` and `msg`).
 fn runtime_error(log: &Path, fallback: String) -> String {
     skiff_runtime::logging::last_error(log).unwrap_or(fallback)
@@ -132,17 +160,22 @@ pub fn run(a: &MonitorArgs) -> i32 {
             let _ = f.write_all(&serde_json::to_vec(&r).unwrap_or_default());
         }
     };
+    let _ = std::fs::write(a.dir.join("monitor.pid"), std::process::id().to_string());
+    if let Some(pid) = a.adopt {
+        return adopt(a, pid);
+    }
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         say(Report::Failed(format!("monitor: set child subreaper: {e}")));
         return 1;
     }
-    let _ = std::fs::write(a.dir.join("monitor.pid"), std::process::id().to_string());
     match start(a) {
-        Ok((started, pipes)) => {
+        Ok((started, fifos)) => {
             let _ = write_json(&a.dir, "state.json", &started);
             say(Report::Started(started.clone()));
-            let readers = copy_logs(a, pipes);
+            let done = Arc::new(AtomicBool::new(false));
+            let readers = copy_logs(a, fifos, &done);
             let status = wait_for(started.pid);
+            done.store(true, Ordering::Relaxed);
             for r in readers {
                 let _ = r.join();
             }
@@ -172,23 +205,84 @@ pub fn run(a: &MonitorArgs) -> i32 {
     }
 }
 
-/// `skiff create` with the log pipes as stdio, then `skiff start`.
-fn start(a: &MonitorArgs) -> Result<(Started, [OwnedFd; 2]), String> {
-    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("monitor: pipe: {e}"))?;
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("monitor: pipe: {e}"))?;
+/// Take over from a dead monitor: copy the FIFOs until the container
+/// `pid` has exited (seen through a pidfd: it is not our child).
+fn adopt(a: &MonitorArgs, pid: i32) -> i32 {
+    let Ok(fifos) = open_readers(&a.dir) else {
+        eprintln!("monitor: open the FIFOs in {}", a.dir.display());
+        return 1;
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let readers = copy_logs(a, Some(fifos), &done);
+    if let Ok(fd) = skiff_runtime::container_start::pidfd_open(pid) {
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&fd),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        while let Err(nix::Error::EINTR) = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    for r in readers {
+        let _ = r.join();
+    }
+    0
+}
+
+/// Make the FIFOs (anew) and open their read ends, non-blocking.
+fn make_fifos(dir: &Path) -> Result<[OwnedFd; 2], String> {
+    for (_, name) in FIFOS {
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| format!("monitor: mkfifo {}: {e}", path.display()))?;
+    }
+    open_readers(dir).map_err(|e| format!("monitor: open FIFOs in {}: {e}", dir.display()))
+}
+
+fn open_readers(dir: &Path) -> nix::Result<[OwnedFd; 2]> {
+    use nix::fcntl::{open, OFlag};
+    let open_one = |name: &str| {
+        open(
+            &dir.join(name),
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+    };
+    Ok([open_one(FIFOS[0].1)?, open_one(FIFOS[1].1)?])
+}
+
+/// The container's stdout or stderr: a FIFO's write end (there is a
+/// reader, so this open does not block), or /dev/null without a log.
+fn container_stdio(a: &MonitorArgs, i: usize) -> Result<Stdio, String> {
+    if a.log.is_none() {
+        return Ok(Stdio::null());
+    }
+    let path = a.dir.join(FIFOS[i].1);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map(Stdio::from)
+        .map_err(|e| format!("monitor: open {}: {e}", path.display()))
+}
+
+/// `skiff create` with the FIFOs as stdio, then `skiff start`.
+fn start(a: &MonitorArgs) -> Result<(Started, Option<[OwnedFd; 2]>), String> {
+    let fifos = match &a.log {
+        Some(_) => Some(make_fifos(&a.dir)?),
+        None => None,
+    };
     let pid_file = a.dir.join("init.pid");
     let st = skiff(a)
         .arg("create")
         .arg("--bundle")
-        .arg(&a.bundle)
+        .arg(a.bundle.as_deref().unwrap_or(Path::new(".")))
         .arg("--pid-file")
         .arg(&pid_file)
         .arg(&a.id)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w))
+        .stdout(container_stdio(a, 0)?)
+        .stderr(container_stdio(a, 1)?)
         .status()
         .map_err(|e| format!("run {}: {e}", a.skiff.display()))?;
     let log = a.dir.join("skiff.log");
@@ -220,7 +314,7 @@ fn start(a: &MonitorArgs) -> Result<(Started, [OwnedFd; 2]), String> {
             pid,
             started_at: jiff::Timestamp::now(),
         },
-        [out_r, err_r],
+        fifos,
     ))
 }
 
@@ -241,20 +335,58 @@ fn wait_for(pid: i32) -> (i32, Option<i32>) {
     }
 }
 
-fn copy_logs(a: &MonitorArgs, pipes: [OwnedFd; 2]) -> Vec<std::thread::JoinHandle<()>> {
+/// A FIFO's read end that ends once `done` is set and nothing more is
+/// waiting (other writers, the agent's among them, keep it from reaching
+/// end-of-file by itself).
+struct FifoReader {
+    fd: OwnedFd,
+    done: Arc<AtomicBool>,
+}
+
+impl Read for FifoReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::fd::AsFd;
+        loop {
+            match nix::unistd::read(&self.fd, buf) {
+                Ok(n) => return Ok(n),
+                Err(nix::Error::EINTR) => continue,
+                Err(nix::Error::EAGAIN) => {
+                    if self.done.load(Ordering::Relaxed) {
+                        return Ok(0);
+                    }
+                    let mut fds = [nix::poll::PollFd::new(
+                        self.fd.as_fd(),
+                        nix::poll::PollFlags::POLLIN,
+                    )];
+                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u8));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+fn copy_logs(
+    a: &MonitorArgs,
+    fifos: Option<[OwnedFd; 2]>,
+    done: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let Some([out, err]) = fifos else {
+        return Vec::new();
+    };
     let writer = a.log.as_ref().and_then(|p| {
         cri_log::Writer::open(p, a.log_max_size, a.log_max_files)
             .map_err(|e| eprintln!("monitor: open {}: {e}", p.display()))
             .ok()
     });
     let writer = Arc::new(Mutex::new(writer));
-    let [out, err] = pipes;
     [("stdout", out), ("stderr", err)]
         .into_iter()
         .map(|(name, fd)| {
             let w = writer.clone();
+            let done = done.clone();
             std::thread::spawn(move || {
-                let f = File::from(fd);
+                let f = FifoReader { fd, done };
                 let _ = cri_log::copy_stream(f, name, |s, full, text| {
                     if let Some(w) = w.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
                         let _ = w.record(s, full, text);

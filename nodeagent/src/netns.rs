@@ -30,7 +30,11 @@ pub enum NetnsError {
 }
 
 /// Make a new network namespace and bind it to `path` (a new empty file).
+/// A pin left at `path` by an agent killed half-way is removed first.
 pub fn create(path: &Path) -> Result<(), NetnsError> {
+    if path.exists() {
+        remove(path)?;
+    }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|err| NetnsError::File {
             path: dir.to_path_buf(),

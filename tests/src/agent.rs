@@ -47,6 +47,8 @@ pub struct Agent {
     pub network: String,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// Every pod uid `pods()` has seen: their cgroups must go with them.
+    seen: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl Agent {
@@ -123,6 +125,7 @@ impl Agent {
             network,
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            seen: Default::default(),
         };
         a.spawn();
         a
@@ -225,7 +228,13 @@ impl Agent {
             self.log()
         );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["items"].as_array().cloned().unwrap_or_default()
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        for p in &items {
+            if let Some(uid) = p["metadata"]["uid"].as_str() {
+                self.seen.borrow_mut().insert(uid.to_string());
+            }
+        }
+        items
     }
 
     pub fn pod(&self, name: &str) -> Option<Value> {
@@ -342,6 +351,9 @@ impl Agent {
             .map(|rd| rd.count())
             .unwrap_or(0);
         assert_eq!(state_pods, 0, "pod records left");
+        let seen: Vec<String> = self.seen.borrow().iter().cloned().collect();
+        let cgroups = crate::find_cgroups(&seen);
+        assert!(cgroups.is_empty(), "pod cgroups left: {cgroups:?}");
         let ps = Command::new("pgrep").args(["-f", &root]).output().unwrap();
         // (monitors are `skiff-monitor monitor ... --dir <root>/...`)
         let ps = String::from_utf8_lossy(&ps.stdout).to_string();

@@ -168,6 +168,11 @@ pub fn wait_exited(pid: i32, what: &str) {
     });
 }
 
+/// Is process `pid` alive (there, and not a zombie)?
+pub fn process_alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
 /// The lines of `r` (a child's stdout, say) as they come, read on a thread
 /// of their own: receive them with a timeout; the channel disconnects at
 /// end of file.

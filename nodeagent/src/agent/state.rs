@@ -144,6 +144,16 @@ pub struct Sandbox {
     pub monitor_pid: i32,
     #[serde(default)]
     pub cni_result: Option<serde_json::Value>,
+    /// Every step of its making is done. A sandbox is recorded before its
+    /// first step, so that an agent killed half-way knows what to take
+    /// down: an incomplete one is removed, step by step, and made again.
+    #[serde(default = "complete_by_default")]
+    pub complete: bool,
+}
+
+/// Records written before this field existed were of complete sandboxes.
+fn complete_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -226,6 +236,23 @@ pub struct ContainerRecord {
     /// Log file of each attempt by restart number (for `logs --previous`).
     #[serde(default)]
     pub logs: BTreeMap<u32, PathBuf>,
+    /// A start under way: recorded before its bundle is made, cleared when
+    /// it has become `current` or failed. An agent killed in between finds
+    /// it on adoption, and adopts the container if it runs, or removes what
+    /// the attempt made.
+    #[serde(default)]
+    pub launching: Option<Launching>,
+}
+
+/// A container start under way (see [`ContainerRecord::launching`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Launching {
+    pub id: String,
+    pub restart: u32,
+    pub image_id: String,
+    pub bundle: PathBuf,
+    pub monitor_dir: PathBuf,
+    pub log: PathBuf,
 }
 
 impl ContainerRecord {
@@ -244,6 +271,7 @@ impl ContainerRecord {
             backoff: Backoff::default(),
             image_backoff: Backoff::default(),
             logs: BTreeMap::new(),
+            launching: None,
         }
     }
 

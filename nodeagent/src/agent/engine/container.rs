@@ -129,23 +129,104 @@ async fn wait_exit(pid: i32) -> Option<WaitStatus> {
     }
 }
 
-fn alive(pid: i32) -> bool {
+pub fn alive(pid: i32) -> bool {
     pid > 0
         && nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
         && skiff_runtime::utils::process_stat(pid).is_some_and(|(state, _)| state != 'Z')
 }
 
+/// Keep the instance's FIFOs open (read and write) for as long as it is
+/// watched, so that the container never writes into a FIFO without a
+/// reader while its monitor is being replaced (see [`crate::monitor`]).
+fn keep_fifos(dir: &Path) -> Vec<std::fs::File> {
+    crate::monitor::FIFOS
+        .iter()
+        .filter_map(|(_, name)| {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(dir.join(name))
+                .ok()
+        })
+        .collect()
+}
+
+/// Start a monitor that takes over a running container from a dead one:
+/// it copies the container's output from the FIFOs until the container
+/// exits. Returns its pid.
+fn replace_monitor(agent: &Agent, id: &str, dir: &Path, pid: i32, log: &Path) -> Option<i32> {
+    let cfg = &agent.cfg;
+    let errlog = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("monitor.log"))
+        .ok()?;
+    let mut cmd = Command::new(&cfg.exe);
+    cmd.arg("monitor")
+        .arg("--skiff")
+        .arg(&cfg.runtime)
+        .arg("--root")
+        .arg(cfg.runtime_root())
+        .arg("--id")
+        .arg(id)
+        .arg("--dir")
+        .arg(dir)
+        .arg("--log")
+        .arg(log)
+        .arg("--log-max-size")
+        .arg(cfg.log_max_size.to_string())
+        .arg("--log-max-files")
+        .arg(cfg.log_max_files.to_string())
+        .arg("--adopt")
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(errlog);
+    // SAFETY: only setsid between fork and exec (async-signal-safe).
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().ok()?;
+    let monitor = child.id() as i32;
+    // Reaped by the watcher (waitpid), never by `Child`.
+    std::mem::forget(child);
+    Some(monitor)
+}
+
 /// Watch an instance until it has ended and its `exit.json` exists, then
-/// tell the pod worker.
-pub fn watch(tx: mpsc::UnboundedSender<Msg>, id: String, dir: PathBuf, pid: i32, monitor_pid: i32) {
+/// tell the pod worker. A monitor that dies before its container is
+/// replaced (for the logs), and the container's exit is then collected
+/// here: the agent, a child subreaper, inherits a dead monitor's children.
+pub fn watch(
+    agent: &Arc<Agent>,
+    tx: mpsc::UnboundedSender<Msg>,
+    id: String,
+    dir: PathBuf,
+    pid: i32,
+    monitor_pid: i32,
+    log: Option<PathBuf>,
+) {
+    let agent = agent.clone();
     tokio::spawn(async move {
+        let _keep = keep_fifos(&dir);
         let exit_file = dir.join("exit.json");
         if monitor_pid > 0 {
             wait_exit(monitor_pid).await;
         }
         if !exit_file.exists() {
-            // The monitor died first: the container is ours now (we are a
-            // subreaper) if the monitor was our child.
+            // The monitor died first.
+            let replacement = match &log {
+                Some(log) if alive(pid) => {
+                    tracing::info!("container {id}: its monitor died; starting a new one");
+                    replace_monitor(&agent, &id, &dir, pid, log)
+                }
+                _ => None,
+            };
             let record = |exit_code, signal| Exited {
                 exit_code,
                 signal,
@@ -169,6 +250,10 @@ pub fn watch(tx: mpsc::UnboundedSender<Msg>, id: String, dir: PathBuf, pid: i32,
                     ..record(255, None)
                 }
             };
+            // Its output is all in the log once the new monitor is done.
+            if let Some(m) = replacement {
+                wait_exit(m).await;
+            }
             let _ = monitor::write_json(&dir, "exit.json", &exit);
         }
         let _ = tx.send(Msg::Exited { id });

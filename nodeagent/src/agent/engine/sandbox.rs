@@ -83,28 +83,36 @@ pub fn etc_dir(agent: &Agent, uid: &str) -> PathBuf {
     agent.cfg.layout().etc_dir(uid)
 }
 
-/// Create the sandbox; on failure everything made so far is undone.
-pub async fn create(agent: &Arc<Agent>, rec: &PodRecord) -> Result<Sandbox, String> {
-    let pod = rec.pod.as_ref().ok_or("no pod")?;
-    let id = sandbox_id(rec);
-    let dir = agent.cfg.layout().sandbox_dir(&rec.uid);
-    let mut sb = Sandbox {
-        id: id.clone(),
-        dir: dir.clone(),
-        netns: None,
+/// The sandbox about to be made for `rec` (its `sandbox_count` already
+/// counts it): its id and paths, nothing made yet. It is recorded before
+/// [`create`] starts, see [`Sandbox::complete`].
+pub fn plan(agent: &Agent, rec: &PodRecord) -> Sandbox {
+    let layout = agent.cfg.layout();
+    let host = rec.pod.as_ref().is_some_and(host_network);
+    Sandbox {
+        id: sandbox_id(rec),
+        dir: layout.sandbox_dir(&rec.uid),
+        netns: (!host).then(|| layout.netns(&rec.uid)),
         pid: 0,
         monitor_pid: 0,
         cni_result: None,
-    };
+        complete: false,
+    }
+}
+
+/// Make the planned sandbox; on failure everything made so far is undone.
+pub async fn create(agent: &Arc<Agent>, rec: &PodRecord, plan: Sandbox) -> Result<Sandbox, String> {
+    rec.pod.as_ref().ok_or("no pod")?;
+    let mut sb = plan;
+    let id = sb.id.clone();
+    let dir = sb.dir.clone();
     let made = async {
-        if !host_network(pod) {
+        if let Some(path) = sb.netns.clone() {
             let cni = agent
                 .cni
                 .as_ref()
                 .map_err(|e| format!("network not ready: {e}"))?;
-            let path = agent.cfg.layout().netns(&rec.uid);
             crate::netns::create(&path).map_err(|e| e.to_string())?;
-            sb.netns = Some(path.clone());
             let result = cni
                 .add(&attachment(rec, &path, &id))
                 .await
@@ -130,6 +138,7 @@ pub async fn create(agent: &Arc<Agent>, rec: &PodRecord) -> Result<Sandbox, Stri
         .map_err(|e| format!("start pause container: {e}"))?;
         sb.pid = started.pid;
         sb.monitor_pid = monitor_pid;
+        sb.complete = true;
         Ok::<(), String>(())
     }
     .await;
@@ -305,16 +314,23 @@ fn is_mount(dir: &Path) -> bool {
 /// Stop the pause container and take down network and volumes. Safe to
 /// repeat; every step tolerates what is already gone.
 pub async fn remove(agent: &Arc<Agent>, rec: &PodRecord, sb: &Sandbox) {
-    if sb.pid > 0 || sb.monitor_pid > 0 {
+    // An incomplete sandbox may have a pause container whose pids were
+    // never recorded: its monitor wrote its own.
+    let monitor_pid = if sb.monitor_pid > 0 {
+        sb.monitor_pid
+    } else {
+        crate::monitor::read_pid(&sb.dir.join("monitor")).unwrap_or(0)
+    };
+    if sb.pid > 0 || monitor_pid > 0 || !sb.complete {
         container::signal(agent, &sb.id, "KILL").await;
         for _ in 0..200 {
-            if sb.monitor_pid <= 0
-                || nix::sys::signal::kill(nix::unistd::Pid::from_raw(sb.monitor_pid), None).is_err()
+            if monitor_pid <= 0
+                || nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor_pid), None).is_err()
             {
                 break;
             }
             let _ = nix::sys::wait::waitpid(
-                nix::unistd::Pid::from_raw(sb.monitor_pid),
+                nix::unistd::Pid::from_raw(monitor_pid),
                 Some(nix::sys::wait::WaitPidFlag::WNOHANG),
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -74,6 +74,12 @@ pub async fn start_if_due(
         Err(e) => return Due::Later(image_failed(agent, uid, init, name, &field, e)),
     };
     let attempt = Attempt::new(agent, &rec, name, &c);
+    let intent = attempt.intent(&image.image_id);
+    agent.status.update(uid, |r| {
+        if let Some(c) = r.container_mut(init, name) {
+            c.launching = Some(intent);
+        }
+    });
     if let Err(msg) =
         bundle::prepare_bundle(agent, &rec, &spec, &image, &attempt.bundle, &attempt.id).await
     {
@@ -242,6 +248,7 @@ fn config_failed(
     agent.status.update(uid, |r| {
         if let Some(c) = r.container_mut(init, name) {
             c.state = CState::waiting(WaitingReason::CreateContainerConfigError, Some(msg.clone()));
+            c.launching = None;
         }
     });
     Duration::from_secs(5).min(agent.cfg.restart_backoff.initial)
@@ -258,6 +265,18 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// What is recorded while the attempt is under way.
+    fn intent(&self, image_id: &str) -> state::Launching {
+        state::Launching {
+            id: self.id.clone(),
+            restart: self.restart,
+            image_id: image_id.to_string(),
+            bundle: self.bundle.clone(),
+            monitor_dir: self.monitor_dir.clone(),
+            log: self.log.clone(),
+        }
+    }
+
     pub fn new(agent: &Agent, rec: &PodRecord, name: &str, c: &ContainerRecord) -> Attempt {
         let restart = c.restart_count + u32::from(c.last_state.is_some());
         let id = format!(
@@ -322,13 +341,15 @@ async fn launch(
             let has_startup = spec.startup_probe.is_some();
             agent.status.update(uid, |r| {
                 if let Some(c) = r.container_mut(init, name) {
-                    count_attempt(c, &backoff, now, &image.image_id, a.restart, &a.log);
-                    c.state = CState::Running {
-                        started_at: started.started_at,
-                    };
-                    c.current = Some(inst.clone());
-                    c.started = !has_startup;
-                    c.ready = false;
+                    become_current(
+                        c,
+                        &backoff,
+                        now,
+                        &image.image_id,
+                        a.restart,
+                        inst.clone(),
+                        has_startup,
+                    );
                 }
             });
             for (reason, what) in [("Created", "Created"), ("Started", "Started")] {
@@ -341,11 +362,13 @@ async fn launch(
                 );
             }
             container::watch(
+                agent,
                 tx.clone(),
                 a.id.clone(),
                 a.monitor_dir,
                 started.pid,
                 monitor_pid,
+                Some(a.log.clone()),
             );
             if !init {
                 let ip = rec.pod_ip.clone().unwrap_or_default();
@@ -380,11 +403,33 @@ async fn launch(
                     c.previous = c.last_state.take();
                     c.last_state = Some(term.clone());
                     c.state = CState::Terminated(term);
+                    c.launching = None;
                 }
             });
             Due::Failed
         }
     }
+}
+
+/// A started instance becomes the container's current one: the attempt
+/// counts, the state is running (started only without a startup probe).
+pub fn become_current(
+    c: &mut ContainerRecord,
+    backoff: &crate::backoff::Policy,
+    now: Timestamp,
+    image_id: &str,
+    restart: u32,
+    inst: Instance,
+    has_startup: bool,
+) {
+    count_attempt(c, backoff, now, image_id, restart, &inst.log);
+    c.state = CState::Running {
+        started_at: inst.started_at,
+    };
+    c.current = Some(inst);
+    c.started = !has_startup;
+    c.ready = false;
+    c.launching = None;
 }
 
 /// A start attempt, successful or not: a restart (after an earlier run)

@@ -201,6 +201,9 @@ pub async fn teardown(
         return;
     };
     for c in rec.init.iter().chain(&rec.containers) {
+        if let (None, Some(l)) = (&c.current, &c.launching) {
+            bundle::cleanup_instance(agent, &l.id, &l.bundle, &l.monitor_dir).await;
+        }
         if let Some(inst) = &c.current {
             tracing::warn!(
                 "pod {}: container {} ({}) did not stop; cleaning up",

@@ -41,7 +41,7 @@ pub async fn run(
         finish(&agent, &uid, &tx);
         return;
     }
-    adopt::adopt(&agent, &uid, &tx, &mut local, &rec);
+    adopt::adopt(&agent, &uid, &tx, &mut local, &rec).await;
     adopt::check_network(&agent, &uid, &tx, &rec).await;
     loop {
         let wake = if agent.status.record(&uid).is_some_and(|r| r.terminating) {
@@ -124,20 +124,20 @@ async fn sync(
         return None;
     }
     if rec.sandbox.is_none() {
-        let rec = agent
-            .status
-            .update(uid, |r| {
-                r.sandbox_count += 1;
-                r.clone()
-            })
-            .unwrap_or(rec);
-        match sandbox::create(agent, &rec).await {
+        // Recorded first, so that a kill half-way is undone on adoption.
+        let (rec, plan) = agent.status.update(uid, |r| {
+            r.sandbox_count += 1;
+            let plan = sandbox::plan(agent, r);
+            r.sandbox = Some(plan.clone());
+            (r.clone(), plan)
+        })?;
+        match sandbox::create(agent, &rec, plan).await {
             Ok(sb) => {
                 let ip = match &sb.cni_result {
                     Some(r) => crate::cni::pod_ip(r),
                     None => Some(agent.host_ip.clone()),
                 };
-                adopt::watch_sandbox(tx, &sb);
+                adopt::watch_sandbox(agent, tx, &sb);
                 agent.status.update(uid, |r| {
                     r.sandbox = Some(sb);
                     r.pod_ip = ip;
@@ -155,6 +155,7 @@ async fn sync(
                     None,
                 );
                 agent.status.update(uid, |r| {
+                    r.sandbox = None;
                     r.sandbox_error = Some(e);
                     r.set_condition("PodReadyToStartContainers", false, None);
                 });

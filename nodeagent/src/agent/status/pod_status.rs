@@ -230,7 +230,7 @@ pub fn pod(r: &PodRecord, node: &str, host_ip: &str) -> Pod {
             )),
         )
     };
-    let sandbox_ready = r.sandbox.is_some();
+    let sandbox_ready = r.sandbox.as_ref().is_some_and(|s| s.complete);
     let init_ok = incomplete.is_empty();
     st.conditions = Some(vec![
         condition(r, "PodReadyToStartContainers", sandbox_ready, None, None),
