@@ -214,7 +214,7 @@ fn adopt(a: &MonitorArgs, pid: i32) -> i32 {
     };
     let done = Arc::new(AtomicBool::new(false));
     let readers = copy_logs(a, Some(fifos), &done);
-    if let Ok(fd) = skiff_runtime::container_start::pidfd_open(pid) {
+    if let Ok(fd) = skiff_runtime::pidfd::pidfd_open(pid) {
         let mut fds = [nix::poll::PollFd::new(
             std::os::fd::AsFd::as_fd(&fd),
             nix::poll::PollFlags::POLLIN,

@@ -43,8 +43,59 @@ use crate::cgroups::CgroupPaths;
 use crate::namespaces::{self, Plan};
 use crate::process::{self, ProcessError};
 use crate::rootfs;
-use crate::sync::{Channel, Msg};
-use crate::{Error, Result};
+use crate::sync::{Channel, Msg, SyncError};
+use crate::Result;
+
+/// What can go wrong in the init, step by step (see the module docs).
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("fork init")]
+    Fork(#[source] nix::Error),
+    #[error("process property must not be empty")]
+    NoProcess,
+    #[error("open rootfs")]
+    OpenRootfs(#[source] std::io::Error),
+    #[error("create cwd {0}")]
+    Cwd(PathBuf, #[source] nix::Error),
+    #[error("terminal requested but no console socket")]
+    NoConsoleSocket,
+    #[error("container id contains NUL")]
+    NulInId,
+    #[error("unable to join session keyring")]
+    Keyring(#[source] std::io::Error),
+    #[error("{op} exec fifo")]
+    ExecFifo {
+        op: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("open /proc")]
+    OpenProc(#[source] nix::Error),
+    #[error("unable to set {0} without a private UTS namespace")]
+    NoUtsNamespace(&'static str),
+    #[error("sethostname {0:?}")]
+    Hostname(String, #[source] nix::Error),
+    #[error("setdomainname {0:?}")]
+    Domainname(String, #[source] std::io::Error),
+    #[error("sysctl {0:?} is not in a separate kernel namespace")]
+    SysctlNoNamespace(String),
+    #[error("sysctl {key:?} is not allowed in the hosts {namespace} namespace")]
+    SysctlHostNamespace {
+        key: String,
+        namespace: &'static str,
+    },
+    #[error("refusing to write sysctls")]
+    SysctlProc(#[source] std::io::Error),
+    #[error("invalid sysctl name {0:?}")]
+    SysctlName(String),
+    #[error("{op} sysctl {key}")]
+    Sysctl {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: nix::Error,
+    },
+}
 
 /// Everything the init needs, prepared by the runtime before the fork.
 pub struct InitConfig<'a> {
@@ -70,7 +121,7 @@ pub fn run(cfg: &InitConfig<'_>, chan: &Channel) -> ! {
     let code = match stage1(cfg, chan) {
         Ok(()) => 0,
         Err(e) => {
-            let _ = chan.send(&Msg::Error(e.to_string()));
+            let _ = chan.send(&Msg::Error(crate::error_chain(&e)));
             1
         }
     };
@@ -109,7 +160,7 @@ fn disarm_parent_death() {
 fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     set_non_dumpable();
     die_with_runtime(chan)?;
-    crate::container_run::reset_signals();
+    crate::signals::reset_signals();
     let early = early_namespaces(cfg);
     namespaces::unshare_flags(early)?;
     chan.expect(Msg::Continue, "continue (cgroup joined)")?;
@@ -133,7 +184,7 @@ fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     if cfg.plan.needs_fork() {
         crate::explain!("fork(2)", "forking again: the new pid namespace only applies to children, so the child becomes pid 1");
         // SAFETY: the runtime is single-threaded, so the child may run any code.
-        match unsafe { fork() }.map_err(|e| Error::Other(format!("fork init: {e}")))? {
+        match unsafe { fork() }.map_err(InitError::Fork)? {
             ForkResult::Parent { child } => {
                 chan.send(&Msg::Pid(child.as_raw()))?;
                 // SAFETY: see `run`.
@@ -180,7 +231,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     // Hooks are given the pid "as seen by the host" (runtime spec, state).
     let host_pid = match chan.recv()? {
         Msg::HostPid(p) => p,
-        Msg::Error(e) => return Err(Error::Other(e)),
+        Msg::Error(e) => return Err(SyncError::Reported(e).into()),
         got => {
             return Err(crate::sync::SyncError::Unexpected {
                 expected: "host pid",
@@ -195,10 +246,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     let _ = nix::unistd::setsid();
     let spec = cfg.spec;
     let linux = spec.linux().as_ref();
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| Error::Other("process property must not be empty".into()))?;
+    let process = spec.process().as_ref().ok_or(InitError::NoProcess)?;
 
     if let Some(adj) = process.oom_score_adj() {
         crate::utils::write_file(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
@@ -221,13 +269,13 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         };
         rootfs::prepare(&ctx)?;
         // The working directory is created if missing, as runc does.
-        let root = File::open(cfg.rootfs).map_err(|e| Error::Other(format!("open rootfs: {e}")))?;
+        let root = File::open(cfg.rootfs).map_err(InitError::OpenRootfs)?;
         rootfs::resolve::mkdir_all_in_root(
             root.as_fd(),
             process.cwd(),
             nix::sys::stat::Mode::from_bits_truncate(0o755),
         )
-        .map_err(|e| Error::Other(format!("create cwd {}: {e}", process.cwd().display())))?;
+        .map_err(|e| InitError::Cwd(process.cwd().clone(), e))?;
     }
 
     chan.send(&Msg::CreateRuntimeHooks)?;
@@ -252,9 +300,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     }
 
     if process.terminal().unwrap_or(false) {
-        let sock = cfg
-            .console_socket
-            .ok_or_else(|| Error::Other("terminal requested but no console socket".into()))?;
+        let sock = cfg.console_socket.ok_or(InitError::NoConsoleSocket)?;
         let size = process
             .console_size()
             .as_ref()
@@ -300,8 +346,8 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     // happens at execve (it is close-on-exec): so `start` returns only once
     // the user's program runs, and learns why if it never does.
     let go = cfg.exec_fifo.wait_for_start()?;
-    let report = |e: &dyn std::fmt::Display| {
-        let _ = nix::unistd::write(&go, e.to_string().as_bytes());
+    let report = |e: &(dyn std::error::Error + 'static)| {
+        let _ = nix::unistd::write(&go, crate::error_chain(e).as_bytes());
     };
     if let Err(e) = crate::hooks::run(
         "startContainer",
@@ -329,8 +375,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
 /// sandboxes without keyctl are tolerated, as runc tolerates them.
 fn join_session_keyring(id: &str) -> Result<()> {
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-    let name =
-        std::ffi::CString::new(id).map_err(|_| Error::Other("container id contains NUL".into()))?;
+    let name = std::ffi::CString::new(id).map_err(|_| InitError::NulInId)?;
     crate::explain!(
         "keyrings(7)",
         "joining a new session keyring named {id}: the caller's keys stay outside"
@@ -343,11 +388,7 @@ fn join_session_keyring(id: &str) -> Result<()> {
             Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EACCES) => {
                 tracing::debug!("session keyring not created: {err}");
             }
-            _ => {
-                return Err(Error::Other(format!(
-                    "unable to join session keyring: {err}"
-                )))
-            }
+            _ => return Err(InitError::Keyring(err).into()),
         }
     }
     Ok(())
@@ -405,13 +446,13 @@ impl ExecFifo {
             OFlag::O_PATH | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| Error::Other(format!("open exec fifo: {e}")))?;
+        .map_err(|source| InitError::ExecFifo { op: "open", source })?;
         let proc = open(
             "/proc",
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| Error::Other(format!("open /proc: {e}")))?;
+        .map_err(InitError::OpenProc)?;
         Ok(ExecFifo { fifo, proc })
     }
 
@@ -427,8 +468,11 @@ impl ExecFifo {
             OFlag::O_WRONLY | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )
-        .map_err(|e| Error::Other(format!("open exec fifo: {e}")))?;
-        nix::unistd::write(&fd, b"0").map_err(|e| Error::Other(format!("write exec fifo: {e}")))?;
+        .map_err(|source| InitError::ExecFifo { op: "open", source })?;
+        nix::unistd::write(&fd, b"0").map_err(|source| InitError::ExecFifo {
+            op: "write",
+            source,
+        })?;
         Ok(fd)
     }
 }
@@ -545,28 +589,23 @@ fn set_hostname(spec: &Spec, plan: &Plan) -> Result<()> {
     let uts = plan.has(LinuxNamespaceType::Uts);
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         if !uts {
-            return Err(Error::Other(
-                "unable to set hostname without a private UTS namespace".into(),
-            ));
+            return Err(InitError::NoUtsNamespace("hostname").into());
         }
         crate::explain!(
             "sethostname(2)",
             "setting the hostname to {h:?} in the container's UTS namespace"
         );
-        nix::unistd::sethostname(h).map_err(|e| Error::Other(format!("sethostname {h:?}: {e}")))?;
+        nix::unistd::sethostname(h).map_err(|e| InitError::Hostname(h.to_string(), e))?;
     }
     if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
         if !uts {
-            return Err(Error::Other(
-                "unable to set domainname without a private UTS namespace".into(),
-            ));
+            return Err(InitError::NoUtsNamespace("domainname").into());
         }
         // SAFETY: the pointer and length describe a live byte slice.
         if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
-            return Err(Error::Other(format!(
-                "setdomainname {d:?}: {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(
+                InitError::Domainname(d.to_string(), std::io::Error::last_os_error()).into(),
+            );
         }
     }
     Ok(())
@@ -592,14 +631,14 @@ fn check_sysctl(key: &str, plan: &Plan) -> Result<()> {
     } else if key == "kernel.hostname" || key == "kernel.domainname" {
         (LinuxNamespaceType::Uts, "uts")
     } else {
-        return Err(Error::Other(format!(
-            "sysctl {key:?} is not in a separate kernel namespace"
-        )));
+        return Err(InitError::SysctlNoNamespace(key.to_string()).into());
     };
     if !plan.has(needs) {
-        return Err(Error::Other(format!(
-            "sysctl {key:?} is not allowed in the hosts {name} namespace"
-        )));
+        return Err(InitError::SysctlHostNamespace {
+            key: key.to_string(),
+            namespace: name,
+        }
+        .into());
     }
     Ok(())
 }
@@ -610,12 +649,11 @@ fn check_sysctl(key: &str, plan: &Plan) -> Result<()> {
 /// redirect the write (runc CVE-2019-16884 and relatives).
 fn write_sysctls(sysctl: &std::collections::HashMap<String, String>, plan: &Plan) -> Result<()> {
     use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-    let proc = crate::rootfs::proc_guard::open_verified_proc()
-        .map_err(|e| Error::Other(format!("refusing to write sysctls: {e}")))?;
+    let proc = crate::rootfs::proc_guard::open_verified_proc().map_err(InitError::SysctlProc)?;
     for (k, v) in sysctl {
         check_sysctl(k, plan)?;
         if k.contains("..") || k.contains('/') {
-            return Err(Error::Other(format!("invalid sysctl name {k:?}")));
+            return Err(InitError::SysctlName(k.clone()).into());
         }
         let rel = PathBuf::from("sys").join(k.replace('.', "/"));
         crate::explain!("sysctl(8)", "writing {v} to /proc/{}", rel.display());
@@ -626,10 +664,16 @@ fn write_sysctls(sysctl: &std::collections::HashMap<String, String>, plan: &Plan
                     | ResolveFlag::RESOLVE_NO_XDEV
                     | ResolveFlag::RESOLVE_NO_MAGICLINKS,
             );
-        let fd = openat2(proc.as_fd(), rel.as_path(), how)
-            .map_err(|e| Error::Other(format!("open sysctl {k}: {e}")))?;
-        nix::unistd::write(&fd, v.as_bytes())
-            .map_err(|e| Error::Other(format!("write sysctl {k}: {e}")))?;
+        let fd = openat2(proc.as_fd(), rel.as_path(), how).map_err(|source| InitError::Sysctl {
+            op: "open",
+            key: k.clone(),
+            source,
+        })?;
+        nix::unistd::write(&fd, v.as_bytes()).map_err(|source| InitError::Sysctl {
+            op: "write",
+            key: k.clone(),
+            source,
+        })?;
     }
     Ok(())
 }

@@ -16,7 +16,9 @@
 //! | [`hooks`] | the runtime spec's lifecycle hooks | |
 //! | [`cloned_binary`] | running from a sealed copy of ourselves | memfd_create(2) |
 //! | [`init`] | the container's first process, from fork to execve | fork(2), execve(2) |
-//! | [`container_create`], [`container_start`], ... | one module per lifecycle verb | |
+//! | [`pidfd`] | handles on processes that outlive pid reuse | pidfd_open(2) |
+//! | [`signals`] | signal names, forwarding in the foreground | signal(7), signalfd(2) |
+//! | [`container`] | the container's state on disk, and one module per lifecycle verb: [`container::create`], [`container::start`], ... | |
 //!
 //! The lifecycle follows the OCI runtime specification: `create` builds the
 //! container and leaves its first process waiting, `start` lets that process
@@ -27,23 +29,13 @@
 pub mod cgroups;
 pub mod cloned_binary;
 pub mod container;
-pub mod container_create;
-pub mod container_delete;
-pub mod container_events;
-pub mod container_exec;
-pub mod container_kill;
-pub mod container_list;
-pub mod container_pause;
-pub mod container_ps;
-pub mod container_run;
-pub mod container_start;
-pub mod container_update;
 pub mod explain;
 pub mod features;
 pub mod hooks;
 pub mod init;
 pub mod logging;
 pub mod namespaces;
+pub mod pidfd;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
@@ -82,8 +74,44 @@ pub enum Error {
     ClonedBinary(#[from] cloned_binary::ClonedBinaryError),
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
-    #[error("{0}")]
-    Other(String),
+    #[error(transparent)]
+    Init(#[from] init::InitError),
+    #[error(transparent)]
+    Create(#[from] container::create::CreateError),
+    #[error(transparent)]
+    Start(#[from] container::start::StartError),
+    #[error(transparent)]
+    Delete(#[from] container::delete::DeleteError),
+    #[error(transparent)]
+    Exec(#[from] container::exec::ExecError),
+    #[error(transparent)]
+    Kill(#[from] container::kill::KillError),
+    #[error(transparent)]
+    Pause(#[from] container::pause::PauseError),
+    #[error(transparent)]
+    Ps(#[from] container::ps::PsError),
+    #[error(transparent)]
+    Update(#[from] container::update::UpdateError),
+    #[error(transparent)]
+    Events(#[from] container::events::EventsError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// An error and its causes on one line, "a: b: c", each cause said once (a
+/// cause whose text its parent already includes is not repeated). This is
+/// how an error crosses to another process: the init's report to
+/// `create`, the monitor's and the shim's replies.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}

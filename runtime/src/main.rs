@@ -8,14 +8,16 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
+use skiff_runtime::container::create::CreateOptions;
 use skiff_runtime::container::{self, Container};
-use skiff_runtime::container_create::CreateOptions;
-use skiff_runtime::logging::{self, LogFormat};
-use skiff_runtime::{
-    cloned_binary, container_create, container_delete, container_events, container_exec,
-    container_kill, container_list, container_pause, container_ps, container_run, container_start,
-    container_update, explain, features, signals, spec,
+use skiff_runtime::container::{
+    create as container_create, delete as container_delete, events as container_events,
+    exec as container_exec, kill as container_kill, list as container_list,
+    pause as container_pause, ps as container_ps, run as container_run, start as container_start,
+    update as container_update,
 };
+use skiff_runtime::logging::{self, LogFormat};
+use skiff_runtime::{cloned_binary, explain, features, signals, spec};
 
 #[derive(Parser, Debug)]
 #[command(name = "skiff", version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: 1.0.2-dev"), about = "skiff: an OCI container runtime (runc-compatible command line)")]
@@ -514,7 +516,10 @@ fn dispatch(cli: &Cli) -> Result<u8, Failure> {
         }
         Command::Update(a) => {
             let mut c = load(cli, &a.id)?;
-            container_update::update(&mut c, &update_overlay(a)?)?;
+            container_update::update(
+                &mut c,
+                &container_update::overlay_from_flags(&update_flags(a))?,
+            )?;
             Ok(0)
         }
         Command::Events {
@@ -541,143 +546,48 @@ fn dispatch(cli: &Cli) -> Result<u8, Failure> {
     }
 }
 
-/// The `linux.resources` changes an `update` command line asks for.
-fn update_overlay(a: &UpdateArgs) -> Result<serde_json::Value> {
-    use serde_json::json;
-    if a.l3_cache_schema.is_some() || a.mem_bw_schema.is_some() {
-        return Err(anyhow!("Intel RDT is not supported by skiff"));
-    }
-    let mut v = match &a.resources {
-        Some(p) if p.as_os_str() == "-" => {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                .context("read resources from stdin")?;
-            serde_json::from_str(&s).context("parse resources from stdin")?
-        }
-        Some(p) => {
-            let s = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
-            serde_json::from_str(&s).with_context(|| format!("parse {}", p.display()))?
-        }
-        None => json!({}),
-    };
-    let size = |s: &Option<String>| -> Result<Option<i64>> {
-        s.as_deref()
-            .map(|s| container_update::parse_size(s).map_err(|e| anyhow!(e)))
-            .transpose()
-    };
-    let mut set = |path: &[&str], val: serde_json::Value| {
-        let mut cur = &mut v;
-        for k in &path[..path.len() - 1] {
-            if !cur.get(*k).is_some_and(|x| x.is_object()) {
-                cur[*k] = json!({});
-            }
-            cur = &mut cur[*k];
-        }
-        cur[path[path.len() - 1]] = val;
-    };
-    if let Some(w) = a.blkio_weight {
-        set(&["blockIO", "weight"], json!(w));
-    }
-    for (key, val) in [
-        ("period", a.cpu_period.map(|x| json!(x))),
-        ("quota", a.cpu_quota.map(|x| json!(x))),
-        ("shares", a.cpu_share.map(|x| json!(x))),
-        ("realtimePeriod", a.cpu_rt_period.map(|x| json!(x))),
-        ("realtimeRuntime", a.cpu_rt_runtime.map(|x| json!(x))),
-        ("idle", a.cpu_idle.map(|x| json!(x))),
-        ("cpus", a.cpuset_cpus.as_ref().map(|x| json!(x))),
-        ("mems", a.cpuset_mems.as_ref().map(|x| json!(x))),
-    ] {
-        if let Some(val) = val {
-            set(&["cpu", key], val);
-        }
-    }
-    for (key, val) in [
-        ("limit", size(&a.memory)?),
-        ("reservation", size(&a.memory_reservation)?),
-        ("swap", size(&a.memory_swap)?),
-    ] {
-        if let Some(val) = val {
-            set(&["memory", key], json!(val));
-        }
-    }
-    if let Some(p) = a.pids_limit {
-        set(&["pids", "limit"], json!(p));
-    }
+/// `update`'s flags, for the library.
+fn update_flags(a: &UpdateArgs) -> container_update::UpdateFlags {
+    // --kernel-memory and --kernel-memory-tcp are accepted and ignored, as
+    // cgroup v2 and recent runc do.
     let _ = (&a.kernel_memory, &a.kernel_memory_tcp);
-    Ok(v)
+    container_update::UpdateFlags {
+        resources: a.resources.clone(),
+        blkio_weight: a.blkio_weight,
+        cpu_period: a.cpu_period,
+        cpu_quota: a.cpu_quota,
+        cpu_share: a.cpu_share,
+        cpu_rt_period: a.cpu_rt_period,
+        cpu_rt_runtime: a.cpu_rt_runtime,
+        cpu_idle: a.cpu_idle,
+        cpuset_cpus: a.cpuset_cpus.clone(),
+        cpuset_mems: a.cpuset_mems.clone(),
+        memory: a.memory.clone(),
+        memory_reservation: a.memory_reservation.clone(),
+        memory_swap: a.memory_swap.clone(),
+        pids_limit: a.pids_limit,
+        l3_cache_schema: a.l3_cache_schema.clone(),
+        mem_bw_schema: a.mem_bw_schema.clone(),
+    }
 }
 
 fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8, Failure> {
     let mut c = load(cli, &a.id)?;
     let process = match &a.process {
         Some(p) => spec::load_process(p)?,
-        None => {
-            let mut p = c.state.config.process().clone().unwrap_or_default();
-            if a.command.is_empty() {
-                return Err(anyhow!("process args cannot be empty").into());
-            }
-            p.set_args(Some(a.command.clone()));
-            p.set_terminal(Some(a.tty));
-            // --env overrides the config's value of the same name (last wins).
-            let mut env = p.env().clone().unwrap_or_default();
-            for kv in &a.env {
-                let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
-                env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
-                env.push(kv.clone());
-            }
-            p.set_env(Some(env));
-            if let Some(cwd) = &a.cwd {
-                p.set_cwd(cwd.clone());
-            }
-            if let Some(u) = &a.user {
-                // Without a gid, the config's gid stays, as with runc.
-                let mut user = p.user().clone();
-                let (uid, gid) = match u.split_once(':') {
-                    Some((uid, gid)) => (uid, Some(gid)),
-                    None => (u.as_str(), None),
-                };
-                user.set_uid(uid.parse().map_err(|_| anyhow!("invalid --user {u:?}"))?);
-                if let Some(gid) = gid {
-                    user.set_gid(gid.parse().map_err(|_| anyhow!("invalid --user {u:?}"))?);
-                }
-                p.set_user(user);
-            }
-            if !a.additional_gids.is_empty() {
-                let mut user = p.user().clone();
-                user.set_additional_gids(Some(a.additional_gids.clone()));
-                p.set_user(user);
-            }
-            if a.no_new_privs {
-                p.set_no_new_privileges(Some(true));
-            }
-            if !a.cap.is_empty() {
-                let mut caps = p.capabilities().clone().unwrap_or_default();
-                let extra: Vec<oci_spec_cap::Capability> = a
-                    .cap
-                    .iter()
-                    .map(|c| {
-                        serde_json::from_value(serde_json::Value::String(c.clone()))
-                            .map_err(|_| anyhow!("unknown capability {c:?}"))
-                    })
-                    .collect::<Result<_>>()?;
-                let add = |s: Option<oci_spec_cap::Capabilities>| {
-                    let mut s = s.unwrap_or_default();
-                    s.extend(extra.iter().copied());
-                    Some(s)
-                };
-                caps.set_bounding(add(caps.bounding().clone()));
-                caps.set_effective(add(caps.effective().clone()));
-                caps.set_permitted(add(caps.permitted().clone()));
-                // Ambient needs inheritable: only when the config has an
-                // inheritable set (runc's rule).
-                if caps.inheritable().as_ref().is_some_and(|i| !i.is_empty()) {
-                    caps.set_ambient(add(caps.ambient().clone()));
-                }
-                p.set_capabilities(Some(caps));
-            }
-            p
-        }
+        None => container_exec::process_from_flags(
+            &c.state.config.process().clone().unwrap_or_default(),
+            &container_exec::ExecFlags {
+                args: a.command.clone(),
+                tty: a.tty,
+                env: a.env.clone(),
+                cwd: a.cwd.clone(),
+                user: a.user.clone(),
+                additional_gids: a.additional_gids.clone(),
+                no_new_privs: a.no_new_privs,
+                caps: a.cap.clone(),
+            },
+        )?,
     };
     let opts = container_exec::ExecOptions {
         process,
@@ -689,5 +599,3 @@ fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8, Failure> {
     let (_pid, code) = container_exec::exec(&mut c, &opts)?;
     Ok(code.unwrap_or(0).clamp(0, 255) as u8)
 }
-
-use oci_spec::runtime as oci_spec_cap;

@@ -31,6 +31,10 @@ pub enum SyncError {
     Malformed(String),
     #[error("unexpected message on sync socket: expected {expected}, got {got:?}")]
     Unexpected { expected: &'static str, got: Msg },
+    /// The other side failed, and said why (its error chain, as text: it
+    /// crossed a process boundary).
+    #[error("{0}")]
+    Reported(String),
 }
 
 /// One message between the runtime and the init.
@@ -117,15 +121,14 @@ impl Channel {
     }
 
     /// Receive a message, turning an `Error` message into `Err`.
-    pub fn expect(&self, expected: Msg, name: &'static str) -> Result<(), crate::Error> {
+    pub fn expect(&self, expected: Msg, name: &'static str) -> Result<(), SyncError> {
         match self.recv()? {
             m if m == expected => Ok(()),
-            Msg::Error(e) => Err(crate::Error::Other(e)),
+            Msg::Error(e) => Err(SyncError::Reported(e)),
             got => Err(SyncError::Unexpected {
                 expected: name,
                 got,
-            }
-            .into()),
+            }),
         }
     }
 

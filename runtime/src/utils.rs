@@ -114,3 +114,20 @@ mod tests {
         assert!(start > 0);
     }
 }
+
+/// An I/O error worded as runc (Go) words it: "no such file or directory"
+/// rather than "No such file or directory (os error 2)", so that messages
+/// compare with runc's.
+#[derive(Debug)]
+pub struct IoCause(pub io::Error);
+
+impl std::fmt::Display for IoCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.kind() {
+            io::ErrorKind::NotFound => f.write_str("no such file or directory"),
+            _ => self.0.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for IoCause {}

@@ -172,7 +172,9 @@ impl Agent {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        poll(Duration::from_secs(20), "agent answers /healthz", || {
+        // A restarted agent in the TCG VM, with the tests beside it, can
+        // take many seconds to come up.
+        poll(Duration::from_secs(90), "agent answers /healthz", || {
             self.cli(&["get", "pods", "-A"])
                 .status
                 .success()

@@ -38,6 +38,8 @@ pub enum SeccompError {
     Export(String),
     #[error("seccomp: load filter: {0}")]
     Load(String),
+    #[error("seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath")]
+    NoListener,
 }
 
 fn lib(what: impl Into<String>) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
@@ -351,4 +353,26 @@ pub fn send_to_listener(
         SeccompError::Unsupported(format!("send to listenerPath {}: {e}", path.display()))
     })?;
     Ok(())
+}
+
+/// Pass a seccomp notification descriptor from a container process to the
+/// config's `listenerPath` (see [`send_to_listener`]).
+pub fn forward_to_listener(
+    spec: &oci_spec::runtime::Spec,
+    fd: &std::os::fd::OwnedFd,
+    pid: i32,
+    state: &str,
+) -> crate::Result<()> {
+    let s = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let Some(path) = s.and_then(|s| s.listener_path().as_ref()) else {
+        return Err(SeccompError::NoListener.into());
+    };
+    let metadata = s.and_then(|s| s.listener_metadata().as_deref());
+    Ok(send_to_listener(
+        path,
+        std::os::fd::AsFd::as_fd(fd),
+        pid,
+        metadata,
+        state,
+    )?)
 }

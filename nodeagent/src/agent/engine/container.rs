@@ -110,7 +110,7 @@ async fn reap(pid: i32) {
 /// Wait until process `pid` exits (any process, via a pidfd); collect its
 /// status if it is our child. `None` when it was not ours.
 async fn wait_exit(pid: i32) -> Option<WaitStatus> {
-    if let Ok(fd) = skiff_runtime::container_start::pidfd_open(pid) {
+    if let Ok(fd) = skiff_runtime::pidfd::pidfd_open(pid) {
         // SAFETY: the AsyncFd owns the pidfd for as long as it lives.
         let afd = unsafe {
             tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)

@@ -13,7 +13,20 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
 use crate::container::{Container, Status};
-use crate::{cgroups, Error, Result};
+use crate::{cgroups, Result};
+
+/// What can stop `delete`.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error("cannot delete container {id} that is not stopped: {status}")]
+    NotStopped { id: String, status: Status },
+    #[error("remove {path}")]
+    RemoveStale {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 pub fn delete(c: &mut Container, force: bool) -> Result<()> {
     match c.refresh() {
@@ -21,11 +34,12 @@ pub fn delete(c: &mut Container, force: bool) -> Result<()> {
         // namespace they do not die with it): they go too.
         Status::Stopped | Status::Created => kill_and_wait(c)?,
         _ if force => kill_and_wait(c)?,
-        s => {
-            return Err(Error::Other(format!(
-                "cannot delete container {} that is not stopped: {s}",
-                c.id()
-            )));
+        status => {
+            return Err(DeleteError::NotStopped {
+                id: c.id().to_string(),
+                status,
+            }
+            .into());
         }
     }
     crate::explain!("", "removing the container's cgroup and state directory");
@@ -74,8 +88,10 @@ pub fn delete_stale(root: &std::path::Path, id: &str) -> Result<bool> {
     if let Ok(paths) = cgroups::resolve_paths(None, id) {
         let _ = cgroups::remove(&paths);
     }
-    std::fs::remove_dir_all(&dir)
-        .map_err(|e| Error::Other(format!("remove {}: {e}", dir.display())))?;
+    std::fs::remove_dir_all(&dir).map_err(|source| DeleteError::RemoveStale {
+        path: dir.clone(),
+        source,
+    })?;
     Ok(true)
 }
 
@@ -83,7 +99,7 @@ pub fn delete_stale(root: &std::path::Path, id: &str) -> Result<bool> {
 fn kill_and_wait(c: &Container) -> Result<()> {
     let paths = &c.state.cgroup_paths;
     let pidfd = if c.init_alive() {
-        crate::container_start::pidfd_open(c.state.pid).ok()
+        crate::pidfd::pidfd_open(c.state.pid).ok()
     } else {
         None
     };
@@ -98,16 +114,8 @@ fn kill_and_wait(c: &Container) -> Result<()> {
         cgroups::signal_all(paths, Signal::SIGKILL)?;
     }
     if let Some(fd) = &pidfd {
-        // SAFETY: signal the init itself too, in case it left its cgroup.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                std::os::fd::AsRawFd::as_raw_fd(fd),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
+        // The init itself too, in case it left its cgroup.
+        let _ = crate::pidfd::send_signal(fd, libc::SIGKILL);
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
         let _ = poll(&mut fds, PollTimeout::from(10_000u16));
     }

@@ -18,8 +18,127 @@ use oci_spec::runtime::{LinuxNamespaceType, Process};
 
 use crate::container::{Container, Status};
 use crate::process::ProcessError;
-use crate::sync::{self, Channel, Msg};
-use crate::{cgroups, namespaces, Error, Result};
+use crate::sync::{self, Channel, Msg, SyncError};
+use crate::{cgroups, namespaces, Result};
+
+/// What can stop `exec`.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot exec in a paused container")]
+    Paused,
+    #[error("cannot exec in a stopped container")]
+    Stopped,
+    #[error("process args cannot be empty")]
+    NoArgs,
+    #[error("cannot allocate tty if runc will detach without setting console socket")]
+    TtyNeedsConsoleSocket,
+    #[error("cannot use console socket if runc will not detach or allocate tty")]
+    ConsoleSocketNeedsTty,
+    #[error("dup console socket")]
+    DupConsole(#[source] std::io::Error),
+    #[error("fork")]
+    Fork(#[source] nix::Error),
+    #[error("unable to start container process")]
+    StartProcess(#[source] Box<crate::Error>),
+    #[error("exec: no pid reported")]
+    NoPid,
+    #[error("invalid --user {0:?}")]
+    User(String),
+    #[error("unknown capability {0:?}")]
+    Capability(String),
+}
+
+/// What `exec`'s flags say when no `--process` file is given (runc's).
+#[derive(Debug, Default, Clone)]
+pub struct ExecFlags {
+    pub args: Vec<String>,
+    pub tty: bool,
+    /// `--env K=V`, each overriding the config's value of the same name.
+    pub env: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    /// `--user UID[:GID]`.
+    pub user: Option<String>,
+    pub additional_gids: Vec<u32>,
+    pub no_new_privs: bool,
+    /// `--cap CAP_X`: added to the bounding, effective and permitted sets
+    /// (and ambient when the config has inheritable ones).
+    pub caps: Vec<String>,
+}
+
+/// The process to exec: the container's own `process`, changed as the
+/// flags say.
+pub fn process_from_flags(base: &Process, f: &ExecFlags) -> Result<Process> {
+    let mut p = base.clone();
+    if f.args.is_empty() {
+        return Err(ExecError::NoArgs.into());
+    }
+    p.set_args(Some(f.args.clone()));
+    p.set_terminal(Some(f.tty));
+    // --env overrides the config's value of the same name (last wins).
+    let key = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k).to_string();
+    let mut env = p.env().clone().unwrap_or_default();
+    for kv in &f.env {
+        env.retain(|e| key(e) != key(kv));
+        env.push(kv.clone());
+    }
+    p.set_env(Some(env));
+    if let Some(cwd) = &f.cwd {
+        p.set_cwd(cwd.clone());
+    }
+    if let Some(u) = &f.user {
+        // Without a gid, the config's gid stays, as with runc.
+        let mut user = p.user().clone();
+        let (uid, gid) = match u.split_once(':') {
+            Some((uid, gid)) => (uid, Some(gid)),
+            None => (u.as_str(), None),
+        };
+        let bad = || ExecError::User(u.clone());
+        user.set_uid(uid.parse().map_err(|_| bad())?);
+        if let Some(gid) = gid {
+            user.set_gid(gid.parse().map_err(|_| bad())?);
+        }
+        p.set_user(user);
+    }
+    if !f.additional_gids.is_empty() {
+        let mut user = p.user().clone();
+        user.set_additional_gids(Some(f.additional_gids.clone()));
+        p.set_user(user);
+    }
+    if f.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    if !f.caps.is_empty() {
+        use oci_spec::runtime::{Capabilities, Capability};
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        let extra: Vec<Capability> = f
+            .caps
+            .iter()
+            .map(|c| {
+                serde_json::from_value(serde_json::Value::String(c.clone()))
+                    .map_err(|_| ExecError::Capability(c.clone()))
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let add = |s: Option<Capabilities>| {
+            let mut s = s.unwrap_or_default();
+            s.extend(extra.iter().copied());
+            Some(s)
+        };
+        caps.set_bounding(add(caps.bounding().clone()));
+        caps.set_effective(add(caps.effective().clone()));
+        caps.set_permitted(add(caps.permitted().clone()));
+        // Ambient needs inheritable: only when the config has an
+        // inheritable set (runc's rule).
+        if caps.inheritable().as_ref().is_some_and(|i| !i.is_empty()) {
+            caps.set_ambient(add(caps.ambient().clone()));
+        }
+        p.set_capabilities(Some(caps));
+    }
+    Ok(p)
+}
+
+fn start_process(e: impl Into<crate::Error>) -> crate::Error {
+    ExecError::StartProcess(Box::new(e.into())).into()
+}
 
 pub struct ExecOptions {
     pub process: Process,
@@ -58,11 +177,11 @@ fn open_namespaces(c: &Container) -> Result<Vec<(LinuxNamespaceType, PathBuf, Fi
 pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)> {
     match c.refresh() {
         Status::Running | Status::Created => {}
-        Status::Paused => return Err(Error::Other("cannot exec in a paused container".into())),
-        _ => return Err(Error::Other("cannot exec in a stopped container".into())),
+        Status::Paused => return Err(ExecError::Paused.into()),
+        _ => return Err(ExecError::Stopped.into()),
     }
     if opts.process.args().as_ref().is_none_or(|a| a.is_empty()) {
-        return Err(Error::Other("process args cannot be empty".into()));
+        return Err(ExecError::NoArgs.into());
     }
     crate::process::validate_env(opts.process.env().as_deref().unwrap_or(&[]))?;
     let terminal = opts.process.terminal().unwrap_or(false);
@@ -71,30 +190,19 @@ pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)>
         (Some(p), true) => Some(crate::terminal::connect(p)?),
         (None, true) if !opts.detach => {
             let fc = crate::terminal::ForegroundConsole::new()?;
-            let theirs = fc
-                .theirs
-                .try_clone()
-                .map_err(|e| Error::Other(e.to_string()))?;
+            let theirs = fc.theirs.try_clone().map_err(ExecError::DupConsole)?;
             foreground = Some(fc);
             Some(theirs)
         }
-        (None, true) => {
-            return Err(Error::Other(
-                "cannot allocate tty if runc will detach without setting console socket".into(),
-            ))
-        }
-        (Some(_), false) => {
-            return Err(Error::Other(
-                "cannot use console socket if runc will not detach or allocate tty".into(),
-            ))
-        }
+        (None, true) => return Err(ExecError::TtyNeedsConsoleSocket.into()),
+        (Some(_), false) => return Err(ExecError::ConsoleSocketNeedsTty.into()),
         (None, false) => None,
     };
     let ns_files = open_namespaces(c)?;
     // The namespace files are open now; make sure they were the init's and
     // not those of a process that reused its pid meanwhile.
     if !c.init_alive() {
-        return Err(Error::Other("cannot exec in a stopped container".into()));
+        return Err(ExecError::Stopped.into());
     }
     // In a user namespace setgroups(2) may be denied; the config says whether there is one.
     let in_userns = c
@@ -105,20 +213,20 @@ pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)>
         .and_then(|l| l.namespaces().as_ref())
         .is_some_and(|n| n.iter().any(|x| x.typ() == LinuxNamespaceType::User));
     if !opts.detach {
-        crate::container_run::block_forwarded();
+        crate::signals::block_forwarded();
     }
     let (runtime_end, child_end) = sync::pair()?;
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     // SAFETY: single-threaded here, so the child may run any code.
-    let middle = match unsafe { fork() }.map_err(|e| Error::Other(format!("fork: {e}")))? {
+    let middle = match unsafe { fork() }.map_err(ExecError::Fork)? {
         ForkResult::Child => {
             drop(runtime_end);
             let code =
                 match join_and_fork(c, &ns_files, &child_end, opts, console.as_ref(), in_userns) {
                     Ok(()) => 0,
                     Err(e) => {
-                        let _ = child_end.send(&Msg::Error(e.to_string()));
+                        let _ = child_end.send(&Msg::Error(crate::error_chain(&e)));
                         1
                     }
                 };
@@ -147,9 +255,7 @@ pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)>
                     &c.state.bundle,
                     &c.state.annotations,
                 );
-                if let Err(e) =
-                    crate::container_create::forward_seccomp_fd(&c.state.config, &fd, p, &st)
-                {
+                if let Err(e) = crate::seccomp::forward_to_listener(&c.state.config, &fd, p, &st) {
                     break Err(e);
                 }
                 runtime_end.send(&Msg::Continue)?;
@@ -158,9 +264,7 @@ pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)>
                 // Keep reading: end-of-file means execve succeeded.
                 break match runtime_end.recv() {
                     Err(sync::SyncError::Eof) => Ok(()),
-                    Ok(Msg::Error(e)) => Err(Error::Other(format!(
-                        "unable to start container process: {e}"
-                    ))),
+                    Ok(Msg::Error(e)) => Err(start_process(SyncError::Reported(e))),
                     Ok(other) => Err(sync::SyncError::Unexpected {
                         expected: "end of file",
                         got: other,
@@ -169,11 +273,7 @@ pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)>
                     Err(e) => Err(e.into()),
                 };
             }
-            Ok(Msg::Error(e)) => {
-                break Err(Error::Other(format!(
-                    "unable to start container process: {e}"
-                )))
-            }
+            Ok(Msg::Error(e)) => break Err(start_process(SyncError::Reported(e))),
             Ok(other) => {
                 break Err(sync::SyncError::Unexpected {
                     expected: "pid or ready",
@@ -193,10 +293,10 @@ pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)>
             }
             return Err(e);
         }
-        (Ok(()), None) => return Err(Error::Other("exec: no pid reported".into())),
+        (Ok(()), None) => return Err(ExecError::NoPid.into()),
     };
     if let Some(pf) = &opts.pid_file {
-        crate::container_create::write_pid_file(pf, pid)?;
+        crate::container::write_pid_file(pf, pid)?;
     }
     if opts.detach {
         return Ok((pid, None));
@@ -205,10 +305,10 @@ pub fn exec(c: &mut Container, opts: &ExecOptions) -> Result<(i32, Option<i32>)>
         let proxy = fc.start_proxy()?;
         return Ok((
             pid,
-            Some(crate::container_run::wait_forwarding(pid, Some(&proxy))),
+            Some(crate::signals::wait_forwarding(pid, Some(&proxy))),
         ));
     }
-    Ok((pid, Some(crate::container_run::wait_forwarding(pid, None))))
+    Ok((pid, Some(crate::signals::wait_forwarding(pid, None))))
 }
 
 fn join_and_fork(
@@ -221,7 +321,7 @@ fn join_and_fork(
 ) -> Result<()> {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    crate::container_run::reset_signals();
+    crate::signals::reset_signals();
     cgroups::add_pid(&c.state.cgroup_paths, std::process::id() as i32)?;
     // Written here, through the host's /proc and inherited by the fork below:
     // once in the container's mount namespace, /proc is whatever the
@@ -235,7 +335,7 @@ fn join_and_fork(
     }
     namespaces::join(ns_files)?;
     // SAFETY: single-threaded, as above.
-    match unsafe { fork() }.map_err(|e| Error::Other(format!("fork: {e}")))? {
+    match unsafe { fork() }.map_err(ExecError::Fork)? {
         ForkResult::Parent { child } => {
             chan.send(&Msg::Pid(child.as_raw()))?;
             // SAFETY: see above.

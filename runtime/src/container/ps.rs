@@ -4,12 +4,28 @@
 use std::process::Command;
 
 use crate::container::Container;
-use crate::{cgroups, Error, Result};
+use crate::{cgroups, Result};
+
+/// What can stop `ps`.
+#[derive(Debug, thiserror::Error)]
+pub enum PsError {
+    #[error("run ps")]
+    Run(#[source] std::io::Error),
+    #[error("{status}: {stderr}")]
+    Failed {
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("couldn't find PID field in ps output")]
+    NoPidColumn,
+    #[error("invalid format option")]
+    Format,
+}
 
 pub fn ps(c: &Container, format: &str, ps_args: &[String]) -> Result<String> {
     let pids = cgroups::pids(&c.state.cgroup_paths)?;
     match format {
-        "json" => Ok(serde_json::to_string(&pids).map_err(|e| Error::Other(e.to_string()))? + "\n"),
+        "json" => Ok(serde_json::Value::from(pids).to_string() + "\n"),
         "table" => {
             let args: Vec<String> = if ps_args.is_empty() {
                 vec!["-ef".into()]
@@ -19,13 +35,13 @@ pub fn ps(c: &Container, format: &str, ps_args: &[String]) -> Result<String> {
             let out = Command::new("ps")
                 .args(&args)
                 .output()
-                .map_err(|e| Error::Other(format!("run ps: {e}")))?;
+                .map_err(PsError::Run)?;
             if !out.status.success() {
-                return Err(Error::Other(format!(
-                    "{}: {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
-                )));
+                return Err(PsError::Failed {
+                    status: out.status,
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                }
+                .into());
             }
             let text = String::from_utf8_lossy(&out.stdout);
             let mut lines = text.lines();
@@ -33,7 +49,7 @@ pub fn ps(c: &Container, format: &str, ps_args: &[String]) -> Result<String> {
             let pid_col = header
                 .split_whitespace()
                 .position(|h| h == "PID")
-                .ok_or_else(|| Error::Other("couldn't find PID field in ps output".into()))?;
+                .ok_or(PsError::NoPidColumn)?;
             let mut result = format!("{header}\n");
             for line in lines {
                 let pid = line
@@ -47,6 +63,6 @@ pub fn ps(c: &Container, format: &str, ps_args: &[String]) -> Result<String> {
             }
             Ok(result)
         }
-        _ => Err(Error::Other("invalid format option".into())),
+        _ => Err(PsError::Format.into()),
     }
 }

@@ -16,12 +16,23 @@ use serde_json::json;
 
 use crate::cgroups::stats;
 use crate::container::{Container, Status};
-use crate::{Error, Result};
+use crate::Result;
+
+/// What can stop `events`.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("container with id {0} is not running")]
+    NotRunning(String),
+    #[error("write events")]
+    Write(#[source] std::io::Error),
+    #[error("watch container")]
+    Watch(#[source] std::io::Error),
+}
 
 fn emit(out: &mut impl Write, line: serde_json::Value) -> Result<()> {
     writeln!(out, "{line}")
         .and_then(|_| out.flush())
-        .map_err(|e| Error::Other(format!("write events: {e}")))
+        .map_err(|e| EventsError::Write(e).into())
 }
 
 pub fn events(
@@ -31,9 +42,7 @@ pub fn events(
     out: &mut impl Write,
 ) -> Result<()> {
     if c.refresh() == Status::Stopped {
-        return Err(Error::Other(
-            "container with id ".to_string() + c.id() + " is not running",
-        ));
+        return Err(EventsError::NotRunning(c.id().to_string()).into());
     }
     let id = c.id().to_string();
     let paths = c.state.cgroup_paths.clone();
@@ -43,8 +52,7 @@ pub fn events(
             json!({"type": "stats", "id": id, "data": stats::stats(&paths)}),
         );
     }
-    let pidfd = crate::container_start::pidfd_open(c.state.pid)
-        .map_err(|e| Error::Other(format!("watch container: {e}")))?;
+    let pidfd = crate::pidfd::pidfd_open(c.state.pid).map_err(EventsError::Watch)?;
     let mut ooms = stats::oom_kills(&paths);
     let mut next_stats = Instant::now();
     loop {

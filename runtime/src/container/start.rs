@@ -7,50 +7,47 @@
 //! writing, `start` notices through a pidfd (pidfd_open(2)) rather than
 //! blocking forever.
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::container::{Container, Status};
-use crate::{Error, Result};
+use crate::pidfd::pidfd_open;
+use crate::Result;
 
-/// Open a pidfd for `pid` (a descriptor that becomes readable when it exits).
-pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes two integers and returns a new descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+/// What can stop `start`.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start a container that has stopped")]
+    Stopped,
+    #[error("cannot start a container in the paused state")]
+    Paused,
+    #[error("cannot start an already running container")]
+    AlreadyRunning,
+    #[error("container process is already dead")]
+    InitDead,
+    #[error("open exec fifo")]
+    OpenFifo(#[source] nix::Error),
+    #[error("wait for init")]
+    Wait(#[source] nix::Error),
+    /// The init failed between the fifo and execve, and wrote why.
+    #[error("unable to start container process: {0}")]
+    Init(String),
 }
 
 pub fn start(c: &mut Container) -> Result<()> {
     match c.refresh() {
         Status::Created => {}
-        Status::Stopped => {
-            return Err(Error::Other(
-                "cannot start a container that has stopped".into(),
-            ))
-        }
-        Status::Paused => {
-            return Err(Error::Other(
-                "cannot start a container in the paused state".into(),
-            ))
-        }
-        _ => {
-            return Err(Error::Other(
-                "cannot start an already running container".into(),
-            ))
-        }
+        Status::Stopped => return Err(StartError::Stopped.into()),
+        Status::Paused => return Err(StartError::Paused.into()),
+        _ => return Err(StartError::AlreadyRunning.into()),
     }
     // The pidfd first, while the init is certainly alive and waiting: once
     // the fifo is opened, a short program may run and exit at once, and a
     // subreaper (containerd's shim) reaps it before a later pidfd_open
     // could find it.
-    let pidfd = pidfd_open(c.state.pid)
-        .map_err(|_| Error::Other("container process is already dead".into()))?;
+    let pidfd = pidfd_open(c.state.pid).map_err(|_| StartError::InitDead)?;
     let fifo_path = c.fifo_path();
     crate::explain!("fifo(7)", "opening exec.fifo for reading: this releases the waiting init, which now execs the user's program");
     let fifo = nix::fcntl::open(
@@ -58,7 +55,7 @@ pub fn start(c: &mut Container) -> Result<()> {
         OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| Error::Other(format!("open exec fifo: {e}")))?;
+    .map_err(StartError::OpenFifo)?;
     // The init writes "0" once it is released, then keeps the fifo open
     // until its execve closes it; if it fails before that, it writes why.
     let mut got: Vec<u8> = Vec::new();
@@ -69,7 +66,7 @@ pub fn start(c: &mut Container) -> Result<()> {
         ];
         match poll(&mut fds, PollTimeout::NONE) {
             Err(nix::Error::EINTR) => continue,
-            Err(e) => return Err(Error::Other(format!("wait for init: {e}"))),
+            Err(e) => return Err(StartError::Wait(e).into()),
             Ok(_) => {}
         }
         let fifo_ev = fds[0].revents().unwrap_or(PollFlags::empty());
@@ -88,7 +85,7 @@ pub fn start(c: &mut Container) -> Result<()> {
             }
         }
         if init_gone && got.is_empty() {
-            return Err(Error::Other("container process is already dead".into()));
+            return Err(StartError::InitDead.into());
         }
         if init_gone {
             // Exited after writing: whatever it wrote is all there is.
@@ -102,9 +99,7 @@ pub fn start(c: &mut Container) -> Result<()> {
     if got.len() > 1 {
         let _ = std::fs::remove_file(&fifo_path);
         let msg = String::from_utf8_lossy(&got[1..]).into_owned();
-        return Err(Error::Other(format!(
-            "unable to start container process: {msg}"
-        )));
+        return Err(StartError::Init(msg).into());
     }
     let _ = std::fs::remove_file(&fifo_path);
     c.state.status = Status::Running;
@@ -122,7 +117,7 @@ pub fn start(c: &mut Container) -> Result<()> {
         &st,
     ) {
         // A failed poststart hook takes the container down, like runc.
-        let _ = crate::container_delete::delete(c, true);
+        let _ = crate::container::delete::delete(c, true);
         return Err(e.into());
     }
     Ok(())

@@ -5,7 +5,16 @@
 use nix::sys::signal::Signal;
 
 use crate::container::{Container, Status};
-use crate::{cgroups, Error, Result};
+use crate::{cgroups, Result};
+
+/// What can stop `kill`.
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    #[error("container not running")]
+    NotRunning,
+    #[error("unable to signal init")]
+    Signal(#[source] std::io::Error),
+}
 
 pub fn kill(c: &mut Container, sig: Signal, all: bool) -> Result<()> {
     let status = c.refresh();
@@ -17,35 +26,19 @@ pub fn kill(c: &mut Container, sig: Signal, all: bool) -> Result<()> {
         return Ok(cgroups::signal_all(&c.state.cgroup_paths, sig)?);
     }
     if status == Status::Stopped {
-        return Err(Error::Other("container not running".into()));
+        return Err(KillError::NotRunning.into());
     }
     crate::explain!(
         "pidfd_send_signal(2)",
         "sending {sig} to the container's init (pid {})",
         c.state.pid
     );
-    let pidfd = crate::container_start::pidfd_open(c.state.pid)
-        .map_err(|e| Error::Other(format!("unable to signal init: {e}")))?;
+    let pidfd = crate::pidfd::pidfd_open(c.state.pid).map_err(KillError::Signal)?;
     // The pidfd pins the process; check it is still the init we recorded
     // (not a new process that got a recycled pid) before signalling it.
     if !c.init_alive() {
-        return Err(Error::Other("container not running".into()));
+        return Err(KillError::NotRunning.into());
     }
-    // SAFETY: pidfd_send_signal takes a descriptor, a signal number and null info.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-            sig as i32,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(Error::Other(format!(
-            "unable to signal init: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
+    crate::pidfd::send_signal(&pidfd, sig as i32).map_err(KillError::Signal)?;
     Ok(())
 }

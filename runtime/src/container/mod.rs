@@ -21,6 +21,18 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
+
+pub mod create;
+pub mod delete;
+pub mod events;
+pub mod exec;
+pub mod kill;
+pub mod list;
+pub mod pause;
+pub mod ps;
+pub mod run;
+pub mod start;
+pub mod update;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::CgroupPaths;
@@ -57,6 +69,12 @@ pub enum ContainerError {
     WriteState { path: PathBuf, err: io::Error },
     #[error("remove state directory {path}: {err}")]
     RemoveDir { path: PathBuf, err: io::Error },
+    #[error("write pid file {path}")]
+    PidFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The four statuses of the OCI runtime spec, plus runc's `paused`.
@@ -335,6 +353,23 @@ impl Container {
             }),
         }
     }
+}
+
+/// Write `--pid-file` atomically, as runc does (a temp file, then rename).
+pub fn write_pid_file(path: &Path, pid: i32) -> crate::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}"));
+    std::fs::write(&tmp, pid.to_string())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|source| ContainerError::PidFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]

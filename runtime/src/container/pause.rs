@@ -4,12 +4,21 @@
 //! thawed; they do not notice.
 
 use crate::container::{Container, Status};
-use crate::{cgroups, Error, Result};
+use crate::{cgroups, Result};
+
+/// What can stop `pause` and `resume`.
+#[derive(Debug, thiserror::Error)]
+pub enum PauseError {
+    #[error("container not running")]
+    NotRunning,
+    #[error("container not paused")]
+    NotPaused,
+}
 
 pub fn pause(c: &mut Container) -> Result<()> {
     match c.refresh() {
         Status::Running | Status::Created => {}
-        _ => return Err(Error::Other("container not running".into())),
+        _ => return Err(PauseError::NotRunning.into()),
     }
     crate::explain!(
         "cgroups(7)",
@@ -20,7 +29,7 @@ pub fn pause(c: &mut Container) -> Result<()> {
 
 pub fn resume(c: &mut Container) -> Result<()> {
     if c.refresh() != Status::Paused {
-        return Err(Error::Other("container not paused".into()));
+        return Err(PauseError::NotPaused.into());
     }
     crate::explain!("cgroups(7)", "thawing the container's cgroup");
     Ok(cgroups::set_frozen(&c.state.cgroup_paths, false)?)

@@ -1,0 +1,517 @@
+//! `skiff create`: build the container and leave its init waiting.
+//!
+//! The runtime (this process) prepares what only the host can do: the state
+//! directory and its `exec.fifo`, the cgroup, the namespace files to join,
+//! the console socket. It forks the init (see [`crate::init`]) and then
+//! serves it over the sync channel. The runtime's side of that handshake,
+//! in order:
+//!
+//! 1. [`prepare`]: read and check the bundle (nothing is made yet);
+//! 2. [`make_state_dir`]: the state directory and its `exec.fifo`;
+//! 3. [`spawn_init`]: fork the init (into a new pid namespace directly,
+//!    when nothing else needs a two-step start);
+//! 4. [`record`]: write `state.json` at once, as `creating`, so that a
+//!    runtime killed from here on leaves a container that `state`, `list`
+//!    and `delete` know about (until the end, the init dies with the
+//!    runtime);
+//! 5. [`join_cgroup`]: make the cgroup and put the init in it;
+//! 6. [`serve_init`]: answer the init's requests — write its uid/gid maps,
+//!    take its real pid, run the `prestart` and `createRuntime` hooks, pass
+//!    a seccomp listener descriptor on — until it reports ready;
+//! 7. [`commit`]: the record becomes `created`, `--pid-file` is written,
+//!    and the init is told it may outlive the runtime.
+//!
+//! Any failure undoes everything: the init is killed, the cgroup and the
+//! state directory removed. The container's mounts live only in its own
+//! mount namespace, so they vanish with its last process.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+use oci_spec::runtime::{Linux, LinuxNamespaceType, Spec};
+
+use crate::cgroups::{self, CgroupPaths};
+use crate::container::{self, Container, State, Status};
+use crate::init::InitConfig;
+use crate::namespaces::{self, Plan};
+use crate::sync::{self, Channel, Msg, SyncError};
+use crate::utils::IoCause;
+use crate::{spec, Result};
+
+/// What can stop `create`, step by step.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("chdir {path}")]
+    Bundle {
+        path: PathBuf,
+        #[source]
+        source: IoCause,
+    },
+    #[error("process property must not be empty")]
+    NoProcess,
+    #[error("cannot allocate tty if runc will detach without setting console socket")]
+    TtyNeedsConsoleSocket,
+    #[error("cannot use console socket if runc will not detach or allocate tty")]
+    ConsoleSocketNeedsTty,
+    #[error("{op} exec fifo {path}")]
+    ExecFifo {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("open {path}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dup console socket")]
+    DupConsole(#[source] std::io::Error),
+    #[error("open /proc/self/ns/pid")]
+    OwnPidNamespace(#[source] std::io::Error),
+    #[error("return to the runtime's pid namespace")]
+    ReturnPidNamespace(#[source] nix::Error),
+    #[error("fork")]
+    Fork(#[source] nix::Error),
+    /// Anything that went wrong in or for the init, as runc words it.
+    #[error("unable to start container process")]
+    StartProcess(#[source] Box<crate::Error>),
+    #[error("container init was killed by the OOM killer: {limit} (linux.resources.memory.limit) is below what it needs to start{peak}")]
+    MemoryTooLow { limit: String, peak: String },
+}
+
+/// Errors in or for the init read like runc's: "unable to start container
+/// process: ...".
+fn start_process(e: impl Into<crate::Error>) -> crate::Error {
+    CreateError::StartProcess(Box::new(e.into())).into()
+}
+
+/// Options of `create` (and the create half of `run`).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub root: PathBuf,
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    /// Give the container a session keyring of its own (not `--no-new-keyring`).
+    pub new_keyring: bool,
+    pub preserve_fds: i32,
+    /// Set by `run` in the foreground: without `--console-socket`, a
+    /// terminal's master comes back to us (see [`Created::console`]).
+    pub foreground: bool,
+}
+
+/// What `create` leaves for `run`: the container and, for a foreground
+/// terminal, the console that receives the pty master.
+pub struct Created {
+    pub container: Container,
+    pub console: Option<crate::terminal::ForegroundConsole>,
+}
+
+/// Everything made so far, undone on drop unless disarmed.
+struct Cleanup {
+    dir: Option<PathBuf>,
+    cgroups: Option<CgroupPaths>,
+    pids: Vec<i32>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for &p in &self.pids {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(p), None);
+        }
+        if let Some(c) = &self.cgroups {
+            let _ = cgroups::remove(c);
+        }
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// The bundle, read and checked.
+struct Prepared {
+    bundle: PathBuf,
+    spec: Spec,
+    extras: spec::Extras,
+    rootfs: PathBuf,
+    linux: Linux,
+    plan: Plan,
+    cgroup_paths: CgroupPaths,
+    terminal: bool,
+}
+
+pub fn create(opts: &CreateOptions) -> Result<Created> {
+    let p = prepare(opts)?;
+    let (dir, state_dir) = make_state_dir(opts)?;
+    let mut cleanup = Cleanup {
+        dir: Some(dir.clone()),
+        cgroups: None,
+        pids: Vec::new(),
+    };
+    let ns_files = namespaces::open_joins(&p.plan)?;
+    let foreground_console = if p.terminal && opts.console_socket.is_none() {
+        Some(crate::terminal::ForegroundConsole::new()?)
+    } else {
+        None
+    };
+    let console_socket = match (&opts.console_socket, &foreground_console) {
+        (Some(path), _) => Some(crate::terminal::connect(path)?),
+        (None, Some(fc)) => Some(fc.theirs.try_clone().map_err(CreateError::DupConsole)?),
+        _ => None,
+    };
+    let exec_fifo = crate::init::ExecFifo::open(&state_dir)?;
+    let (runtime_end, init_end) = sync::pair()?;
+    let child = spawn_init(
+        opts,
+        &p,
+        &ns_files,
+        &exec_fifo,
+        console_socket,
+        runtime_end.as_raw_fd(),
+        init_end,
+    )?;
+    cleanup.pids.push(child);
+    let mut c = record(opts, dir, p.spec.clone(), &p, child)?;
+    cleanup.cgroups = Some(p.cgroup_paths.clone());
+    join_cgroup(&p, child, &runtime_end)?;
+    let init_pid = serve_init(opts, &p, &mut c, child, &runtime_end, &mut cleanup)?;
+    commit(opts, &mut c, init_pid, &runtime_end)?;
+    // Success: keep everything.
+    cleanup.dir = None;
+    cleanup.cgroups = None;
+    cleanup.pids.clear();
+    Ok(Created {
+        container: c,
+        console: foreground_console,
+    })
+}
+
+/// Step 1: read and check everything, make nothing.
+fn prepare(opts: &CreateOptions) -> Result<Prepared> {
+    container::validate_id(&opts.id)?;
+    let bundle = std::fs::canonicalize(&opts.bundle).map_err(|source| CreateError::Bundle {
+        path: opts.bundle.clone(),
+        source: IoCause(source),
+    })?;
+    let (spec, extras) = spec::load(&bundle)?;
+    let process = spec.process().as_ref().ok_or(CreateError::NoProcess)?;
+    crate::process::validate_env(process.env().as_deref().unwrap_or(&[])).map_err(start_process)?;
+    let rootfs = spec::rootfs_path(&bundle, &spec)?;
+    // Like runc, work from the bundle: relative bind mount sources in the
+    // config are relative to it. (Paths given on the command line were made
+    // absolute by the caller.)
+    std::env::set_current_dir(&bundle).map_err(|source| CreateError::Bundle {
+        path: bundle.clone(),
+        source: IoCause(source),
+    })?;
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal && opts.console_socket.is_none() && !opts.foreground {
+        return Err(CreateError::TtyNeedsConsoleSocket.into());
+    }
+    if !terminal && opts.console_socket.is_some() {
+        return Err(CreateError::ConsoleSocketNeedsTty.into());
+    }
+    let linux = spec.linux().clone().unwrap_or_default();
+    let plan = Plan::from_spec(linux.namespaces().as_deref().unwrap_or(&[]))?;
+    let cgroup_paths = cgroups::resolve_paths(linux.cgroups_path().as_deref(), &opts.id)?;
+    Ok(Prepared {
+        bundle,
+        spec,
+        extras,
+        rootfs,
+        linux,
+        plan,
+        cgroup_paths,
+        terminal,
+    })
+}
+
+/// Step 2: the state directory (the id is reserved by its creation) and
+/// `exec.fifo` in it; returns the directory, opened.
+fn make_state_dir(opts: &CreateOptions) -> Result<(PathBuf, File)> {
+    let dir = container::create_dir(&opts.root, &opts.id)?;
+    let made = (|| {
+        let fifo = dir.join(container::EXEC_FIFO);
+        let fifo_err = |op| {
+            let path = fifo.clone();
+            move |e: nix::Error| CreateError::ExecFifo {
+                op,
+                path,
+                source: e.into(),
+            }
+        };
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
+            .map_err(fifo_err("create"))?;
+        // The umask narrowed mkfifo's mode: the container's user (any uid)
+        // must be able to open it for writing, so set 0622 exactly.
+        std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+            .map_err(|source| CreateError::ExecFifo {
+                op: "chmod",
+                path: fifo.clone(),
+                source,
+            })?;
+        File::open(&dir).map_err(|source| CreateError::StateDir {
+            path: dir.clone(),
+            source,
+        })
+    })();
+    match made {
+        Ok(f) => Ok((dir, f)),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            Err(e.into())
+        }
+    }
+}
+
+/// Step 3: fork the process that becomes the container's init. Returns the
+/// child's pid; the child never returns from here.
+fn spawn_init(
+    opts: &CreateOptions,
+    p: &Prepared,
+    ns_files: &[(LinuxNamespaceType, PathBuf, File)],
+    exec_fifo: &crate::init::ExecFifo,
+    console_socket: Option<OwnedFd>,
+    runtime_end: i32,
+    init_end: Channel,
+) -> Result<i32> {
+    // Orphans of the init's middle process come back to us, not to the host's init.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // When the container gets a new pid namespace and nothing else needs a
+    // two-step start (a user namespace must own the pid namespace; time and
+    // joined pid namespaces apply only to children), the runtime unshares the
+    // pid namespace itself: its next child is then pid 1 directly, saving
+    // the init a second fork.
+    let mut init_plan = p.plan.clone();
+    let direct = p.plan.creates(LinuxNamespaceType::Pid)
+        && !p.plan.has(LinuxNamespaceType::User)
+        && !p.plan.has(LinuxNamespaceType::Time);
+    let own_pidns = if direct {
+        init_plan.new.retain(|t| *t != LinuxNamespaceType::Pid);
+        let own = File::open("/proc/self/ns/pid").map_err(CreateError::OwnPidNamespace)?;
+        namespaces::unshare_flags(nix::sched::CloneFlags::CLONE_NEWPID)?;
+        Some(own)
+    } else {
+        None
+    };
+    crate::explain!(
+        "fork(2)",
+        "forking the process that will become the container's init"
+    );
+    let cfg = InitConfig {
+        id: &opts.id,
+        spec: &p.spec,
+        bundle: &p.bundle,
+        rootfs: &p.rootfs,
+        cgroups: &p.cgroup_paths,
+        plan: &init_plan,
+        ns_files,
+        exec_fifo,
+        console_socket: console_socket.as_ref(),
+        no_pivot: opts.no_pivot,
+        new_keyring: opts.new_keyring,
+        preserve_fds: opts.preserve_fds,
+        seccomp_wait_killable_recv: p.extras.seccomp_wait_killable_recv,
+    };
+    // SAFETY: the runtime is single-threaded here, so the child may run any code.
+    let forked = unsafe { fork() };
+    if let Some(own) = &own_pidns {
+        if matches!(forked, Ok(ForkResult::Parent { .. }) | Err(_)) {
+            // Back to our own pid namespace for whatever we fork later (hooks).
+            nix::sched::setns(own, nix::sched::CloneFlags::CLONE_NEWPID)
+                .map_err(CreateError::ReturnPidNamespace)?;
+        }
+    }
+    match forked.map_err(CreateError::Fork)? {
+        ForkResult::Child => {
+            // SAFETY: the runtime's end of the channel is only the parent's.
+            unsafe { libc::close(runtime_end) };
+            crate::init::run(&cfg, &init_end)
+        }
+        ForkResult::Parent { child } => Ok(child.as_raw()),
+    }
+}
+
+/// Step 4: `state.json`, as `creating`, with the child's pid.
+fn record(
+    opts: &CreateOptions,
+    dir: PathBuf,
+    spec: Spec,
+    p: &Prepared,
+    child: i32,
+) -> Result<Container> {
+    let c = Container {
+        dir,
+        state: State {
+            oci_version: container::OCI_VERSION.into(),
+            id: opts.id.clone(),
+            pid: child,
+            status: Status::Creating,
+            bundle: p.bundle.clone(),
+            rootfs: p.rootfs.clone(),
+            created: crate::utils::rfc3339_nano(SystemTime::now()),
+            owner: String::new(),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            init_start_time: crate::utils::process_stat(child).map_or(0, |(_, t)| t),
+            init_exe: None,
+            cgroup_paths: p.cgroup_paths.clone(),
+            seccomp_wait_killable_recv: p.extras.seccomp_wait_killable_recv,
+            config: spec,
+        },
+    };
+    c.save()?;
+    Ok(c)
+}
+
+/// Step 5: the cgroup, made now, after the fork: the init makes its
+/// namespaces meanwhile (see `crate::init`), on the other CPU if there is
+/// one. Then the init joins it and is told to go on.
+fn join_cgroup(p: &Prepared, child: i32, chan: &Channel) -> Result<()> {
+    cgroups::create(
+        &p.cgroup_paths,
+        p.linux.resources().as_ref(),
+        p.linux.devices().as_deref().unwrap_or(&[]),
+    )?;
+    if let Err(e) = cgroups::add_pid(&p.cgroup_paths, child) {
+        // An init that failed to make its namespaces has exited already,
+        // its reason waiting on the socket.
+        if let Some(Msg::Error(msg)) = chan.try_recv() {
+            return Err(start_process(SyncError::Reported(msg)));
+        }
+        return Err(e.into());
+    }
+    chan.send(&Msg::Continue)?;
+    Ok(())
+}
+
+/// Step 6: answer the init's requests until it is ready. Returns the
+/// init's pid as the host sees it.
+fn serve_init(
+    opts: &CreateOptions,
+    p: &Prepared,
+    c: &mut Container,
+    child: i32,
+    chan: &Channel,
+    cleanup: &mut Cleanup,
+) -> Result<i32> {
+    // An init that dies without a word was most likely killed: by the OOM
+    // killer, when the memory limit is below what it needs to start (runc
+    // finds out as it writes the limit, which it does after the join).
+    let died = |e: SyncError| match (&e, memory_too_low(&p.linux, &p.cgroup_paths)) {
+        (SyncError::Eof, Some(oom)) => start_process(oom),
+        _ => start_process(e),
+    };
+    let hook_state = |pid| {
+        crate::hooks::state_json(
+            &opts.id,
+            Status::Creating,
+            Some(pid),
+            &p.bundle,
+            &c.state.annotations,
+        )
+    };
+    let mut init_pid = child;
+    loop {
+        match chan.recv().map_err(died)? {
+            Msg::MapIds => {
+                namespaces::write_id_maps(
+                    child,
+                    p.linux.uid_mappings().as_deref().unwrap_or(&[]),
+                    p.linux.gid_mappings().as_deref().unwrap_or(&[]),
+                )?;
+                chan.send(&Msg::Continue)?;
+            }
+            Msg::Pid(pid) => {
+                // 0: "I am the process you forked".
+                init_pid = if pid == 0 { child } else { pid };
+                if init_pid != child {
+                    // The middle process exits once it has forked the init.
+                    let _ = waitpid(Pid::from_raw(child), None);
+                    cleanup.pids = vec![init_pid];
+                    c.state.pid = init_pid;
+                    c.state.init_start_time =
+                        crate::utils::process_stat(init_pid).map_or(0, |(_, t)| t);
+                    c.save()?;
+                }
+                chan.send(&Msg::HostPid(init_pid))?;
+            }
+            Msg::CreateRuntimeHooks => {
+                let hooks = p.spec.hooks().as_ref();
+                let state = hook_state(init_pid);
+                crate::hooks::run(
+                    "prestart",
+                    hooks.and_then(|h| h.prestart().as_ref()),
+                    &state,
+                )
+                .and_then(|_| {
+                    crate::hooks::run(
+                        "createRuntime",
+                        hooks.and_then(|h| h.create_runtime().as_ref()),
+                        &state,
+                    )
+                })
+                .map_err(start_process)?;
+                chan.send(&Msg::Continue)?;
+            }
+            Msg::SeccompFd => {
+                let fd = chan.recv_fd()?;
+                crate::seccomp::forward_to_listener(&p.spec, &fd, init_pid, &hook_state(init_pid))
+                    .map_err(start_process)?;
+                chan.send(&Msg::Continue)?;
+            }
+            Msg::Ready => return Ok(init_pid),
+            Msg::Error(e) => return Err(start_process(SyncError::Reported(e))),
+            other => {
+                return Err(SyncError::Unexpected {
+                    expected: "a request from the init",
+                    got: other,
+                }
+                .into())
+            }
+        }
+    }
+}
+
+/// Step 7: the record becomes `created`, the pid file is written, and the
+/// init stops dying with the runtime (and acknowledges).
+fn commit(opts: &CreateOptions, c: &mut Container, init_pid: i32, chan: &Channel) -> Result<()> {
+    c.state.status = Status::Created;
+    c.state.init_exe = container::exe_identity(init_pid);
+    c.save()?;
+    if let Some(pf) = &opts.pid_file {
+        container::write_pid_file(pf, init_pid)?;
+    }
+    chan.send(&Msg::Continue)?;
+    chan.expect(Msg::Continue, "acknowledgement (container recorded)")
+        .map_err(start_process)?;
+    Ok(())
+}
+
+/// If the container's cgroup saw an OOM kill: the error to give.
+fn memory_too_low(linux: &Linux, paths: &CgroupPaths) -> Option<CreateError> {
+    if cgroups::stats::oom_kills(paths) == 0 {
+        return None;
+    }
+    let limit = linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .map_or("its memory limit".to_string(), |l| {
+            format!("the memory limit of {l} bytes")
+        });
+    let peak =
+        cgroups::stats::memory_peak(paths).map_or(String::new(), |p| format!(" (peak usage: {p})"));
+    Some(CreateError::MemoryTooLow { limit, peak })
+}
