@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Profile-guided code layout: writes runtime/link-order.txt and
-# shim/link-order.txt, the symbol order the release builds hand to the
+# Profile-guided code layout: writes build/link-order/skiff-runtime.txt and
+# build/link-order/skiff-shim.txt, the symbol order the release builds hand to the
 # linker (see build/link_order.rs for why this halves resident memory).
 #
 #   sudo bench/link-order.sh [ROUNDS]      (default 2)
@@ -138,10 +138,10 @@ for round in $(seq 1 "$rounds"); do
   SKIFF_LINK_MAP_DIR="$work/maps" scripts/build-release.sh
   profile_skiff
   profile_shim
-  $lo order "$rel/skiff" "$work/maps/skiff-runtime.map" runtime/link-order.txt \
+  $lo order "$rel/skiff" "$work/maps/skiff-runtime.map" build/link-order/skiff-runtime.txt \
     "$work/pages/skiff.1-run" "$work/pages/skiff.2-lifecycle" "$work/pages/skiff.3-other"
-  $lo order "$rel/containerd-shim-skiff-v2" "$work/maps/skiff-shim.map" shim/link-order.txt \
+  $lo order "$rel/containerd-shim-skiff-v2" "$work/maps/skiff-shim.map" build/link-order/skiff-shim.txt \
     "$work/pages/shim.1-idle" "$work/pages/shim.2-serve"
 done
 scripts/build-release.sh
-echo "wrote runtime/link-order.txt and shim/link-order.txt; measure with bench/lifecycle.sh and bench/shim.sh"
+echo "wrote build/link-order/skiff-runtime.txt and skiff-shim.txt; measure with bench/lifecycle.sh and bench/shim.sh"

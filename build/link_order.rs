@@ -13,7 +13,7 @@
 //! The order comes from a profile: `bench/link-order.sh` runs the binaries
 //! on a cold page cache with read-ahead off, asks mincore(2) which pages were
 //! read, and writes the symbols on those pages, hottest phase first, to
-//! `link-order.txt` next to the crate's `Cargo.toml`. This script hands that
+//! `build/link-order/<package>.txt`, next to this script. It hands that
 //! file to the linker (`--symbol-ordering-file`, an lld option; every Rust
 //! function already sits in its own section, so lld can move each one) and
 //! uses the lld that ships with every Rust toolchain (`gcc-ld/ld.lld` in the
@@ -35,7 +35,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rerun-if-changed=link-order.txt");
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let package = std::env::var("CARGO_PKG_NAME").unwrap_or_default();
+    let order = manifest
+        .join("../build/link-order")
+        .join(format!("{package}.txt"));
+    println!("cargo:rerun-if-changed={}", order.display());
     println!("cargo:rerun-if-env-changed=SKIFF_LINK_ORDER");
     println!("cargo:rerun-if-env-changed=SKIFF_LINK_MAP_DIR");
     if std::env::var("PROFILE").as_deref() != Ok("release")
@@ -43,8 +48,6 @@ fn main() {
     {
         return;
     }
-    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
-    let order = manifest.join("link-order.txt");
     let map_dir = std::env::var_os("SKIFF_LINK_MAP_DIR");
     if !order.is_file() && map_dir.is_none() {
         return;

@@ -5,7 +5,7 @@
 #
 # Why one invocation: cargo unifies the features of shared dependencies
 # across the packages it builds together, and the features change the hashes
-# in symbol names. runtime/link-order.txt and shim/link-order.txt (see
+# in symbol names. build/link-order/*.txt (see
 # build/link_order.rs) name symbols of exactly this build; a binary built
 # another way (say `cargo build --release -p skiff-runtime`) works the same
 # but is laid out unordered and takes more memory.

@@ -3,6 +3,8 @@
 # toolchain; as root. It installs what it needs first (scripts/packages.txt),
 # then runs its stages in turn, each reported in one line with its time:
 #
+#   lint   cargo fmt --check, and cargo clippy --workspace --all-targets
+#          -- -D warnings (the workspace's lints: unsafe blocks say why)
 #   host   cargo test --workspace --no-fail-fast: unit tests, and the end-to-end tests against
 #          the real kernel, runc, crun, containerd, podman, a registry and the
 #          CNI plugins (this machine's cgroups, hybrid or v2)
@@ -13,7 +15,7 @@
 #          runs this README's two commands as written (tests/fresh-root), and
 #          `vagrant validate` checks vagrant/Vagrantfile
 #
-#   scripts/test.sh [STAGE...]     default: all three; a failed stage does not
+#   scripts/test.sh [STAGE...]     default: all four; a failed stage does not
 #                                  stop the others, the exit status says
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,17 +25,18 @@ skiff_setup test || exit 1
 
 stages=("$@")
 if [ ${#stages[@]} -eq 0 ]; then
-  stages=(host vm fresh)
+  stages=(lint host vm fresh)
   # Inside the fresh root the check itself is what runs us: no second level.
-  [ -n "${SKIFF_FRESH_ROOT:-}" ] && stages=(host vm)
+  [ -n "${SKIFF_FRESH_ROOT:-}" ] && stages=(lint host vm)
 fi
 
 run_stage() {
   case $1 in
+    lint) cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings ;;
     host) cargo test --workspace --no-fail-fast ;;
     vm) tests/vm/run-tests.sh ;;
     fresh) tests/fresh-root/check.sh && (cd vagrant && vagrant validate) ;;
-    *) skiff_say "unknown stage '$1' (host, vm or fresh)"; return 2 ;;
+    *) skiff_say "unknown stage '$1' (lint, host, vm or fresh)"; return 2 ;;
   esac
 }
 

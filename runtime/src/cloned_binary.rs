@@ -67,8 +67,9 @@ pub fn is_protected() -> bool {
 
 /// The id of the mount `f` lives on (statx(2) `STATX_MNT_ID`).
 fn mount_id(f: &File) -> Option<u64> {
-    // SAFETY: statx writes into `st`, which we own, for a descriptor we own.
+    // SAFETY: statx is plain data, valid when zeroed.
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: statx writes into `st`, which we own, for a descriptor we own.
     let rc = unsafe {
         libc::statx(
             f.as_raw_fd(),

@@ -333,19 +333,9 @@ impl TaskService {
     }
 }
 
-/// The container's cgroup paths, from skiff's state file (only that field
-/// is read: the shim never needs the rest of the spec).
+/// The container's cgroup paths, from skiff's state.
 fn cgroup_of(root: &Path, id: &str) -> Option<skiff_runtime::cgroups::CgroupPaths> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct State {
-        cgroup_paths: skiff_runtime::cgroups::CgroupPaths,
-    }
-    let path = root.join(id).join(skiff_runtime::container::STATE_FILE);
-    let data = std::fs::read(path).ok()?;
-    serde_json::from_slice::<State>(&data)
-        .ok()
-        .map(|s| s.cgroup_paths)
+    skiff_runtime::container::Container::cgroup_paths(root, id).ok()
 }
 
 fn read_pid(path: &Path) -> Result<i32, String> {

@@ -367,8 +367,9 @@ pub fn wait_or_kill(child: Child, timeout: Duration, cmdline: &str) -> ExitStatu
     let status = match rx.recv_timeout(timeout) {
         Ok(r) => r,
         Err(_) => {
-            // The child is not reaped yet, so its pid (= its process group,
-            // see `process_group(0)`) cannot have been reused.
+            // SAFETY: kill(2) takes integers only. The child is not reaped
+            // yet, so its pid (= its process group, see `process_group(0)`)
+            // cannot have been reused.
             unsafe { libc::kill(-pid, libc::SIGKILL) };
             let _ = rx.recv();
             let _ = waiter.join();
@@ -1364,11 +1365,13 @@ pub fn read_pty(master: &impl AsFd, timeout: Duration, done: impl Fn(&str) -> bo
             events: libc::POLLIN,
             revents: 0,
         };
+        // SAFETY: one pollfd that lives on this stack for the call.
         let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(1000) as i32) };
         if r <= 0 {
             continue;
         }
         let mut buf = [0u8; 4096];
+        // SAFETY: read(2) writes at most `buf.len()` bytes into `buf`.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n <= 0 {
             // EIO once the last slave fd is closed: that is EOF for a pty.

@@ -45,6 +45,7 @@ fn cycle(rt: &Runtime, b: &Bundle, id: &str) {
 
 #[test]
 fn create_start_delete_cycles_leave_nothing_behind() {
+    // SAFETY: prctl with integer arguments only.
     let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     assert_eq!(r, 0, "PR_SET_CHILD_SUBREAPER");
 

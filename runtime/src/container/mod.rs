@@ -233,6 +233,29 @@ impl Container {
         Ok(Container { dir, state })
     }
 
+    /// Only a container's cgroup paths, read from its state without the rest
+    /// (the config is most of the file, and a shim asks for stats often).
+    pub fn cgroup_paths(root: &Path, id: &str) -> Result<CgroupPaths, ContainerError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Paths {
+            #[serde(default)]
+            cgroup_paths: CgroupPaths,
+        }
+        validate_id(id)?;
+        let path = root.join(id).join(STATE_FILE);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ContainerError::NotExist(id.to_string()))
+            }
+            Err(err) => return Err(ContainerError::ReadState { path, err }),
+        };
+        serde_json::from_slice::<Paths>(&data)
+            .map(|p| p.cgroup_paths)
+            .map_err(|err| ContainerError::ParseState { path, err })
+    }
+
     /// All containers under `--root`, sorted by id; unreadable entries are skipped.
     pub fn list(root: &Path) -> Result<Vec<Container>, ContainerError> {
         let entries = match fs::read_dir(root) {
