@@ -176,3 +176,40 @@ pub fn run_one(index: usize, hook: &Hook, state: &str) -> Result<(), HookError> 
         Some(_) => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn state_json_has_runcs_fields_in_runcs_order() {
+        let s = state_json(
+            "web",
+            crate::Status::Created,
+            Some(42),
+            std::path::Path::new("/b"),
+            &HashMap::new(),
+        );
+        assert_eq!(
+            s,
+            format!(
+                r#"{{"ociVersion":"{}","id":"web","status":"created","pid":42,"bundle":"/b"}}"#,
+                crate::container::OCI_VERSION
+            )
+        );
+        let mut ann = HashMap::new();
+        ann.insert("k".to_string(), "v".to_string());
+        let v: serde_json::Value = serde_json::from_str(&state_json(
+            "x",
+            crate::Status::Stopped,
+            None,
+            std::path::Path::new("/b"),
+            &ann,
+        ))
+        .unwrap();
+        assert!(v.get("pid").is_none(), "a stopped container has no pid");
+        assert_eq!(v["annotations"]["k"], "v");
+        assert_eq!(v["status"], "stopped");
+    }
+}

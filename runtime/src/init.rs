@@ -266,6 +266,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
             cgroups: cfg.cgroups,
             in_userns: in_userns(cfg.plan),
             cgroupns: cfg.plan.has(LinuxNamespaceType::Cgroup),
+            ops: &rootfs::ops::Kernel,
         };
         rootfs::prepare(&ctx)?;
         // The working directory is created if missing, as runc does.
@@ -294,9 +295,9 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         // Sharing the host's mount table: all that can be done is chroot.
         rootfs::pivot::chroot_only(cfg.rootfs)?;
     } else if cfg.no_pivot {
-        rootfs::pivot::move_and_chroot(cfg.rootfs)?;
+        rootfs::pivot::move_and_chroot(&rootfs::ops::Kernel, cfg.rootfs)?;
     } else {
-        rootfs::pivot::pivot(cfg.rootfs)?;
+        rootfs::pivot::pivot(&rootfs::ops::Kernel, cfg.rootfs)?;
     }
 
     if process.terminal().unwrap_or(false) {
@@ -314,17 +315,23 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     }
     if has_mntns {
         let l = linux.cloned().unwrap_or_default();
-        rootfs::paths::make_readonly(l.readonly_paths().as_deref().unwrap_or(&[]))?;
-        rootfs::paths::mask(l.masked_paths().as_deref().unwrap_or(&[]))?;
+        rootfs::paths::make_readonly(
+            &rootfs::ops::Kernel,
+            l.readonly_paths().as_deref().unwrap_or(&[]),
+        )?;
+        rootfs::paths::mask(
+            &rootfs::ops::Kernel,
+            l.masked_paths().as_deref().unwrap_or(&[]),
+        )?;
         if spec
             .root()
             .as_ref()
             .and_then(|r| r.readonly())
             .unwrap_or(false)
         {
-            rootfs::paths::root_readonly()?;
+            rootfs::paths::root_readonly(&rootfs::ops::Kernel)?;
         }
-        rootfs::paths::root_propagation(l.rootfs_propagation().as_deref())?;
+        rootfs::paths::root_propagation(&rootfs::ops::Kernel, l.rootfs_propagation().as_deref())?;
     }
 
     let filter = linux

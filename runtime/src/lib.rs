@@ -115,3 +115,23 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = std::io::Error::other("disk on fire");
+        let e = crate::container::create::CreateError::StateDir {
+            path: "/run/x".into(),
+            source: io,
+        };
+        assert_eq!(super::error_chain(&e), "open /run/x: disk on fire");
+        let wrapped = crate::container::create::CreateError::StartProcess(Box::new(
+            crate::sync::SyncError::Reported("exec: \"nope\": not found".into()).into(),
+        ));
+        assert_eq!(
+            super::error_chain(&wrapped),
+            "unable to start container process: exec: \"nope\": not found"
+        );
+    }
+}

@@ -918,3 +918,44 @@ impl TaskService {
         Ok(api::Empty::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_containerds() {
+        assert_eq!(Status::Created.api(), api::Status::CREATED);
+        assert_eq!(Status::Running.api(), api::Status::RUNNING);
+        assert_eq!(Status::Paused.api(), api::Status::PAUSED);
+        assert_eq!(Status::Stopped.api(), api::Status::STOPPED);
+    }
+
+    #[test]
+    fn pid_files_are_read_strictly() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("pid");
+        std::fs::write(&f, "4242\n").unwrap();
+        assert_eq!(read_pid(&f).unwrap(), 4242);
+        std::fs::write(&f, "nope").unwrap();
+        assert!(read_pid(&f).unwrap_err().contains("pid file"));
+        assert!(read_pid(&d.path().join("missing"))
+            .unwrap_err()
+            .starts_with("read "));
+    }
+
+    #[test]
+    fn a_containers_cgroup_comes_from_its_state() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(cgroup_of(d.path(), "c1").is_none(), "no state, no cgroup");
+        std::fs::create_dir(d.path().join("c1")).unwrap();
+        std::fs::write(
+            d.path().join("c1/state.json"),
+            r#"{"cgroupPaths": {"mode": "unified", "paths": {"": "/sys/fs/cgroup/x"}}, "config": {}}"#,
+        )
+        .unwrap();
+        let p = cgroup_of(d.path(), "c1").unwrap();
+        assert!(p.is_v2());
+        assert_eq!(p.unified(), Some(Path::new("/sys/fs/cgroup/x")));
+    }
+}

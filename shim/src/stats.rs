@@ -62,8 +62,8 @@ fn v1_metrics(s: &Value) -> v1::Metrics {
             }),
             throttling: MessageField::some(v1::Throttle {
                 periods: u(&cpu["throttling"]["periods"]),
-                throttled_periods: u(&cpu["throttling"]["throttled_periods"]),
-                throttled_time: u(&cpu["throttling"]["throttled_time"]),
+                throttled_periods: u(&cpu["throttling"]["throttledPeriods"]),
+                throttled_time: u(&cpu["throttling"]["throttledTime"]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -109,8 +109,8 @@ fn v2_metrics(s: &Value) -> v2::Metrics {
             user_usec: u(&cpu["usage"]["user"]) / 1000,
             system_usec: u(&cpu["usage"]["kernel"]) / 1000,
             nr_periods: u(&cpu["throttling"]["periods"]),
-            nr_throttled: u(&cpu["throttling"]["throttled_periods"]),
-            throttled_usec: u(&cpu["throttling"]["throttled_time"]) / 1000,
+            nr_throttled: u(&cpu["throttling"]["throttledPeriods"]),
+            throttled_usec: u(&cpu["throttling"]["throttledTime"]) / 1000,
             ..Default::default()
         }),
         memory: MessageField::some(v2::MemoryStat {
@@ -170,4 +170,67 @@ pub fn watch_oom(
             on_oom();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// What `skiff_runtime::cgroups::stats` gives (runc's `events --stats`
+    /// shape, camelCase keys), as containerd's metrics types.
+    fn sample() -> Value {
+        json!({
+            "cpu": {
+                "usage": {"total": 3_000_000, "kernel": 1_000_000, "user": 2_000_000, "percpu": [1, 2]},
+                "throttling": {"periods": 10, "throttledPeriods": 4, "throttledTime": 5_000}
+            },
+            "memory": {
+                "usage": {"limit": 1024, "usage": 512, "max": 600, "failcnt": 1},
+                "swap": {"limit": 2048, "usage": 0, "failcnt": 0},
+                "kernel": {"limit": 0, "failcnt": 0},
+                "kernelTCP": {"limit": 0, "failcnt": 0},
+                "raw": {"cache": 7, "rss": 8, "anon": 9, "file": 10, "pgfault": 11}
+            },
+            "pids": {"current": 3, "limit": 100}
+        })
+    }
+
+    #[test]
+    fn v1_metrics_carry_every_field() {
+        let m = v1_metrics(&sample());
+        assert_eq!(m.pids.current, 3);
+        assert_eq!(m.pids.limit, 100);
+        assert_eq!(m.cpu.usage.total, 3_000_000);
+        assert_eq!(m.cpu.usage.per_cpu, vec![1, 2]);
+        assert_eq!(m.cpu.throttling.throttled_periods, 4);
+        assert_eq!(m.cpu.throttling.throttled_time, 5_000);
+        assert_eq!(m.memory.usage.usage, 512);
+        assert_eq!(m.memory.usage.max, 600);
+        assert_eq!(m.memory.cache, 7);
+        assert_eq!(m.memory.rss, 8);
+        assert_eq!(m.memory.pg_fault, 11);
+    }
+
+    #[test]
+    fn v2_metrics_are_in_microseconds() {
+        let m = v2_metrics(&sample());
+        assert_eq!(m.cpu.usage_usec, 3_000);
+        assert_eq!(m.cpu.user_usec, 2_000);
+        assert_eq!(m.cpu.system_usec, 1_000);
+        assert_eq!(m.cpu.nr_throttled, 4);
+        assert_eq!(m.cpu.throttled_usec, 5);
+        assert_eq!(m.memory.usage, 512);
+        assert_eq!(m.memory.usage_limit, 1024);
+        assert_eq!(m.memory.anon, 9);
+        assert_eq!(m.memory.file, 10);
+        assert_eq!(m.pids.limit, 100);
+    }
+
+    #[test]
+    fn missing_values_are_zero() {
+        let m = v2_metrics(&json!({}));
+        assert_eq!(m.cpu.usage_usec, 0);
+        assert_eq!(m.memory.usage, 0);
+    }
 }

@@ -380,3 +380,81 @@ fn join_and_fork(
     );
     Err(err.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Process {
+        let mut p = Process::default();
+        p.set_env(Some(vec!["PATH=/bin".into(), "A=1".into()]));
+        // runc spec's sets: no inheritable, so no ambient either.
+        let kill = std::collections::HashSet::from([oci_spec::runtime::Capability::Kill]);
+        let mut caps = oci_spec::runtime::LinuxCapabilities::default();
+        caps.set_bounding(Some(kill.clone()));
+        caps.set_effective(Some(kill.clone()));
+        caps.set_permitted(Some(kill));
+        caps.set_inheritable(None);
+        caps.set_ambient(None);
+        p.set_capabilities(Some(caps));
+        p
+    }
+
+    #[test]
+    fn flags_change_the_containers_process_as_runc_does() {
+        let f = ExecFlags {
+            args: vec!["sh".into()],
+            tty: true,
+            env: vec!["A=2".into(), "B=3".into()],
+            cwd: Some("/tmp".into()),
+            user: Some("1000".into()),
+            additional_gids: vec![5],
+            no_new_privs: true,
+            caps: vec!["CAP_NET_ADMIN".into()],
+        };
+        let p = process_from_flags(&base(), &f).unwrap();
+        assert_eq!(p.args().as_deref(), Some(&["sh".to_string()][..]));
+        assert_eq!(p.terminal(), Some(true));
+        assert_eq!(
+            p.env().as_deref(),
+            Some(&["PATH=/bin".to_string(), "A=2".into(), "B=3".into()][..]),
+            "--env replaces a variable of the same name"
+        );
+        assert_eq!(p.cwd(), &PathBuf::from("/tmp"));
+        assert_eq!(p.user().uid(), 1000);
+        assert_eq!(p.user().gid(), 0, "no gid given: the config's stays");
+        assert_eq!(p.user().additional_gids().as_deref(), Some(&[5][..]));
+        assert_eq!(p.no_new_privileges(), Some(true));
+        let caps = p.capabilities().clone().unwrap();
+        assert!(caps
+            .bounding()
+            .as_ref()
+            .unwrap()
+            .contains(&oci_spec::runtime::Capability::NetAdmin));
+        assert!(caps.ambient().is_none() || caps.ambient().as_ref().unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        let no_args = ExecFlags::default();
+        assert!(matches!(
+            process_from_flags(&base(), &no_args),
+            Err(crate::Error::Exec(ExecError::NoArgs))
+        ));
+        let user = ExecFlags {
+            args: vec!["sh".into()],
+            user: Some("root".into()),
+            ..Default::default()
+        };
+        assert!(process_from_flags(&base(), &user)
+            .unwrap_err()
+            .to_string()
+            .contains("--user"));
+        let cap = ExecFlags {
+            args: vec!["sh".into()],
+            caps: vec!["CAP_NOPE".into()],
+            ..Default::default()
+        };
+        assert!(process_from_flags(&base(), &cap).is_err());
+    }
+}

@@ -13,11 +13,12 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::mount::{mount as sys_mount, MsFlags};
+use nix::mount::MsFlags;
 use nix::sys::stat::{fchmodat, makedev, mknodat, FchmodatFlags, Mode, SFlag};
 use nix::unistd::{fchownat, symlinkat, Gid, Uid};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
 
+use super::ops::MountOps;
 use super::resolve::{create_own_file_in_root, mkdir_all_in_root, proc_fd_path};
 use super::{sys_err, Result, RootfsError};
 
@@ -73,13 +74,14 @@ pub fn runtime_builds_dev(mounts: &[Mount]) -> bool {
     })
 }
 
-pub fn create_default(root: BorrowedFd<'_>, in_userns: bool) -> Result<()> {
+pub fn create_default(ops: &dyn MountOps, root: BorrowedFd<'_>, in_userns: bool) -> Result<()> {
     crate::explain!(
         "mknod(2)",
         "creating /dev/null, zero, full, random, urandom and tty in the container's /dev"
     );
     for d in DEFAULT_DEVICES {
         make_node(
+            ops,
             root,
             Path::new(d.path),
             SFlag::S_IFCHR,
@@ -94,7 +96,12 @@ pub fn create_default(root: BorrowedFd<'_>, in_userns: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn create_listed(root: BorrowedFd<'_>, devices: &[LinuxDevice], in_userns: bool) -> Result<()> {
+pub fn create_listed(
+    ops: &dyn MountOps,
+    root: BorrowedFd<'_>,
+    devices: &[LinuxDevice],
+    in_userns: bool,
+) -> Result<()> {
     for d in devices {
         let path = d.path();
         if !path.starts_with("/dev") {
@@ -116,6 +123,7 @@ pub fn create_listed(root: BorrowedFd<'_>, devices: &[LinuxDevice], in_userns: b
         };
         let mode = d.file_mode().unwrap_or(0o666);
         make_node(
+            ops,
             root,
             path,
             kind,
@@ -132,6 +140,7 @@ pub fn create_listed(root: BorrowedFd<'_>, devices: &[LinuxDevice], in_userns: b
 
 #[allow(clippy::too_many_arguments)]
 fn make_node(
+    ops: &dyn MountOps,
     root: BorrowedFd<'_>,
     path: &Path,
     kind: SFlag,
@@ -155,14 +164,15 @@ fn make_node(
                 err,
             },
         })?;
-        return sys_mount(
-            Some(path),
-            proc_fd_path(&target).as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(sys_err("bind mount device", path));
+        return ops
+            .mount(
+                Some(path),
+                proc_fd_path(&target).as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(sys_err("bind mount device", path));
     }
     let parent_path = path.parent().unwrap_or(Path::new("/dev"));
     let name = path.file_name().ok_or_else(|| RootfsError::BadDevice {

@@ -16,6 +16,7 @@
 
 pub mod devices;
 pub mod mount;
+pub mod ops;
 pub mod options;
 pub mod paths;
 pub mod pivot;
@@ -26,7 +27,7 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount as sys_mount, MsFlags};
+use nix::mount::MsFlags;
 use oci_spec::runtime::Spec;
 
 use crate::cgroups::CgroupPaths;
@@ -72,11 +73,15 @@ pub struct Context<'a> {
     pub in_userns: bool,
     /// The container has its own cgroup namespace.
     pub cgroupns: bool,
+    /// Where mount(2) and friends go: the kernel ([`ops::Kernel`]), or a
+    /// recorder in tests.
+    pub ops: &'a dyn ops::MountOps,
 }
 
 /// Steps 1 to 3 (everything before pivot_root). Runs in the container's mount
 /// namespace while the host's paths are still visible.
 pub fn prepare(ctx: &Context<'_>) -> Result<()> {
+    let ops = ctx.ops;
     let linux = ctx.spec.linux().as_ref();
     let propagation = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
         None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
@@ -89,7 +94,7 @@ pub fn prepare(ctx: &Context<'_>) -> Result<()> {
         "making / {:?} so mounts made for the container never propagate back to the host",
         propagation
     );
-    sys_mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+    ops.mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
         .map_err(sys_err("set propagation of", "/"))?;
     // After a recursive slave or private change (the default is rslave) no
     // mount in this namespace is shared, so the rootfs's parent needs no
@@ -98,10 +103,10 @@ pub fn prepare(ctx: &Context<'_>) -> Result<()> {
     let none_shared = propagation.contains(MsFlags::MS_REC)
         && propagation.intersects(MsFlags::MS_SLAVE | MsFlags::MS_PRIVATE);
     if !none_shared {
-        make_parent_private(ctx.rootfs)?;
+        make_parent_private(ops, ctx.rootfs)?;
     }
     crate::explain!("mount(2)", "bind-mounting the rootfs {} onto itself: pivot_root(2) needs the new root to be a mount point", ctx.rootfs.display());
-    sys_mount(
+    ops.mount(
         Some(ctx.rootfs),
         ctx.rootfs,
         None::<&str>,
@@ -120,18 +125,18 @@ pub fn prepare(ctx: &Context<'_>) -> Result<()> {
         mount::mount_one(root.as_fd(), ctx, m)?;
     }
     if devices::runtime_builds_dev(mounts) {
-        devices::create_default(root.as_fd(), ctx.in_userns)?;
+        devices::create_default(ops, root.as_fd(), ctx.in_userns)?;
         devices::create_symlinks(root.as_fd())?;
     }
     let extra = linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]);
-    devices::create_listed(root.as_fd(), extra, ctx.in_userns)?;
+    devices::create_listed(ops, root.as_fd(), extra, ctx.in_userns)?;
     Ok(())
 }
 
 /// pivot_root(2) refuses a new root whose parent mount is shared; make the
 /// mount that contains the rootfs private (this is within our own mount
 /// namespace, the host is untouched).
-fn make_parent_private(rootfs: &Path) -> Result<()> {
+fn make_parent_private(ops: &dyn ops::MountOps, rootfs: &Path) -> Result<()> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|err| RootfsError::Io {
         op: "read",
         path: "/proc/self/mountinfo".into(),
@@ -152,7 +157,7 @@ fn make_parent_private(rootfs: &Path) -> Result<()> {
         }
     }
     if let Some(mp) = best {
-        sys_mount(
+        ops.mount(
             None::<&str>,
             &mp,
             None::<&str>,
@@ -162,4 +167,60 @@ fn make_parent_private(rootfs: &Path) -> Result<()> {
         .map_err(sys_err("make private", mp))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mount calls runc's default spec makes, in order, recorded
+    /// rather than made: no root needed, the mount table untouched.
+    #[test]
+    fn the_default_spec_mounts_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        let spec = Spec::default();
+        let rec = ops::Recorder::default();
+        let cgroups = CgroupPaths::default();
+        let ctx = Context {
+            spec: &spec,
+            rootfs: &rootfs,
+            cgroups: &cgroups,
+            // In a user namespace devices are bind-mounted: recorded too.
+            in_userns: true,
+            cgroupns: false,
+            ops: &rec,
+        };
+        prepare(&ctx).unwrap();
+        let calls = rec.calls.borrow();
+        let at = |what: &str| {
+            calls
+                .iter()
+                .position(|c| c.contains(what))
+                .unwrap_or_else(|| panic!("no call with {what:?} in {calls:#?}"))
+        };
+        let r = rootfs.display().to_string();
+        assert!(calls[0].starts_with("mount - - / "), "{calls:#?}");
+        assert!(calls[0].contains("MS_SLAVE") && calls[0].contains("MS_REC"));
+        assert!(
+            calls[1].contains(&format!("- {r} {r} ")),
+            "rootfs bound onto itself: {calls:#?}"
+        );
+        // Each filesystem at its place inside the rootfs, in the spec's order.
+        let proc = at(&format!("mount proc proc {r}/proc "));
+        let dev = at(&format!("mount tmpfs tmpfs {r}/dev "));
+        let pts = at(&format!("mount devpts devpts {r}/dev/pts "));
+        let sys = at(&format!("mount sysfs sysfs {r}/sys "));
+        assert!(proc < dev && dev < pts && pts < sys, "{calls:#?}");
+        // The device nodes come after /dev is mounted.
+        let null = at(&format!("/dev/null {r}/dev/null "));
+        assert!(null > dev, "{calls:#?}");
+        assert!(calls[null].contains("MS_BIND"));
+        // No mount targets anything outside the rootfs but the first.
+        for c in &calls[1..] {
+            let target = c.split(' ').nth(3).unwrap();
+            assert!(target.starts_with(&r), "outside the rootfs: {c}");
+        }
+    }
 }

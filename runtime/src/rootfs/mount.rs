@@ -13,10 +13,11 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::mount::{mount as sys_mount, MsFlags};
+use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 use oci_spec::runtime::Mount;
 
+use super::ops::MountOps;
 use super::options::{self, MountOptions};
 use super::proc_guard;
 use super::resolve::{create_file_in_root, mkdir_all_in_root, open_in_root, proc_fd_path};
@@ -25,6 +26,7 @@ use super::{sys_err, Context, Result, RootfsError};
 const DIR_MODE: u32 = 0o755;
 
 pub fn mount_one(root: BorrowedFd<'_>, ctx: &Context<'_>, m: &Mount) -> Result<()> {
+    let ops = ctx.ops;
     let dest = m.destination();
     let typ = m.typ().as_deref().unwrap_or("none");
     let opts = options::parse(m.options().as_deref().unwrap_or(&[]));
@@ -50,7 +52,7 @@ pub fn mount_one(root: BorrowedFd<'_>, ctx: &Context<'_>, m: &Mount) -> Result<(
         dest.display(),
         m.options().as_deref().unwrap_or(&[])
     );
-    let result = sys_mount(
+    let result = ops.mount(
         Some(source.as_str()),
         proc_fd_path(&target).as_str(),
         Some(typ),
@@ -66,10 +68,10 @@ pub fn mount_one(root: BorrowedFd<'_>, ctx: &Context<'_>, m: &Mount) -> Result<(
         // sysfs and mqueue cannot be mounted fresh from a user namespace that
         // does not own the network / ipc namespace: bind the host's instead.
         (Err(Errno::EPERM), "sysfs") if ctx.in_userns => {
-            bind_host(Path::new("/sys"), &target, &opts, dest)?;
+            bind_host(ops, Path::new("/sys"), &target, &opts, dest)?;
         }
         (Err(Errno::EPERM), "mqueue") if ctx.in_userns => {
-            bind_host(Path::new("/dev/mqueue"), &target, &opts, dest)?;
+            bind_host(ops, Path::new("/dev/mqueue"), &target, &opts, dest)?;
         }
         (Err(err), _) => {
             return Err(RootfsError::Sys {
@@ -79,11 +81,17 @@ pub fn mount_one(root: BorrowedFd<'_>, ctx: &Context<'_>, m: &Mount) -> Result<(
             });
         }
     }
-    apply_propagation(root, dest, &opts)
+    apply_propagation(ops, root, dest, &opts)
 }
 
-fn bind_host(src: &Path, target: &OwnedFd, opts: &MountOptions, dest: &Path) -> Result<()> {
-    sys_mount(
+fn bind_host(
+    ops: &dyn MountOps,
+    src: &Path,
+    target: &OwnedFd,
+    opts: &MountOptions,
+    dest: &Path,
+) -> Result<()> {
+    ops.mount(
         Some(src),
         proc_fd_path(target).as_str(),
         None::<&str>,
@@ -91,15 +99,16 @@ fn bind_host(src: &Path, target: &OwnedFd, opts: &MountOptions, dest: &Path) -> 
         None::<&str>,
     )
     .map_err(sys_err("bind mount", dest))?;
-    remount_bind(target, opts.flags, dest)
+    remount_bind(ops, target, opts.flags, dest)
 }
 
 fn mount_bind(
     root: BorrowedFd<'_>,
-    _ctx: &Context<'_>,
+    ctx: &Context<'_>,
     m: &Mount,
     opts: &MountOptions,
 ) -> Result<()> {
+    let ops = ctx.ops;
     let dest = m.destination();
     let Some(source) = m.source() else {
         return Err(RootfsError::BadMount {
@@ -126,7 +135,7 @@ fn mount_bind(
         dest.display()
     );
     let rec = opts.flags & MsFlags::MS_REC;
-    sys_mount(
+    ops.mount(
         Some(source.as_path()),
         proc_fd_path(&target).as_str(),
         None::<&str>,
@@ -139,18 +148,18 @@ fn mount_bind(
         // Look the destination up again: the old fd is the directory under the new mount.
         let mounted =
             open_in_root(root, dest, OFlag::O_PATH).map_err(sys_err("open mount point", dest))?;
-        remount_bind(&mounted, opts.flags, dest)?;
+        remount_bind(ops, &mounted, opts.flags, dest)?;
     }
-    apply_propagation(root, dest, opts)
+    apply_propagation(ops, root, dest, opts)
 }
 
 /// Second mount call for a bind mount: set flags like `ro`, `nosuid`.
 /// Flags the kernel has locked on the source (from a less privileged mount
 /// namespace) are kept, or the remount would fail with EPERM.
-fn remount_bind(target: &OwnedFd, flags: MsFlags, dest: &Path) -> Result<()> {
+fn remount_bind(ops: &dyn MountOps, target: &OwnedFd, flags: MsFlags, dest: &Path) -> Result<()> {
     let locked = statvfs_flags(target);
     let want = (flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT)) | locked;
-    sys_mount(
+    ops.mount(
         None::<&str>,
         proc_fd_path(target).as_str(),
         None::<&str>,
@@ -183,13 +192,18 @@ pub(crate) fn statvfs_flags(fd: &impl AsFd) -> MsFlags {
     out
 }
 
-fn apply_propagation(root: BorrowedFd<'_>, dest: &Path, opts: &MountOptions) -> Result<()> {
+fn apply_propagation(
+    ops: &dyn MountOps,
+    root: BorrowedFd<'_>,
+    dest: &Path,
+    opts: &MountOptions,
+) -> Result<()> {
     if opts.propagation.is_empty() {
         return Ok(());
     }
     let fd = open_in_root(root, dest, OFlag::O_PATH).map_err(sys_err("open mount point", dest))?;
     for p in &opts.propagation {
-        sys_mount(
+        ops.mount(
             None::<&str>,
             proc_fd_path(&fd).as_str(),
             None::<&str>,
@@ -214,6 +228,7 @@ fn mount_cgroup(
     dest: &Path,
     opts: &MountOptions,
 ) -> Result<()> {
+    let ops = ctx.ops;
     let mode = Mode::from_bits_truncate(DIR_MODE);
     let target =
         mkdir_all_in_root(root, dest, mode).map_err(sys_err("create mount point", dest))?;
@@ -221,7 +236,7 @@ fn mount_cgroup(
         & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME);
     if ctx.cgroups.is_v2() {
         crate::explain!("cgroups(7)", "mounting cgroup2 at {}", dest.display());
-        let r = sys_mount(
+        let r = ops.mount(
             Some("cgroup2"),
             proc_fd_path(&target).as_str(),
             Some("cgroup2"),
@@ -232,7 +247,7 @@ fn mount_cgroup(
             Ok(()) => return Ok(()),
             Err(Errno::EPERM) | Err(Errno::EBUSY) => {
                 let dir = ctx.cgroups.unified().unwrap_or(Path::new("/sys/fs/cgroup"));
-                return bind_host(dir, &target, opts, dest);
+                return bind_host(ops, dir, &target, opts, dest);
             }
             Err(err) => {
                 return Err(RootfsError::Sys {
@@ -247,7 +262,7 @@ fn mount_cgroup(
         "cgroups(7)",
         "building /sys/fs/cgroup: a tmpfs with one directory per v1 hierarchy"
     );
-    sys_mount(
+    ops.mount(
         Some("tmpfs"),
         proc_fd_path(&target).as_str(),
         Some("tmpfs"),
@@ -284,7 +299,7 @@ fn mount_cgroup(
                 };
                 ("cgroup", data)
             };
-            sys_mount(
+            ops.mount(
                 Some("cgroup"),
                 proc_fd_path(&sub_fd).as_str(),
                 Some(fstype),
@@ -297,7 +312,7 @@ fn mount_cgroup(
             )
             .map_err(sys_err("mount cgroup", &sub))?;
         } else {
-            sys_mount(
+            ops.mount(
                 Some(host_dir.as_path()),
                 proc_fd_path(&sub_fd).as_str(),
                 None::<&str>,
@@ -306,7 +321,7 @@ fn mount_cgroup(
             )
             .map_err(sys_err("bind mount cgroup", &sub))?;
             let mounted = open_in_root(root, &sub, OFlag::O_PATH).map_err(sys_err("open", &sub))?;
-            remount_bind(&mounted, flags, &sub)?;
+            remount_bind(ops, &mounted, flags, &sub)?;
         }
         // Co-mounted controllers (cpu,cpuacct) also get a link per name.
         if key.contains(',') {

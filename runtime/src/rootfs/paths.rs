@@ -18,9 +18,10 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::mount::{mount as sys_mount, MsFlags};
+use nix::mount::MsFlags;
 
 use super::mount::statvfs_flags;
+use super::ops::MountOps;
 use super::resolve::{open_in_root, proc_fd_path};
 use super::{sys_err, Result, RootfsError};
 
@@ -76,7 +77,7 @@ fn open_root() -> Result<File> {
     })
 }
 
-pub fn mask(paths: &[String]) -> Result<()> {
+pub fn mask(ops: &dyn MountOps, paths: &[String]) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
@@ -97,7 +98,7 @@ pub fn mask(paths: &[String]) -> Result<()> {
         crate::explain!("mount(2)", "masking {p} so the container cannot read it");
         let target = proc_fd_path(&fd);
         if is_dir {
-            sys_mount(
+            ops.mount(
                 Some("tmpfs"),
                 target.as_str(),
                 Some("tmpfs"),
@@ -106,7 +107,7 @@ pub fn mask(paths: &[String]) -> Result<()> {
             )
             .map_err(sys_err("mask", p.as_str()))?;
         } else {
-            sys_mount(
+            ops.mount(
                 Some(proc_fd_path(&null).as_str()),
                 target.as_str(),
                 None::<&str>,
@@ -119,7 +120,7 @@ pub fn mask(paths: &[String]) -> Result<()> {
     Ok(())
 }
 
-pub fn make_readonly(paths: &[String]) -> Result<()> {
+pub fn make_readonly(ops: &dyn MountOps, paths: &[String]) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
@@ -133,7 +134,7 @@ pub fn make_readonly(paths: &[String]) -> Result<()> {
             "making {p} read-only with a bind mount onto itself"
         );
         let target = proc_fd_path(&fd);
-        sys_mount(
+        ops.mount(
             Some(target.as_str()),
             target.as_str(),
             None::<&str>,
@@ -148,7 +149,7 @@ pub fn make_readonly(paths: &[String]) -> Result<()> {
         )
         .map_err(sys_err("open", p.as_str()))?;
         let keep = statvfs_flags(&mounted);
-        sys_mount(
+        ops.mount(
             None::<&str>,
             proc_fd_path(&mounted).as_str(),
             None::<&str>,
@@ -161,11 +162,11 @@ pub fn make_readonly(paths: &[String]) -> Result<()> {
 }
 
 /// `root.readonly`: remount `/` read-only, keeping its other flags.
-pub fn root_readonly() -> Result<()> {
+pub fn root_readonly(ops: &dyn MountOps) -> Result<()> {
     crate::explain!("mount(2)", "remounting / read-only (root.readonly)");
     let root = open_root()?;
     let keep = statvfs_flags(&root);
-    sys_mount(
+    ops.mount(
         None::<&str>,
         "/",
         None::<&str>,
@@ -176,12 +177,12 @@ pub fn root_readonly() -> Result<()> {
 }
 
 /// Apply `rootfsPropagation` to the new root, as the spec asks once it is `/`.
-pub fn root_propagation(prop: Option<&str>) -> Result<()> {
+pub fn root_propagation(ops: &dyn MountOps, prop: Option<&str>) -> Result<()> {
     let Some(p) = prop.filter(|p| !p.is_empty()) else {
         return Ok(());
     };
     let flag =
         super::options::propagation_flag(p).ok_or_else(|| RootfsError::BadPropagation(p.into()))?;
-    sys_mount(None::<&str>, "/", None::<&str>, flag, None::<&str>)
+    ops.mount(None::<&str>, "/", None::<&str>, flag, None::<&str>)
         .map_err(sys_err("set propagation of", "/"))
 }

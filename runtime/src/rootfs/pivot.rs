@@ -15,12 +15,13 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use nix::mount::{mount as sys_mount, umount2, MntFlags, MsFlags};
-use nix::unistd::{chdir, chroot, fchdir, pivot_root};
+use nix::mount::{MntFlags, MsFlags};
+use nix::unistd::{chdir, chroot, fchdir};
 
+use super::ops::MountOps;
 use super::{sys_err, Result, RootfsError};
 
-pub fn pivot(rootfs: &Path) -> Result<()> {
+pub fn pivot(ops: &dyn MountOps, rootfs: &Path) -> Result<()> {
     crate::explain!(
         "pivot_root(2)",
         "making {} the new / and detaching the host's root so nothing outside stays reachable",
@@ -36,11 +37,12 @@ pub fn pivot(rootfs: &Path) -> Result<()> {
     let old_root = File::open("/").map_err(io("open old root"))?;
     let new_root = File::open(rootfs).map_err(io("open new root"))?;
     fchdir(new_root.as_fd()).map_err(sys_err("chdir", rootfs))?;
-    pivot_root(".", ".").map_err(sys_err("pivot_root", rootfs))?;
+    ops.pivot_root(Path::new("."), Path::new("."))
+        .map_err(sys_err("pivot_root", rootfs))?;
     // We are now "below" the old root, which sits on top of ".": go to it,
     // stop unmount events from reaching the host, and detach it.
     fchdir(old_root.as_fd()).map_err(sys_err("chdir", "old root"))?;
-    sys_mount(
+    ops.mount(
         None::<&str>,
         ".",
         None::<&str>,
@@ -48,7 +50,8 @@ pub fn pivot(rootfs: &Path) -> Result<()> {
         None::<&str>,
     )
     .map_err(sys_err("make old root rslave", "/"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(sys_err("unmount old root", "/"))?;
+    ops.umount(Path::new("."), MntFlags::MNT_DETACH)
+        .map_err(sys_err("unmount old root", "/"))?;
     chdir("/").map_err(sys_err("chdir", "/"))
 }
 
@@ -66,14 +69,14 @@ pub fn chroot_only(rootfs: &Path) -> Result<()> {
 }
 
 /// `--no-pivot`: move the rootfs mount over `/` and chroot into it.
-pub fn move_and_chroot(rootfs: &Path) -> Result<()> {
+pub fn move_and_chroot(ops: &dyn MountOps, rootfs: &Path) -> Result<()> {
     crate::explain!(
         "chroot(2)",
         "--no-pivot: moving {} over / and chrooting into it",
         rootfs.display()
     );
     chdir(rootfs).map_err(sys_err("chdir", rootfs))?;
-    sys_mount(
+    ops.mount(
         Some(rootfs),
         "/",
         None::<&str>,

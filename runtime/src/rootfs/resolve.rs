@@ -171,3 +171,48 @@ pub fn create_own_file_in_root(root: BorrowedFd<'_>, path: &Path) -> nix::Result
 pub fn proc_fd_path(fd: &impl AsRawFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn real(fd: &OwnedFd) -> PathBuf {
+        std::fs::read_link(proc_fd_path(fd)).unwrap()
+    }
+
+    #[test]
+    fn lookups_never_leave_the_root() {
+        let host = tempfile::tempdir().unwrap();
+        let root_dir = tempfile::tempdir().unwrap();
+        let root = std::fs::File::open(root_dir.path()).unwrap();
+        std::fs::create_dir(root_dir.path().join("etc")).unwrap();
+        // An absolute symlink and a climbing one, both meant for the host.
+        std::os::unix::fs::symlink(host.path(), root_dir.path().join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../..", root_dir.path().join("up")).unwrap();
+        let mode = Mode::from_bits_truncate(0o755);
+        let made = mkdir_all_in_root(root.as_fd(), Path::new("/abs/x"), mode).unwrap();
+        assert!(
+            real(&made).starts_with(root_dir.path()),
+            "{:?}",
+            real(&made)
+        );
+        assert!(!host.path().join("x").exists(), "made on the host");
+        let up = mkdir_all_in_root(root.as_fd(), Path::new("/up/y"), mode).unwrap();
+        assert_eq!(
+            real(&up),
+            root_dir.path().join("y"),
+            "`..` stops at the root"
+        );
+        let dots = open_in_root(root.as_fd(), Path::new("/../../etc"), OFlag::O_PATH).unwrap();
+        assert_eq!(real(&dots), root_dir.path().join("etc"));
+        let file = create_file_in_root(root.as_fd(), Path::new("/etc/new")).unwrap();
+        assert_eq!(real(&file), root_dir.path().join("etc/new"));
+    }
+
+    #[test]
+    fn relative_drops_the_leading_slashes() {
+        assert_eq!(relative(Path::new("/a/b")), PathBuf::from("a/b"));
+        assert_eq!(relative(Path::new("a")), PathBuf::from("a"));
+    }
+}

@@ -63,8 +63,10 @@ impl DesiredPod {
             } else {
                 spec.containers.clone()
             };
+            // kubelet's default waiting reason, for init and app containers
+            // alike: PodInitializing while a pod has init containers.
             let has_init = spec.init_containers.as_ref().is_some_and(|l| !l.is_empty());
-            let reason = if !init && has_init {
+            let reason = if has_init {
                 WaitingReason::PodInitializing
             } else {
                 WaitingReason::ContainerCreating

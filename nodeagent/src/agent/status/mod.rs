@@ -135,6 +135,12 @@ impl StatusManager {
         let (tx, rx) = mpsc::unbounded_channel();
         for r in self.list() {
             let status = self.pod(&r).status;
+            if let Some(s) = &status {
+                self.last
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(r.uid.clone(), s.clone());
+            }
             let _ = tx.send(StatusChange {
                 uid: r.uid,
                 namespace: r.namespace,
@@ -189,5 +195,63 @@ impl StatusManager {
     /// The state directory the records live in.
     pub fn state_dir(&self) -> PathBuf {
         self.layout.state_dir.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::sources::{DesiredPod, Source};
+
+    fn manager(dir: &std::path::Path) -> StatusManager {
+        StatusManager::new(
+            Layout {
+                state_dir: dir.join("state"),
+                data_dir: dir.join("data"),
+            },
+            "node".into(),
+            "10.0.0.1".into(),
+        )
+    }
+
+    fn rec(uid: &str) -> PodRecord {
+        DesiredPod {
+            uid: uid.into(),
+            namespace: "default".into(),
+            name: format!("pod-{uid}"),
+            source: Source::File,
+            file: "/m/a.yaml".into(),
+            pod: Ok(serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "c", "image": "x"}]}
+            }))
+            .unwrap()),
+            spec_hash: "abcd".into(),
+        }
+        .into_record()
+    }
+
+    #[test]
+    fn subscribers_hear_of_real_changes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        m.insert(rec("u1"));
+        let mut rx = m.subscribe();
+        let first = rx.try_recv().expect("the current status first");
+        assert_eq!(first.uid, "u1");
+        // A change that does not change the v1 status says nothing...
+        m.update("u1", |r| r.sandbox_count += 1);
+        assert!(rx.try_recv().is_err(), "no status change, no message");
+        // ...one that does is heard once.
+        m.update("u1", |r| r.pod_ip = Some("10.1.0.5".into()));
+        let c = rx.try_recv().unwrap();
+        assert_eq!(c.status.unwrap().pod_ip.as_deref(), Some("10.1.0.5"));
+        // The record went to its state file.
+        let saved = crate::agent::state::load_all(&m.layout);
+        assert_eq!(saved.len(), 1);
+        assert_eq!(saved[0].pod_ip.as_deref(), Some("10.1.0.5"));
+        m.remove("u1");
+        assert!(rx.try_recv().unwrap().status.is_none(), "gone");
+        assert!(m.record("u1").is_none());
     }
 }
