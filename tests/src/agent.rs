@@ -448,3 +448,75 @@ pub fn pod_yaml(name: &str, spec: &str) -> String {
         spec.replace("IMAGE", "localhost/busybox:1")
     )
 }
+
+/// How long the helpers below wait for what they poll.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A JSON string, or "" for anything else.
+pub fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+pub fn events(a: &Agent) -> String {
+    a.http("/events")
+}
+
+pub fn runtime_pid(a: &Agent, container_id: &str) -> i64 {
+    let id = container_id.trim_start_matches("skiff://");
+    let out = std::process::Command::new(crate::skiff_bin())
+        .arg("--root")
+        .arg(a.path("state/runtime"))
+        .args(["state", id])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["pid"].as_i64().unwrap_or(0)
+}
+
+pub fn poll_metric(a: &Agent, needle: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = a.http("/metrics");
+        if m.lines().any(|l| l.contains(needle) && !l.ends_with(" 0")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metric {needle} never appeared:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The output of `skiff-agent logs ARGS` once `done` holds for it: a
+/// container's output reaches its log file shortly after it is written
+/// (the monitor copies it), not by the time the container counts as ready.
+pub fn logs_when(a: &Agent, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    let cmd: Vec<&str> = std::iter::once("logs")
+        .chain(args.iter().copied())
+        .collect();
+    loop {
+        let out = stdout(&a.cli(&cmd));
+        if done(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "logs {args:?}: never complete: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn poll_until(f: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -14,7 +14,8 @@ cd "$(dirname "$0")/../.."
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
   tests=(cgroups lifecycle kernel_features process exec hooks bad_input escapes
-         containerd_cmdlines run_and_explain terminal seccomp device_filter cli agent)
+         containerd_cmdlines run_and_explain terminal seccomp device_filter cli
+         malformed faults agent_pods agent_probes agent_adoption agent_cli agent_faults)
 fi
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
@@ -28,7 +29,11 @@ status=0
 # the provisioning must find every package of scripts/packages.txt present,
 # and fails otherwise); then every test binary, each to its end
 # (--no-fail-fast), with cargo's list of the ones that failed.
-tests/vm/run-in-vm.sh --timeout "${SKIFF_VM_TIMEOUT:-2400}" -- bash -c \
+# The fault tests run fewer trials under TCG, ten times slower than the host
+# (the host stage runs the full count).
+tests/vm/run-in-vm.sh --timeout "${SKIFF_VM_TIMEOUT:-2400}" \
+  --env SKIFF_FAULT_TRIALS="${SKIFF_VM_FAULT_TRIALS:-15}" \
+  --env SKIFF_AGENT_FAULT_TRIALS="${SKIFF_VM_AGENT_FAULT_TRIALS:-2}" -- bash -c \
   'vagrant/provision.sh && exec cargo test --no-fail-fast -p skiff-runtime -p skiff-tests "$@" -- --test-threads=2' \
   vm-tests "${args[@]}" || status=$?
 echo "run-tests.sh: VM stage took $(( $(date +%s) - start )) s, exit $status" >&2
