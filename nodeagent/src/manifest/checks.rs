@@ -1,0 +1,289 @@
+//! The checks that a parsed Pod makes sense: names are DNS labels, ports
+//! and probes are well formed, volumes that containers mount exist, values
+//! that go together agree.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+
+use super::fields::FIELD_REFS;
+use crate::quantity;
+
+pub(super) fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub(super) fn dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(dns_label)
+}
+
+/// Semantic checks the schema cannot express.
+pub(super) fn check(pod: &Pod) -> Result<(), String> {
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    if !dns_subdomain(name) {
+        return Err(format!(
+            "metadata.name: {name:?} must be a lowercase RFC 1123 subdomain"
+        ));
+    }
+    if let Some(ns) = &pod.metadata.namespace {
+        if !dns_label(ns) {
+            return Err(format!(
+                "metadata.namespace: {ns:?} must be a lowercase RFC 1123 label"
+            ));
+        }
+    }
+    let spec = pod.spec.as_ref().ok_or("spec: required")?;
+    if spec.containers.is_empty() {
+        return Err("spec.containers: at least one container is required".into());
+    }
+    if let Some(p) = &spec.restart_policy {
+        if !["Always", "OnFailure", "Never"].contains(&p.as_str()) {
+            return Err(format!(
+                "spec.restartPolicy: {p:?} must be Always, OnFailure or Never"
+            ));
+        }
+    }
+    if spec.termination_grace_period_seconds.is_some_and(|s| s < 0) {
+        return Err("spec.terminationGracePeriodSeconds: must not be negative".into());
+    }
+    let mut volumes = BTreeSet::new();
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        let at = format!("spec.volumes[{i}]");
+        if !dns_label(&v.name) {
+            return Err(format!("{at}.name: {:?} is not a valid name", v.name));
+        }
+        if !volumes.insert(v.name.clone()) {
+            return Err(format!("{at}.name: duplicate volume {:?}", v.name));
+        }
+        match (&v.empty_dir, &v.host_path) {
+            (Some(e), None) => {
+                if let Some(m) = e
+                    .medium
+                    .as_deref()
+                    .filter(|m| !m.is_empty() && *m != "Memory")
+                {
+                    return Err(format!(
+                        "{at}.emptyDir.medium: {m:?} must be \"\" or \"Memory\""
+                    ));
+                }
+                if let Some(q) = &e.size_limit {
+                    quantity::bytes(&q.0)
+                        .map_err(|err| format!("{at}.emptyDir.sizeLimit: {err}"))?;
+                }
+            }
+            (None, Some(h)) => {
+                if !h.path.starts_with('/') {
+                    return Err(format!("{at}.hostPath.path: must be an absolute path"));
+                }
+                let types = [
+                    "",
+                    "DirectoryOrCreate",
+                    "Directory",
+                    "FileOrCreate",
+                    "File",
+                    "Socket",
+                    "CharDevice",
+                    "BlockDevice",
+                ];
+                if let Some(t) = h.type_.as_deref().filter(|t| !types.contains(t)) {
+                    return Err(format!("{at}.hostPath.type: {t:?} is not a hostPath type"));
+                }
+            }
+            (None, None) => return Err(format!("{at}: a volume type is required")),
+            (Some(_), Some(_)) => return Err(format!("{at}: only one volume type may be set")),
+        }
+    }
+    let seccomp_ok = |t: &str, at: &str| {
+        if ["RuntimeDefault", "Unconfined"].contains(&t) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{at}.seccompProfile.type: {t:?} is not supported (RuntimeDefault or Unconfined)"
+            ))
+        }
+    };
+    if let Some(t) = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.seccomp_profile.as_ref())
+    {
+        seccomp_ok(&t.type_, "spec.securityContext")?;
+    }
+    let mut names = BTreeSet::new();
+    let lists = [
+        (
+            "spec.initContainers",
+            spec.init_containers.as_deref().unwrap_or(&[]),
+        ),
+        ("spec.containers", &spec.containers[..]),
+    ];
+    for (list, containers) in lists {
+        for (i, c) in containers.iter().enumerate() {
+            let at = format!("{list}[{i}]");
+            if !dns_label(&c.name) {
+                return Err(format!("{at}.name: {:?} is not a valid name", c.name));
+            }
+            if !names.insert(c.name.clone()) {
+                return Err(format!("{at}.name: duplicate container name {:?}", c.name));
+            }
+            check_container(c, &at, &volumes)?;
+            if let Some(t) = c
+                .security_context
+                .as_ref()
+                .and_then(|s| s.seccomp_profile.as_ref())
+            {
+                seccomp_ok(&t.type_, &format!("{at}.securityContext"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn check_container(
+    c: &Container,
+    at: &str,
+    volumes: &BTreeSet<String>,
+) -> Result<(), String> {
+    if c.image.as_deref().unwrap_or("").is_empty() {
+        return Err(format!("{at}.image: required"));
+    }
+    if let Some(p) = &c.image_pull_policy {
+        if !["Always", "IfNotPresent", "Never"].contains(&p.as_str()) {
+            return Err(format!(
+                "{at}.imagePullPolicy: {p:?} must be Always, IfNotPresent or Never"
+            ));
+        }
+    }
+    for (i, e) in c.env.iter().flatten().enumerate() {
+        if e.name.is_empty() || e.name.contains('=') {
+            return Err(format!("{at}.env[{i}].name: {:?} is not valid", e.name));
+        }
+        if let Some(f) = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
+            if !FIELD_REFS.contains(&f.field_path.as_str()) {
+                return Err(format!(
+                    "{at}.env[{i}].valueFrom.fieldRef.fieldPath: {:?} is not supported (one of {})",
+                    f.field_path,
+                    FIELD_REFS.join(", ")
+                ));
+            }
+        }
+    }
+    let mut port_names = BTreeSet::new();
+    for (i, p) in c.ports.iter().flatten().enumerate() {
+        if !(1..=65535).contains(&p.container_port) {
+            return Err(format!("{at}.ports[{i}].containerPort: must be 1-65535"));
+        }
+        if let Some(n) = &p.name {
+            if n.is_empty() || n.len() > 15 || !port_names.insert(n.clone()) {
+                return Err(format!(
+                    "{at}.ports[{i}].name: {n:?} is empty, too long or repeated"
+                ));
+            }
+        }
+        if let Some(proto) = p.protocol.as_deref().filter(|p| *p != "TCP" && *p != "UDP") {
+            return Err(format!(
+                "{at}.ports[{i}].protocol: {proto:?} is not supported"
+            ));
+        }
+    }
+    if let Some(r) = &c.resources {
+        for (kind, m) in [("limits", &r.limits), ("requests", &r.requests)] {
+            for (k, q) in m.iter().flatten() {
+                let parsed = if k == "cpu" {
+                    quantity::millicores(&q.0).map(|_| ())
+                } else {
+                    quantity::bytes(&q.0).map(|_| ())
+                };
+                parsed.map_err(|e| format!("{at}.resources.{kind}.{k}: {e}"))?;
+            }
+        }
+    }
+    for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
+        if !volumes.contains(&m.name) {
+            return Err(format!(
+                "{at}.volumeMounts[{i}].name: no volume named {:?}",
+                m.name
+            ));
+        }
+        if !m.mount_path.starts_with('/') {
+            return Err(format!(
+                "{at}.volumeMounts[{i}].mountPath: must be absolute"
+            ));
+        }
+        if let Some(s) = &m.sub_path {
+            if s.starts_with('/') || s.split('/').any(|c| c == "..") {
+                return Err(format!(
+                    "{at}.volumeMounts[{i}].subPath: must be relative and not contain '..'"
+                ));
+            }
+        }
+    }
+    for (field, probe) in [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("startupProbe", &c.startup_probe),
+    ] {
+        if let Some(p) = probe {
+            check_probe(p, &format!("{at}.{field}"), field != "readinessProbe")?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn check_probe(p: &Probe, at: &str, success_is_one: bool) -> Result<(), String> {
+    let handlers = [
+        p.exec.is_some(),
+        p.http_get.is_some(),
+        p.tcp_socket.is_some(),
+        p.grpc.is_some(),
+    ];
+    match handlers.iter().filter(|h| **h).count() {
+        1 => {}
+        0 => {
+            return Err(format!(
+                "{at}: one handler is required (exec, httpGet, tcpSocket or grpc)"
+            ))
+        }
+        _ => return Err(format!("{at}: only one handler may be set")),
+    }
+    if let Some(e) = &p.exec {
+        if e.command.as_ref().is_none_or(|c| c.is_empty()) {
+            return Err(format!("{at}.exec.command: required"));
+        }
+    }
+    if let Some(h) = &p.http_get {
+        if let Some(s) = h
+            .scheme
+            .as_deref()
+            .filter(|s| *s != "HTTP" && *s != "HTTPS")
+        {
+            return Err(format!("{at}.httpGet.scheme: {s:?} must be HTTP or HTTPS"));
+        }
+    }
+    if p.grpc
+        .as_ref()
+        .is_some_and(|g| !(1..=65535).contains(&g.port))
+    {
+        return Err(format!("{at}.grpc.port: must be 1-65535"));
+    }
+    for (k, v, min) in [
+        ("initialDelaySeconds", p.initial_delay_seconds, 0),
+        ("periodSeconds", p.period_seconds, 1),
+        ("timeoutSeconds", p.timeout_seconds, 1),
+        ("successThreshold", p.success_threshold, 1),
+        ("failureThreshold", p.failure_threshold, 1),
+    ] {
+        if v.is_some_and(|v| v < min) {
+            return Err(format!("{at}.{k}: must be at least {min}"));
+        }
+    }
+    if success_is_one && p.success_threshold.is_some_and(|s| s != 1) {
+        return Err(format!("{at}.successThreshold: must be 1"));
+    }
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! Reading Pod manifests the way kubelet reads static pods.
+//!
+//! kubelet's `--pod-manifest-path` (see "Create static Pods" in the
+//! Kubernetes docs) watches a directory of YAML or JSON files, each holding
+//! one or more `v1` Pod objects. Skiff does the same, with one difference
+//! kubelet cannot afford: every field it does not implement is rejected with
+//! its path (`spec.containers[1].lifecycle.preStop: not supported`) instead
+//! of being dropped, so a manifest never runs with half its meaning.
+//!
+//! Three checks run on each document:
+//! 1. it parses as a `v1` Pod (`k8s-openapi` types, errors with their path);
+//! 2. nothing in it is unknown to the Pod schema (the typed Pod is written
+//!    back out and compared with the input: a key that did not survive the
+//!    round trip was not a field);
+//! 3. every field present is one Skiff implements ([`SUPPORTED`]), and the
+//!    values make sense together (names, probes, volume references...).
+
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+mod checks;
+mod fields;
+
+use checks::check;
+use fields::{leaves, supported, unknown_fields};
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ManifestError {
+    #[error("{file}: {msg}")]
+    Syntax { file: String, msg: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One document of a manifest file: a valid pod, or why it is not one.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    pub namespace: String,
+    pub name: String,
+    pub pod: Result<Pod, ManifestError>,
+}
+
+/// Read one manifest file: every document in it, in order. A file that is
+/// not YAML at all gives one failed document named after the file.
+pub fn parse_file(path: &Path, text: &str) -> Vec<Doc> {
+    let file = path.display().to_string();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let mut values = Vec::new();
+    let mut failure = None;
+    for de in serde_norway::Deserializer::from_str(text) {
+        match Value::deserialize(de) {
+            Ok(Value::Null) => {}
+            Ok(v) => values.push(v),
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    if let Some(msg) = failure {
+        return vec![Doc {
+            namespace: "default".into(),
+            name: dns_name(&stem),
+            pod: Err(ManifestError::Syntax {
+                file,
+                msg: format!("invalid YAML or JSON: {msg}"),
+            }),
+        }];
+    }
+    let many = values.len() > 1;
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let meta = |k: &str| {
+                v.pointer(&format!("/metadata/{k}"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            let fallback = if many {
+                format!("{}-{i}", dns_name(&stem))
+            } else {
+                dns_name(&stem)
+            };
+            Doc {
+                namespace: meta("namespace").unwrap_or_else(|| "default".into()),
+                name: meta("name").unwrap_or(fallback),
+                pod: validate(&v).map_err(ManifestError::Invalid),
+            }
+        })
+        .collect()
+}
+
+/// A file name made into something `get pods` can show.
+fn dns_name(s: &str) -> String {
+    let n: String = s
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let n = n.trim_matches('-').to_string();
+    if n.is_empty() {
+        "manifest".into()
+    } else {
+        n
+    }
+}
+
+/// Parse and check one document; the error is a message naming the field.
+pub fn validate(raw: &Value) -> Result<Pod, String> {
+    match raw.get("apiVersion").and_then(Value::as_str) {
+        Some("v1") => {}
+        Some(other) => return Err(format!("apiVersion: {other:?} is not supported, only v1")),
+        None => return Err("apiVersion: required".into()),
+    }
+    match raw.get("kind").and_then(Value::as_str) {
+        Some("Pod") => {}
+        Some(other) => return Err(format!("kind: {other:?} is not supported, only Pod")),
+        None => return Err("kind: required".into()),
+    }
+    let pod: Pod = serde_path_to_error::deserialize(raw.clone())
+        .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+    let typed = serde_json::to_value(&pod).map_err(|e| e.to_string())?;
+    let mut unknown = Vec::new();
+    unknown_fields(raw, &typed, "", &mut unknown);
+    if let Some(p) = unknown.first() {
+        return Err(format!("{p}: unknown field"));
+    }
+    let mut all = Vec::new();
+    leaves(raw, "", "", &mut all);
+    if let Some((p, _)) = all.iter().find(|(_, pat)| !supported(pat)) {
+        return Err(format!("{p}: not supported"));
+    }
+    check(&pod)?;
+    Ok(pod)
+}
+
+/// The pod's UID: `metadata.uid` if given, otherwise a UUID-shaped hash of
+/// the manifest file, namespace and name, so it is the same every time the
+/// agent reads the same manifest (kubelet hashes static pods similarly).
+pub fn pod_uid(pod: &Pod, file: &Path) -> String {
+    if let Some(u) = pod.metadata.uid.as_deref().filter(|u| !u.is_empty()) {
+        return u.to_string();
+    }
+    let mut h = Sha256::new();
+    h.update(file.as_os_str().as_encoded_bytes());
+    h.update([0]);
+    h.update(pod.metadata.namespace.as_deref().unwrap_or("default"));
+    h.update([0]);
+    h.update(pod.metadata.name.as_deref().unwrap_or(""));
+    let d = h.finalize();
+    let x: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
+
+/// A hash of the pod's spec: when it changes the pod is recreated.
+pub fn spec_hash(pod: &Pod) -> String {
+    let v = serde_json::to_vec(&pod.spec).unwrap_or_default();
+    let d = Sha256::digest(&v);
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(yaml: &str) -> Result<Pod, ManifestError> {
+        let mut docs = parse_file(Path::new("/m/web.yaml"), yaml);
+        assert_eq!(docs.len(), 1);
+        docs.remove(0).pod
+    }
+
+    fn err(yaml: &str) -> String {
+        one(yaml).unwrap_err().to_string()
+    }
+
+    const BASE: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: a\n    image: busybox\n";
+
+    #[test]
+    fn accepts_a_plain_pod() {
+        let p = one(BASE).unwrap();
+        assert_eq!(p.metadata.name.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn several_documents_and_json() {
+        let text = format!("{BASE}---\n{}", BASE.replace("name: web", "name: two"));
+        let docs = parse_file(Path::new("/m/x.yaml"), &text);
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].name, "two");
+        let json = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#;
+        assert!(one(json).is_ok());
+    }
+
+    #[test]
+    fn unsupported_fields_are_named() {
+        let y = format!(
+            "{BASE}    lifecycle:\n      preStop:\n        exec:\n          command: [x]\n"
+        );
+        assert_eq!(
+            err(&y),
+            "spec.containers[0].lifecycle.preStop.exec.command[0]: not supported"
+        );
+        let y = format!("{BASE}  volumes:\n  - name: c\n    configMap:\n      name: x\n");
+        assert_eq!(err(&y), "spec.volumes[0].configMap.name: not supported");
+    }
+
+    #[test]
+    fn unknown_and_mistyped_fields() {
+        let y = format!("{BASE}    imagePulPolicy: Always\n");
+        assert_eq!(err(&y), "spec.containers[0].imagePulPolicy: unknown field");
+        let y = BASE.replace("name: a", "name: [a]");
+        assert!(
+            err(&y).starts_with("spec.containers[0].name: invalid type"),
+            "{}",
+            err(&y)
+        );
+    }
+
+    #[test]
+    fn malformed_yaml_names_the_file() {
+        let docs = parse_file(Path::new("/m/Bad_File.yaml"), "a: [b\n");
+        assert_eq!(docs[0].name, "bad-file");
+        assert!(docs[0]
+            .pod
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .starts_with("/m/Bad_File.yaml: invalid YAML"));
+    }
+
+    #[test]
+    fn empty_objects_stand_for_their_field() {
+        let y = format!(
+            "{BASE}    securityContext: {{}}\n  volumes:\n  - name: v\n    emptyDir: {{}}\n"
+        );
+        assert!(one(&y).is_ok(), "{:?}", one(&y));
+        let y = format!("{BASE}    lifecycle: {{}}\n");
+        assert_eq!(err(&y), "spec.containers[0].lifecycle: not supported");
+    }
+
+    #[test]
+    fn semantic_checks() {
+        let y = format!("{BASE}  - name: a\n    image: x\n");
+        assert!(err(&y).contains("duplicate container name"));
+        let y = format!("{BASE}    livenessProbe:\n      periodSeconds: 1\n");
+        assert!(err(&y).contains("one handler is required"));
+        let y = format!("{BASE}    volumeMounts:\n    - name: v\n      mountPath: /v\n");
+        assert!(err(&y).contains("no volume named \"v\""));
+        let y = format!("{BASE}    resources:\n      limits:\n        memory: 12Q\n");
+        assert!(err(&y).starts_with("spec.containers[0].resources.limits.memory:"));
+        let y = format!("{BASE}    resources:\n      limits:\n        nvidia.com/gpu: 1\n");
+        assert_eq!(
+            err(&y),
+            "spec.containers[0].resources.limits.nvidia.com/gpu: not supported"
+        );
+    }
+
+    #[test]
+    fn uid_is_stable_per_manifest() {
+        let p = one(BASE).unwrap();
+        let a = pod_uid(&p, Path::new("/m/web.yaml"));
+        assert_eq!(a, pod_uid(&p, Path::new("/m/web.yaml")));
+        assert_ne!(a, pod_uid(&p, Path::new("/m/other.yaml")));
+        assert_eq!(a.len(), 36);
+    }
+}
