@@ -11,10 +11,13 @@ use std::io::{self, Write};
 
 use sha2::{Digest as _, Sha256};
 
+/// Why a string is not a digest Skiff accepts.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DigestError {
+    /// Not `<algorithm>:<hex>`, or the hex part is not 64 lowercase hex digits.
     #[error("invalid digest {0:?}: want sha256:<64 lowercase hex digits>")]
     Invalid(String),
+    /// An algorithm other than `sha256` (`sha512:…`, say).
     #[error("unsupported digest algorithm {0:?} (only sha256)")]
     Algorithm(String),
 }
@@ -26,6 +29,7 @@ pub struct Digest {
 }
 
 impl Digest {
+    /// Parse `sha256:<64 lowercase hex digits>`; anything else is refused.
     pub fn parse(s: &str) -> Result<Digest, DigestError> {
         let (alg, hex) = s
             .split_once(':')
@@ -92,6 +96,7 @@ pub struct Hasher<W> {
 }
 
 impl<W> Hasher<W> {
+    /// Wrap `inner`, with nothing hashed or counted yet.
     pub fn new(inner: W) -> Self {
         Hasher {
             inner,
@@ -105,6 +110,7 @@ impl<W> Hasher<W> {
         self.len
     }
 
+    /// Whether no byte has passed through yet.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -12,24 +12,38 @@ use crate::manifest::{self, Descriptor, Index, Manifest, Platform, PlatformError
 use crate::store::{chain_ids, ImageRecord, Store, StoreError};
 use crate::unpack::Limits;
 
+/// Why storing an image failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// The store refused a blob or layer, or could not be written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The index has no manifest for the wanted platform.
     #[error(transparent)]
     Platform(#[from] PlatformError),
+    /// A blob could not be read from its source.
     #[error("{source_name}: blob {digest}: {err}")]
     Source {
+        /// The source: an OCI layout's directory, or `pull`.
         source_name: String,
+        /// The blob asked for.
         digest: Digest,
+        /// What went wrong reading it.
         err: String,
     },
+    /// A blob's JSON (index, manifest or image config) does not parse, or a
+    /// diff_id in the config is not a valid digest.
     #[error("{what} {digest}: {err}")]
     Parse {
+        /// What the blob should have been (`"manifest"`, `"image config"`...).
         what: &'static str,
+        /// The blob that failed to parse.
         digest: Digest,
+        /// The parser's message.
         err: String,
     },
+    /// The image does not hang together (the manifest's layers do not match the
+    /// config's diff_ids).
     #[error("{0}")]
     Invalid(String),
 }
@@ -40,8 +54,11 @@ pub trait BlobSource {
     fn open(&self, d: &Descriptor) -> Result<Box<dyn Read + '_>, IngestError>;
 }
 
+/// Choices for storing an image, whatever its source.
 pub struct IngestOptions {
+    /// The platform to pick from an index.
     pub platform: Platform,
+    /// Caps for unpacking each layer.
     pub limits: Limits,
 }
 

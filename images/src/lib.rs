@@ -9,6 +9,8 @@
 //! OCI runtime spec. See the OCI image spec (image-spec/manifest.md,
 //! layer.md, config.md).
 
+#![warn(missing_docs)]
+
 pub mod digest;
 pub mod ingest;
 pub mod manifest;

@@ -15,67 +15,105 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 
+/// Media type of an OCI image index.
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Media type of an OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Media type of an OCI image config.
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// Media type of a Docker manifest list (the Docker name for an index).
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Media type of a Docker schema 2 manifest.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// The annotation an OCI layout's index uses for a manifest's tag.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// A pointer to a blob (descriptor.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
+    /// What the blob is (a manifest, a config, a compressed layer...).
     pub media_type: String,
+    /// The blob's digest, which is also its name in the store.
     pub digest: Digest,
+    /// The blob's size in bytes.
     pub size: u64,
+    /// The platform a manifest is for, in an index's entries; `None` elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// Free-form metadata, e.g. [`REF_NAME`] in an OCI layout's index.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
 
+/// An OS, architecture and optional variant, as in Go's GOOS/GOARCH
+/// (`linux/arm64/v8`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
+    /// The CPU architecture (`amd64`, `arm64`, `ppc64le`...).
     pub architecture: String,
+    /// The operating system (`linux`).
     pub os: String,
+    /// The CPU variant (`v7` for arm, `v8` for arm64), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
 
+/// An image manifest (manifest.md): the config and the layers of one image
+/// for one platform.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
+    /// `schemaVersion`: 2 in the OCI and Docker schema 2 formats (not checked).
     pub schema_version: u32,
+    /// The manifest's own media type, if it states one (optional for OCI,
+    /// required by Docker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// The image config blob.
     pub config: Descriptor,
+    /// The layer blobs, bottom first.
     pub layers: Vec<Descriptor>,
 }
 
+/// An image index or Docker manifest list (image-index.md): one manifest
+/// per platform.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Index {
+    /// `schemaVersion`: 2 in the OCI and Docker schema 2 formats (not checked).
     pub schema_version: u32,
+    /// The index's own media type, if it states one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// The manifests, each with its platform.
     pub manifests: Vec<Descriptor>,
 }
 
+/// Whether `media_type` is an index (OCI or Docker).
 pub fn is_index(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_LIST
 }
 
+/// Whether `media_type` is a manifest (OCI or Docker).
 pub fn is_manifest(media_type: &str) -> bool {
     media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
 }
 
+/// Why no manifest for a platform could be chosen.
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
+    /// A `--platform` value that is not `os/arch[/variant]`.
     #[error("invalid platform {0:?}: want os/arch[/variant], like linux/arm64/v8")]
     Invalid(String),
+    /// The index lists no manifest for the wanted platform.
     #[error("no manifest for platform {want} (the index has: {have})")]
-    NoMatch { want: String, have: String },
+    NoMatch {
+        /// The platform asked for.
+        want: String,
+        /// The platforms the index has, comma-separated.
+        have: String,
+    },
 }
 
 impl Platform {

@@ -23,32 +23,72 @@ use crate::store::{ImageRecord, Store};
 /// Where an image is imported from or exported to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Location {
-    Dir { path: PathBuf, tag: Option<String> },
-    Archive { path: PathBuf, tag: Option<String> },
+    /// `oci:DIR[:TAG]`: a layout directory.
+    Dir {
+        /// The layout's directory.
+        path: PathBuf,
+        /// The image's tag in the layout (`org.opencontainers.image.ref.name`);
+        /// `None`: the only image on import, a default tag on export.
+        tag: Option<String>,
+    },
+    /// `oci-archive:FILE[:TAG]`: a layout packed in a tar file.
+    Archive {
+        /// The tar file.
+        path: PathBuf,
+        /// The image's tag in the layout (`org.opencontainers.image.ref.name`);
+        /// `None`: the only image on import, a default tag on export.
+        tag: Option<String>,
+    },
 }
 
+/// Why importing from or exporting to an OCI layout failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
+    /// The location starts with neither `oci:` nor `oci-archive:`.
     #[error("unknown image location {0:?}: want oci:DIR[:TAG] or oci-archive:FILE[:TAG]")]
     BadLocation(String),
+    /// Reading or writing the layout, or unpacking or packing its archive,
+    /// failed.
     #[error("{path}: {err}")]
-    Io { path: PathBuf, err: io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        err: io::Error,
+    },
+    /// The directory lacks a readable `oci-layout` (version 1.0.0) or
+    /// `index.json`.
     #[error("{path}: not an OCI image layout: {why}")]
-    NotALayout { path: PathBuf, why: String },
+    NotALayout {
+        /// The directory.
+        path: PathBuf,
+        /// What is missing or wrong.
+        why: String,
+    },
+    /// No manifest in the layout carries the tag asked for.
     #[error("{path}: no image tagged {tag:?} (tags: {have})")]
     NoTag {
+        /// The layout's directory.
         path: PathBuf,
+        /// The tag asked for.
         tag: String,
+        /// The tags the layout has, comma-separated, or `none`.
         have: String,
     },
+    /// No tag was given, and the layout holds more than one image.
     #[error("{path}: {n} images in the layout: name one with :TAG (tags: {have})")]
     Ambiguous {
+        /// The layout's directory.
         path: PathBuf,
+        /// How many images the layout holds.
         n: usize,
+        /// The tags the layout has, comma-separated, or `none`.
         have: String,
     },
+    /// Storing the image from the layout failed.
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// The store failed while exporting or importing.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -71,6 +111,7 @@ fn split_tag(s: &str) -> (PathBuf, Option<String>) {
 }
 
 impl Location {
+    /// Parse `oci:DIR[:TAG]` or `oci-archive:FILE[:TAG]`.
     pub fn parse(s: &str) -> Result<Location, LayoutError> {
         if let Some(rest) = s.strip_prefix("oci:") {
             let (path, tag) = split_tag(rest);

@@ -25,12 +25,21 @@ pub const DOCKER_HUB: &str = "docker.io";
 /// Where Docker Hub's registry API answers.
 pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
 
+/// Why a string is not an image reference.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ReferenceError {
+    /// The reference is the empty string.
     #[error("invalid reference {0:?}: empty")]
     Empty(String),
+    /// The reference breaks the grammar: bad tag, registry host, repository
+    /// component or digest, or a repository name over 255 characters.
     #[error("invalid reference {reference:?}: {why}")]
-    Invalid { reference: String, why: String },
+    Invalid {
+        /// The reference as given.
+        reference: String,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 /// A normalised image reference.
@@ -40,7 +49,10 @@ pub struct Reference {
     pub registry: String,
     /// The repository path on it (`library/busybox`).
     pub repository: String,
+    /// The tag (`latest` when neither tag nor digest is given); `None` when
+    /// only a digest is.
     pub tag: Option<String>,
+    /// The manifest digest after `@`, if given.
     pub digest: Option<Digest>,
 }
 

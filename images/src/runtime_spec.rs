@@ -23,6 +23,8 @@ use std::path::Path;
 use oci_spec::image::ImageConfiguration;
 use serde_json::{json, Value};
 
+/// The `PATH` a process gets when the image's environment sets none (the
+/// same as containerd's).
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The capabilities containerd's CRI plugin gives a container by default.
@@ -68,17 +70,33 @@ const READONLY: &[&str] = &[
 /// Annotations recording what the image declares but a runtime spec has no
 /// field for.
 pub const EXPOSED_PORTS_ANNOTATION: &str = "io.github.skiff.image.exposed-ports";
+/// Records the image's `Volumes` (comma-separated, sorted).
 pub const VOLUMES_ANNOTATION: &str = "io.github.skiff.image.volumes";
+/// Records the image's name, from [`SpecOptions::image_name`].
 pub const IMAGE_ANNOTATION: &str = "io.github.skiff.image.name";
 
+/// Why an image config cannot become a runtime spec.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SpecError {
+    /// Neither `Entrypoint` nor `Cmd` is set, and no arguments were given.
     #[error("image has no command: neither Entrypoint nor Cmd is set (give one with --)")]
     NoCommand,
+    /// The user name is not in the image's `/etc/passwd`.
     #[error("user {user:?}: no such user in the image's /etc/passwd")]
-    NoUser { user: String },
+    NoUser {
+        /// The image's `User`, as given.
+        user: String,
+    },
+    /// The group name is not in the image's `/etc/group`.
     #[error("user {user:?}: no such group {group:?} in the image's /etc/group")]
-    NoGroup { user: String, group: String },
+    NoGroup {
+        /// The image's `User`, as given.
+        user: String,
+        /// The group name not found.
+        group: String,
+    },
+    /// A `User` with an empty user or group part (`:g`, `u:`), or whose
+    /// `/etc/passwd` entry has a uid that is not a number.
     #[error("invalid user {0:?}")]
     BadUser(String),
 }
@@ -88,9 +106,13 @@ pub enum SpecError {
 pub struct SpecOptions {
     /// Replace Cmd (Entrypoint stays), like `docker run IMAGE ARGS...`.
     pub args: Option<Vec<String>>,
+    /// The container's hostname: `hostname` in the spec and `HOSTNAME` in the
+    /// environment; `None` sets neither.
     pub hostname: Option<String>,
     /// The host uses the unified cgroup hierarchy: add a cgroup namespace.
     pub cgroup_v2: bool,
+    /// Give the process a terminal (`process.terminal`); `TERM=xterm` is added
+    /// unless the image sets `TERM`.
     pub terminal: bool,
     /// The image's name, recorded as an annotation.
     pub image_name: Option<String>,
@@ -99,8 +121,11 @@ pub struct SpecOptions {
 /// The user's uid, gid and additional gids.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedUser {
+    /// The user id.
     pub uid: u32,
+    /// The primary group id.
     pub gid: u32,
+    /// The supplementary group ids, the primary one first.
     pub additional_gids: Vec<u32>,
 }
 

@@ -19,18 +19,40 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::store::{ImageRecord, Store};
 
+/// Why making or releasing a container's root filesystem failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    /// Creating, reading or removing a file or directory failed (or `cp` could
+    /// not be run).
     #[error("{path}: {err}")]
-    Io { path: PathBuf, err: io::Error },
+    Io {
+        /// The path concerned.
+        path: PathBuf,
+        /// The underlying error.
+        err: io::Error,
+    },
+    /// Mounting the overlay failed, or unmounting it on release.
     #[error("mount overlay at {path}: {err}")]
-    Mount { path: PathBuf, err: nix::Error },
+    Mount {
+        /// The mount point.
+        path: PathBuf,
+        /// The mount(2) or umount2(2) error.
+        err: nix::Error,
+    },
+    /// The bundle directory already has content.
     #[error("{0} exists and is not empty")]
     NotEmpty(PathBuf),
+    /// A layer of the image (by chain id) is not in the store.
     #[error("layer {0} is missing from the store: pull or import the image again")]
     MissingLayer(String),
+    /// Copying the merged tree (`copy`) with `cp -a` failed.
     #[error("copy the image's files to {path}: {why}")]
-    Copy { path: PathBuf, why: String },
+    Copy {
+        /// The destination `rootfs`.
+        path: PathBuf,
+        /// What `cp` printed on stderr.
+        why: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {

@@ -30,48 +30,86 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Digest, Hasher};
 use crate::unpack::{self, Compression, Limits};
 
+/// Where the store lives unless `--data-dir` says otherwise.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/skiff";
 
+/// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A file operation on the store failed.
     #[error("{op} {path}: {err}")]
     Io {
+        /// The operation (`"open"`, `"rename"`, `"fsync"`...).
         op: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The underlying error.
         err: io::Error,
     },
+    /// Content written as a blob does not hash to its digest; nothing was
+    /// stored.
     #[error("blob {expected}: content has digest {actual}: refusing it")]
-    DigestMismatch { expected: Digest, actual: Digest },
-    #[error("blob {digest}: expected {expected} bytes, got {actual}")]
-    SizeMismatch {
-        digest: Digest,
-        expected: u64,
-        actual: u64,
-    },
-    #[error("layer {blob}: its diff_id is {actual}, the image config says {expected}")]
-    DiffIdMismatch {
-        blob: Digest,
+    DigestMismatch {
+        /// The digest the blob was to have.
         expected: Digest,
+        /// The digest of the content received.
         actual: Digest,
     },
+    /// A blob's content is not the size its descriptor says.
+    #[error("blob {digest}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// The blob.
+        digest: Digest,
+        /// The size in bytes the descriptor gives.
+        expected: u64,
+        /// The size in bytes received.
+        actual: u64,
+    },
+    /// An unpacked layer's tar stream does not hash to the diff_id the image
+    /// config lists for it.
+    #[error("layer {blob}: its diff_id is {actual}, the image config says {expected}")]
+    DiffIdMismatch {
+        /// The layer blob.
+        blob: Digest,
+        /// The diff_id from the image config.
+        expected: Digest,
+        /// The digest of the uncompressed tar stream.
+        actual: Digest,
+    },
+    /// A layer could not be unpacked.
     #[error("layer {blob}: {err}")]
     Unpack {
+        /// The layer blob.
         blob: Digest,
+        /// Why unpacking failed.
         #[source]
         err: unpack::UnpackError,
     },
+    /// A blob that should be in the store is not.
     #[error("blob {0} is not in the store")]
     MissingBlob(Digest),
+    /// A stored blob no longer matches its digest (edited or truncated on
+    /// disk).
     #[error("blob {digest} in the store is damaged (its content has digest {actual}): {path}; pull or import the image again")]
     Damaged {
+        /// The blob's digest (its name in the store).
         digest: Digest,
+        /// The digest of what the file now holds.
         actual: Digest,
+        /// The blob's file.
         path: PathBuf,
     },
+    /// No image of that name or manifest digest prefix.
     #[error("no image {0} in the store")]
     NoImage(String),
+    /// `images.json` does not parse.
     #[error("{path}: {err}")]
-    Corrupt { path: PathBuf, err: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        err: String,
+    },
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -94,6 +132,7 @@ pub struct ImageRecord {
     /// The digest of the index it was picked from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<Digest>,
+    /// The image config blob.
     pub config: Digest,
     /// Layer blobs, bottom first.
     pub layers: Vec<Digest>,
@@ -113,10 +152,14 @@ struct Images {
 /// What `prune` removed.
 #[derive(Debug, Default, PartialEq)]
 pub struct Pruned {
+    /// The blobs removed.
     pub blobs: Vec<Digest>,
+    /// The layer directories removed, by chain id.
     pub layers: Vec<Digest>,
 }
 
+/// The image store at a data directory: blobs, unpacked layers and the
+/// image names (see the module docs for the layout).
 pub struct Store {
     root: PathBuf,
 }
@@ -183,6 +226,7 @@ impl Store {
         })
     }
 
+    /// The data directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -256,6 +300,8 @@ impl Store {
         fs::write(&p, data).map_err(io_err("write", &p))
     }
 
+    /// Forget the bundle at `dir` (see [`Store::add_bundle_ref`]); a missing
+    /// record is not an error.
     pub fn remove_bundle_ref(&self, dir: &Path) {
         let _ = fs::remove_file(self.bundle_ref(dir));
     }
@@ -280,10 +326,12 @@ impl Store {
         out
     }
 
+    /// Where blob `d` is (or would be) stored: `blobs/sha256/<hex>`.
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(d.hex())
     }
 
+    /// Whether blob `d` is in the store (unverified; see [`Store::read_blob`]).
     pub fn has_blob(&self, d: &Digest) -> bool {
         self.blob_path(d).is_file()
     }
@@ -396,6 +444,7 @@ impl Store {
         self.root.join("layers").join(chain.hex())
     }
 
+    /// Whether the layer with chain id `chain` is unpacked in the store.
     pub fn has_layer(&self, chain: &Digest) -> bool {
         self.layer_dir(chain).is_dir()
     }

@@ -34,14 +34,24 @@ use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::statvfs::{fstatvfs, FsFlags};
 
+/// Why the runtime could not re-execute from a protected copy of itself.
 #[derive(Debug, thiserror::Error)]
 pub enum ClonedBinaryError {
+    /// `/proc/self/exe` cannot be opened for copying.
     #[error("open /proc/self/exe: {0}")]
     Open(std::io::Error),
+    /// Copying the binary into the memfd failed.
     #[error("copy runtime binary into memfd: {0}")]
     Copy(std::io::Error),
+    /// A system call failed: memfd_create(2), sealing the memfd, or the
+    /// re-execution itself.
     #[error("{op}: {err}")]
-    Sys { op: &'static str, err: nix::Error },
+    Sys {
+        /// The step that failed.
+        op: &'static str,
+        /// The error it returned.
+        err: nix::Error,
+    },
 }
 
 fn required_seals() -> SealFlag {

@@ -4,6 +4,9 @@
 
 use serde_json::{json, Value};
 
+/// The features document `skiff features` prints (features.md): spec
+/// versions, hooks, mount options, namespaces, capabilities, cgroup and
+/// seccomp support.
 pub fn features() -> Value {
     let caps = crate::process::capabilities::all_names();
     json!({

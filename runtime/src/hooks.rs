@@ -23,23 +23,39 @@ use std::time::Duration;
 
 use oci_spec::runtime::Hook;
 
+/// Why a hook failed (`index` counts from 0 within its kind).
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
+    /// The hook could not be started, or waited for.
     #[error("error running hook #{index}: fork/exec {path}: {err}")]
     Spawn {
+        /// The hook's position in its list.
         index: usize,
+        /// The hook's `path`.
         path: String,
+        /// The underlying error.
         err: std::io::Error,
     },
+    /// The hook exited non-zero or was killed by a signal.
     #[error("error running hook #{index}: error running hook: {status}, stdout: {stdout}, stderr: {stderr}")]
     Failed {
+        /// The hook's position in its list.
         index: usize,
+        /// `exit status N` or `signal: N`.
         status: String,
+        /// What it wrote on stdout.
         stdout: String,
+        /// What it wrote on stderr.
         stderr: String,
     },
+    /// The hook ran past its `timeout` and was killed (SIGKILL).
     #[error("error running hook #{index}: hook ran past specified timeout of {secs:.1}s")]
-    Timeout { index: usize, secs: f64 },
+    Timeout {
+        /// The hook's position in its list.
+        index: usize,
+        /// The timeout, in seconds.
+        secs: f64,
+    },
 }
 
 /// The state JSON a hook reads on stdin (the runtime spec's state, in the
@@ -90,6 +106,9 @@ pub fn run(kind: &str, hooks: Option<&Vec<Hook>>, state: &str) -> Result<(), Hoo
     Ok(())
 }
 
+/// Run hook number `index` with `state` on stdin and wait for it, for at
+/// most its `timeout` in seconds if it has one. `args[0]` becomes its
+/// `argv[0]`; `env`, if given, replaces the environment.
 pub fn run_one(index: usize, hook: &Hook, state: &str) -> Result<(), HookError> {
     let path = hook.path();
     let mut cmd = Command::new(path);

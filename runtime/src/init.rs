@@ -49,49 +49,76 @@ use crate::Result;
 /// What can go wrong in the init, step by step (see the module docs).
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
+    /// fork(2) for a new pid or time namespace failed.
     #[error("fork init")]
     Fork(#[source] nix::Error),
+    /// The config has no `process`.
     #[error("process property must not be empty")]
     NoProcess,
+    /// The rootfs cannot be opened to create the working directory in it.
     #[error("open rootfs")]
     OpenRootfs(#[source] std::io::Error),
+    /// The working directory (`process.cwd`) cannot be created in the rootfs.
     #[error("create cwd {0}")]
     Cwd(PathBuf, #[source] nix::Error),
+    /// `process.terminal` is set but no console socket was passed.
     #[error("terminal requested but no console socket")]
     NoConsoleSocket,
+    /// The container id contains a NUL byte, so cannot name a keyring.
     #[error("container id contains NUL")]
     NulInId,
+    /// Joining a new session keyring failed for another reason than missing
+    /// support or permission.
     #[error("unable to join session keyring")]
     Keyring(#[source] std::io::Error),
+    /// Opening `exec.fifo` or writing to it failed.
     #[error("{op} exec fifo")]
     ExecFifo {
+        /// The step that failed (`"open"`, `"write"`).
         op: &'static str,
+        /// Why.
         #[source]
         source: nix::Error,
     },
+    /// The host's `/proc` cannot be opened (before the fork) for reopening
+    /// `exec.fifo` later.
     #[error("open /proc")]
     OpenProc(#[source] nix::Error),
+    /// A hostname or domain name is set but the container shares the host's
+    /// UTS namespace (`"hostname"` or `"domainname"`).
     #[error("unable to set {0} without a private UTS namespace")]
     NoUtsNamespace(&'static str),
+    /// sethostname(2) failed for this name.
     #[error("sethostname {0:?}")]
     Hostname(String, #[source] nix::Error),
+    /// setdomainname(2) failed for this name.
     #[error("setdomainname {0:?}")]
     Domainname(String, #[source] std::io::Error),
+    /// A sysctl that belongs to no namespace (so would change the host).
     #[error("sysctl {0:?} is not in a separate kernel namespace")]
     SysctlNoNamespace(String),
+    /// A namespaced sysctl whose namespace the container shares with the host.
     #[error("sysctl {key:?} is not allowed in the hosts {namespace} namespace")]
     SysctlHostNamespace {
+        /// The sysctl, like `net.ipv4.ip_forward`.
         key: String,
+        /// Its namespace (`"ipc"`, `"network"`, `"uts"`).
         namespace: &'static str,
     },
+    /// `/proc` cannot be opened or is not a procfs, so sysctls are not written.
     #[error("refusing to write sysctls")]
     SysctlProc(#[source] std::io::Error),
+    /// A sysctl name with `..` or `/`.
     #[error("invalid sysctl name {0:?}")]
     SysctlName(String),
+    /// Opening or writing a sysctl's file under `/proc/sys` failed.
     #[error("{op} sysctl {key}")]
     Sysctl {
+        /// The step that failed (`"open"`, `"write"`).
         op: &'static str,
+        /// The sysctl.
         key: String,
+        /// Why.
         #[source]
         source: nix::Error,
     },
@@ -99,20 +126,32 @@ pub enum InitError {
 
 /// Everything the init needs, prepared by the runtime before the fork.
 pub struct InitConfig<'a> {
+    /// The container id.
     pub id: &'a str,
+    /// The bundle's config.
     pub spec: &'a Spec,
+    /// The bundle directory (absolute).
     pub bundle: &'a Path,
+    /// The rootfs (absolute).
     pub rootfs: &'a Path,
+    /// The container's cgroup.
     pub cgroups: &'a CgroupPaths,
+    /// The namespaces to create and join.
     pub plan: &'a Plan,
+    /// The namespace files to join, opened by the runtime: type, path, file.
     pub ns_files: &'a [(LinuxNamespaceType, PathBuf, File)],
     /// The container's exec.fifo, opened by the runtime.
     pub exec_fifo: &'a ExecFifo,
+    /// The socket to send the pty master to, with `process.terminal`.
     pub console_socket: Option<&'a OwnedFd>,
+    /// Enter the rootfs with `MS_MOVE` and chroot(2) instead of
+    /// pivot_root(2).
     pub no_pivot: bool,
+    /// Join a new session keyring named after the container.
     pub new_keyring: bool,
     /// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` was among `linux.seccomp.flags`.
     pub seccomp_wait_killable_recv: bool,
+    /// How many descriptors after stderr the user's program inherits.
     pub preserve_fds: i32,
 }
 
@@ -444,6 +483,8 @@ pub struct ExecFifo {
 }
 
 impl ExecFifo {
+    /// Open the fifo in `state_dir` (`O_PATH`) and the host's `/proc`, before
+    /// the fork.
     pub fn open(state_dir: &File) -> Result<ExecFifo> {
         use nix::fcntl::{open, openat, OFlag};
         use nix::sys::stat::Mode;

@@ -26,6 +26,8 @@
 //!
 //! Every step can be narrated with `skiff --explain` (see [`explain`]).
 
+#![warn(missing_docs)]
+
 pub mod cgroups;
 pub mod cloned_binary;
 pub mod container;
@@ -50,52 +52,75 @@ pub use container::{Container, Status};
 /// Everything that can go wrong in the runtime library, one variant per module.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Reading, writing or finding a container's state.
     #[error(transparent)]
     Container(#[from] container::ContainerError),
+    /// The bundle's `config.json` cannot be loaded or is invalid.
     #[error(transparent)]
     Spec(#[from] spec::SpecError),
+    /// Setting up, changing or removing the container's cgroups.
     #[error(transparent)]
     Cgroups(#[from] cgroups::CgroupError),
+    /// Creating or joining namespaces, or writing id maps.
     #[error(transparent)]
     Namespaces(#[from] namespaces::NamespaceError),
+    /// Preparing the container's root filesystem: mounts, devices, pivot_root.
     #[error(transparent)]
     Rootfs(#[from] rootfs::RootfsError),
+    /// Setting up the process's identity and privileges, or exec'ing it.
     #[error(transparent)]
     Process(#[from] process::ProcessError),
+    /// A lifecycle hook failed or timed out.
     #[error(transparent)]
     Hooks(#[from] hooks::HookError),
+    /// The pty or the console socket.
     #[error(transparent)]
     Terminal(#[from] terminal::TerminalError),
+    /// The messages between the runtime and the container's init.
     #[error(transparent)]
     Sync(#[from] sync::SyncError),
+    /// A signal name or number that does not parse.
     #[error(transparent)]
     Signals(#[from] signals::SignalError),
+    /// Making the sealed copy of the runtime's binary.
     #[error(transparent)]
     ClonedBinary(#[from] cloned_binary::ClonedBinaryError),
+    /// Building or loading the seccomp filter.
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    /// The container's init, between fork and execve.
     #[error(transparent)]
     Init(#[from] init::InitError),
+    /// `create` failed.
     #[error(transparent)]
     Create(#[from] container::create::CreateError),
+    /// `start` failed.
     #[error(transparent)]
     Start(#[from] container::start::StartError),
+    /// `delete` failed.
     #[error(transparent)]
     Delete(#[from] container::delete::DeleteError),
+    /// `exec` failed.
     #[error(transparent)]
     Exec(#[from] container::exec::ExecError),
+    /// `kill` failed.
     #[error(transparent)]
     Kill(#[from] container::kill::KillError),
+    /// `pause` or `resume` failed.
     #[error(transparent)]
     Pause(#[from] container::pause::PauseError),
+    /// `ps` failed.
     #[error(transparent)]
     Ps(#[from] container::ps::PsError),
+    /// `update` failed.
     #[error(transparent)]
     Update(#[from] container::update::UpdateError),
+    /// `events` failed.
     #[error(transparent)]
     Events(#[from] container::events::EventsError),
 }
 
+/// The runtime library's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// An error and its causes on one line, "a: b: c", each cause said once (a

@@ -26,7 +26,9 @@ use tracing::{Event, Level, Metadata, Subscriber};
 /// `--log-format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
+    /// logrus' text form: `time="…" level=error msg="…"`.
     Text,
+    /// One JSON object per line, with `level`, `msg` and `time`.
     Json,
 }
 
@@ -51,7 +53,6 @@ fn level_name(level: &Level) -> &'static str {
     }
 }
 
-/// One log line in runc's format.
 /// The message of the last `error` line in a JSON log (`--log-format
 /// json`): what a caller shows its user when a runtime command failed, as
 /// containerd does with runc's log.
@@ -64,6 +65,8 @@ pub fn last_error(log: &Path) -> Option<String> {
         .and_then(|v| v["msg"].as_str().map(str::to_string))
 }
 
+/// One log line in runc's format, stamped with the current time and ending
+/// in a newline.
 pub fn format_line(format: LogFormat, level: &str, msg: &str) -> String {
     let time = crate::utils::rfc3339_seconds(SystemTime::now());
     match format {

@@ -20,36 +20,60 @@ use std::path::{Path, PathBuf};
 use nix::sched::{setns, unshare, CloneFlags};
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
 
+/// Why creating or joining a namespace failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
+    /// A namespace file to join cannot be opened.
     #[error("open {typ} namespace {path}: {err}")]
     Open {
+        /// The namespace type, as in `/proc/PID/ns` (`net`, `mnt`...).
         typ: &'static str,
+        /// The file, like `/proc/1234/ns/net`.
         path: PathBuf,
+        /// The underlying error.
         err: std::io::Error,
     },
+    /// setns(2) into a namespace file failed.
     #[error("join {typ} namespace {path}: {err}")]
     Join {
+        /// The namespace type, as in `/proc/PID/ns`.
         typ: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The error setns returned.
         err: nix::Error,
     },
+    /// unshare(2) failed.
     #[error("create namespaces ({flags}): {err}")]
-    Unshare { flags: String, err: nix::Error },
+    Unshare {
+        /// The flags asked for, in debug form.
+        flags: String,
+        /// The error unshare returned.
+        err: nix::Error,
+    },
+    /// `linux.namespaces` lists a type twice (its `/proc/PID/ns` name).
     #[error("namespace {0} is listed twice")]
     Duplicate(&'static str),
+    /// Writing the init's `uid_map` or `gid_map` failed.
     #[error("write {what} for pid {pid}: {err}")]
     IdMap {
+        /// `"uid_map"` or `"gid_map"`.
         what: &'static str,
+        /// The process whose map it is.
         pid: i32,
+        /// The underlying error.
         err: std::io::Error,
     },
+    /// The user namespace cannot be set up (the reason).
     #[error("user namespace: {0}")]
     UserNs(String),
+    /// `linux.timeOffsets` names a clock other than `monotonic` or `boottime`,
+    /// or `/proc/self/timens_offsets` cannot be written.
     #[error("time namespace offsets: {0}")]
     TimeOffsets(String),
 }
 
+/// The result type of namespace operations.
 pub type Result<T> = std::result::Result<T, NamespaceError>;
 
 /// The name of a namespace type in /proc/PID/ns and in config.json.
@@ -66,6 +90,7 @@ pub fn proc_name(t: LinuxNamespaceType) -> &'static str {
     }
 }
 
+/// The clone(2)/unshare(2) flag for a namespace type (`CLONE_NEWPID`...).
 pub fn clone_flag(t: LinuxNamespaceType) -> CloneFlags {
     match t {
         LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
@@ -90,6 +115,8 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Split `linux.namespaces` into namespaces to create (no `path`) and to
+    /// join; a type listed twice is an error.
     pub fn from_spec(list: &[LinuxNamespace]) -> Result<Plan> {
         let mut plan = Plan::default();
         let mut seen = Vec::new();
@@ -107,10 +134,12 @@ impl Plan {
         Ok(plan)
     }
 
+    /// Whether the container gets namespace `t`, new or joined.
     pub fn has(&self, t: LinuxNamespaceType) -> bool {
         self.new.contains(&t) || self.join.iter().any(|(j, _)| *j == t)
     }
 
+    /// Whether namespace `t` is created (not joined).
     pub fn creates(&self, t: LinuxNamespaceType) -> bool {
         self.new.contains(&t)
     }

@@ -19,8 +19,10 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+/// A signal `kill` cannot send.
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
+    /// Neither a signal number nor a name this system knows.
     #[error("unknown signal {0:?}")]
     Unknown(String),
 }

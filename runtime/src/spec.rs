@@ -13,29 +13,61 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
+/// Why the bundle's `config.json` (or an `exec --process` file) cannot be
+/// used.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
+    /// The bundle directory does not exist.
     #[error("bundle {0}: no such directory")]
     NoBundle(PathBuf),
+    /// The bundle has no `config.json`.
     #[error("open {path}: no such file or directory")]
-    NoConfig { path: PathBuf },
+    NoConfig {
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// The file exists but cannot be read.
     #[error("read {path}: {err}")]
-    Read { path: PathBuf, err: io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        err: io::Error,
+    },
+    /// The JSON is malformed, or a field has the wrong type or value.
     #[error("parse {path}: {field}{err}")]
     Parse {
+        /// The file.
         path: PathBuf,
         /// Where in the document, like `linux.resources.devices[0].type: `.
         field: String,
+        /// The parser's error.
         err: serde_json::Error,
     },
+    /// The config parses but is rejected before anything is created (no
+    /// `root`, say).
     #[error("invalid config {path}: {msg}")]
-    Invalid { path: PathBuf, msg: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The rootfs directory (`root.path`, resolved against the bundle) does
+    /// not exist or is not a directory.
     #[error("rootfs ({0}) does not exist")]
     NoRootfs(PathBuf),
+    /// `skiff spec` would overwrite an existing `config.json` (its name).
     #[error("File {0} exists. Remove it first")]
     ConfigExists(String),
+    /// `skiff spec` could not write `config.json`.
     #[error("write {path}: {err}")]
-    Write { path: PathBuf, err: io::Error },
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        err: io::Error,
+    },
 }
 
 /// The name of the config file in a bundle.

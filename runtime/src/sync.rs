@@ -17,20 +17,38 @@ use nix::sys::socket::{
 };
 use serde::{Deserialize, Serialize};
 
+/// Why the channel between the runtime and the init failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// socketpair(2) failed.
     #[error("create sync socket pair: {0}")]
     SocketPair(nix::Error),
+    /// sendmsg(2) or send(2) failed.
     #[error("send {what} over sync socket: {err}")]
-    Send { what: &'static str, err: nix::Error },
+    Send {
+        /// `"message"` or `"file descriptor"`.
+        what: &'static str,
+        /// The error.
+        err: nix::Error,
+    },
+    /// recv(2) or recvmsg(2) failed.
     #[error("receive from sync socket: {0}")]
     Recv(nix::Error),
+    /// The other side closed its end (its process died), or sent no
+    /// descriptor where one was expected.
     #[error("container init exited before it was ready")]
     Eof,
+    /// A message is not valid JSON for [`Msg`].
     #[error("malformed message on sync socket: {0}")]
     Malformed(String),
+    /// A valid message, but not the one this step waits for.
     #[error("unexpected message on sync socket: expected {expected}, got {got:?}")]
-    Unexpected { expected: &'static str, got: Msg },
+    Unexpected {
+        /// What was expected.
+        expected: &'static str,
+        /// What came.
+        got: Msg,
+    },
     /// The other side failed, and said why (its error chain, as text: it
     /// crossed a process boundary).
     #[error("{0}")]
@@ -79,6 +97,7 @@ pub fn pair() -> Result<(Channel, Channel), SyncError> {
 }
 
 impl Channel {
+    /// Send one message; `EINTR` is retried.
     pub fn send(&self, msg: &Msg) -> Result<(), SyncError> {
         let data = serde_json::to_vec(msg).map_err(|e| SyncError::Malformed(e.to_string()))?;
         loop {
@@ -137,10 +156,12 @@ impl Channel {
         send_fd(self.fd.as_raw_fd(), fd)
     }
 
+    /// Receive a file descriptor sent with [`Channel::send_fd`].
     pub fn recv_fd(&self) -> Result<OwnedFd, SyncError> {
         recv_fd(self.fd.as_raw_fd())
     }
 
+    /// The socket's descriptor number.
     pub fn as_raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
     }

@@ -17,14 +17,30 @@ use nix::fcntl::OFlag;
 use nix::mount::{mount as sys_mount, MsFlags};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 
+/// Why the container's terminal could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TerminalError {
+    /// The `--console-socket` cannot be connected to.
     #[error("dial unix {path}: connect: {err}")]
-    Connect { path: PathBuf, err: std::io::Error },
+    Connect {
+        /// The socket's path.
+        path: PathBuf,
+        /// The underlying error.
+        err: std::io::Error,
+    },
+    /// A pty or socket system call failed.
     #[error("{op}: {err}")]
-    Sys { op: &'static str, err: nix::Error },
+    Sys {
+        /// What was being done (`"grantpt"`, `"open pty slave"`...).
+        op: &'static str,
+        /// The error.
+        err: nix::Error,
+    },
+    /// The pty master could not be sent over the console socket, or received
+    /// from it.
     #[error("send console master: {0}")]
     Send(#[from] crate::sync::SyncError),
+    /// `/dev/console` cannot be bind-mounted to the pty slave.
     #[error("bind mount /dev/console: {0}")]
     Console(String),
 }
@@ -39,7 +55,16 @@ pub fn connect(path: &Path) -> Result<OwnedFd, TerminalError> {
     Ok(OwnedFd::from(s))
 }
 
-nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
+nix::ioctl_write_ptr_bad!(
+    /// `TIOCSWINSZ` (ioctl_tty(2)): set the window size of the terminal `fd`.
+    ///
+    /// # Safety
+    ///
+    /// `data` must point at a valid `winsize`.
+    tiocswinsz,
+    libc::TIOCSWINSZ,
+    libc::winsize
+);
 
 /// In the init (after pivot_root): make the pty, hand out the master, and
 /// make the slave our stdio and controlling terminal.
@@ -171,6 +196,7 @@ pub struct ForegroundConsole {
 }
 
 impl ForegroundConsole {
+    /// A connected socket pair: one end for us, one for the init.
     pub fn new() -> Result<Self, TerminalError> {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         let (a, b) = socketpair(

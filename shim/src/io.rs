@@ -23,9 +23,14 @@ use std::sync::{Arc, Mutex};
 /// The fifo paths containerd gave (empty: not attached).
 #[derive(Debug, Clone, Default)]
 pub struct Stdio {
+    /// The stdin fifo's path.
     pub stdin: String,
+    /// The stdout fifo's path.
     pub stdout: String,
+    /// The stderr fifo's path (unused with a terminal: the pty merges it into
+    /// stdout).
     pub stderr: String,
+    /// Whether the process gets a terminal (a pty) instead of separate streams.
     pub terminal: bool,
 }
 
@@ -45,8 +50,13 @@ fn open_rw(path: &str) -> std::io::Result<OwnedFd> {
 
 /// Streams for the skiff call that starts the process, and what to keep.
 pub struct Prepared {
+    /// The descriptors to hand to `skiff create` or `skiff exec` (none with a
+    /// terminal).
     pub call: crate::runtime::CallIo,
+    /// What the shim keeps for the process once it runs.
     pub keep: ProcessIo,
+    /// The socket to pass as `--console-socket`, with a terminal; `None`
+    /// otherwise.
     pub console_socket: Option<ConsoleSocket>,
 }
 
@@ -105,6 +115,8 @@ fn copy_stdin(fifo: &str, writer: Arc<Mutex<Option<File>>>) {
 
 /// A unix socket skiff connects to with the pty master.
 pub struct ConsoleSocket {
+    /// The socket's path, in a fresh 0700 directory under the temporary
+    /// directory; removed with its directory on drop.
     pub path: PathBuf,
     listener: UnixListener,
 }

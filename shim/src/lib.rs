@@ -13,6 +13,8 @@
 //!
 //! See containerd's runtime/v2 README, and [`service`] for the task API.
 
+#![warn(missing_docs)]
+
 pub mod io;
 pub mod runtime;
 pub mod service;
@@ -61,6 +63,9 @@ pub fn runtime_info() -> Result<Vec<u8>, String> {
 /// The runtime type containerd knows this shim by.
 pub const RUNTIME_ID: &str = "io.containerd.skiff.v2";
 
+/// The shim for one container, as the containerd-shim crate runs it: starts
+/// the serving shim, cleans up after a lost one, and creates the
+/// [`service::TaskService`].
 pub struct Shim {
     namespace: String,
     id: String,

@@ -18,6 +18,7 @@ use containerd_shim::monitor::{monitor_subscribe, wait_pid, Topic};
 /// How to call skiff for one container.
 #[derive(Debug, Clone)]
 pub struct Runtime {
+    /// The `skiff` binary ([`find_binary`]).
     pub binary: PathBuf,
     /// `--root`: skiff's state directory for this containerd namespace.
     pub root: PathBuf,
@@ -28,8 +29,11 @@ pub struct Runtime {
 /// The child's standard streams for one call.
 #[derive(Default)]
 pub struct CallIo {
+    /// The child's stdin; `/dev/null` when `None`.
     pub stdin: Option<std::os::fd::OwnedFd>,
+    /// The child's stdout; `/dev/null` when `None`, unless `capture` is set.
     pub stdout: Option<std::os::fd::OwnedFd>,
+    /// The child's stderr; `/dev/null` when `None`.
     pub stderr: Option<std::os::fd::OwnedFd>,
     /// Read skiff's stdout (for `ps`). Never for create/exec: the
     /// container inherits that stdout and would hold the pipe open.
@@ -56,6 +60,8 @@ pub fn find_binary() -> PathBuf {
 }
 
 impl Runtime {
+    /// Calls for a container of containerd namespace `namespace`: `--root` is
+    /// `/run/containerd/skiff/<namespace>`, `--log` is `log.json` in `bundle`.
     pub fn new(namespace: &str, bundle: &Path) -> Runtime {
         Runtime {
             binary: find_binary(),

@@ -119,6 +119,8 @@ struct Tasks {
     early_exits: std::collections::VecDeque<EarlyExit>,
 }
 
+/// The task API (`containerd.task.v2.Task`) for the shim's one container,
+/// publishing task events to containerd as they happen.
 pub struct TaskService {
     namespace: String,
     ooms: Arc<crate::stats::OomCount>,
@@ -136,6 +138,9 @@ fn publish(p: &Mutex<RemotePublisher>, ns: &str, topic: &str, ev: Box<dyn Messag
 }
 
 impl TaskService {
+    /// Start serving: spawns the thread that matches reaped exits to the
+    /// container's processes, publishing through `publisher` to containerd's
+    /// `namespace`; `exit` is signalled when the shim should exit (Shutdown).
     pub fn new(
         namespace: &str,
         publisher: RemotePublisher,

@@ -17,10 +17,15 @@ use base64::Engine;
 /// A parsed `WWW-Authenticate` header.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Challenge {
+    /// `Basic`: send the username and password with every request.
     Basic,
+    /// `Bearer`: fetch a token from `realm` and send it with every request.
     Bearer {
+        /// The token server's URL.
         realm: String,
+        /// The `service` to name to the token server, if given.
         service: Option<String>,
+        /// The scope the registry asks for, if given.
         scope: Option<String>,
     },
 }
@@ -63,7 +68,9 @@ pub fn parse_challenge(h: &str) -> Option<Challenge> {
 /// A username and password (or identity token).
 #[derive(Clone, PartialEq)]
 pub struct Credentials {
+    /// The user name.
     pub username: String,
+    /// The password, or an identity token.
     pub password: String,
 }
 

@@ -13,8 +13,12 @@ use std::path::Path;
 
 use super::RegistryError;
 
+/// The TLS settings for one registry.
 pub struct Tls {
+    /// CA certificates to trust besides the system's (`*.crt`).
     pub roots: Vec<reqwest::Certificate>,
+    /// The client certificate and key to present (`*.cert` with its `.key`),
+    /// if any.
     pub identity: Option<reqwest::Identity>,
 }
 

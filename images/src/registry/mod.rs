@@ -33,29 +33,67 @@ use crate::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use crate::reference::Reference;
 use auth::{Challenge, Credentials};
 
+/// Why talking to a registry failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// A request could not be made or completed (connection, TLS, an
+    /// interrupted transfer), even after retries.
     #[error("{registry}: {err}")]
-    Http { registry: String, err: String },
+    Http {
+        /// The registry (`host[:port]`).
+        registry: String,
+        /// What went wrong, with its causes.
+        err: String,
+    },
+    /// The registry answered with an unexpected HTTP status.
     #[error("{registry}: {url}: {status}{detail}")]
     Status {
+        /// The registry (`host[:port]`).
         registry: String,
+        /// The URL requested.
         url: String,
+        /// The HTTP status.
         status: StatusCode,
+        /// `: ` and the registry's first error message, or empty.
         detail: String,
     },
+    /// Authentication failed: no credentials where the registry wants some,
+    /// refused credentials or token, or an unusable challenge.
     #[error("{registry}: authentication failed: {why}")]
-    Auth { registry: String, why: String },
+    Auth {
+        /// The registry (`host[:port]`).
+        registry: String,
+        /// What failed.
+        why: String,
+    },
+    /// The registry has no manifest by that tag or digest (HTTP 404).
     #[error("{registry}: manifest {reference} not found")]
-    NotFound { registry: String, reference: String },
+    NotFound {
+        /// The registry (`host[:port]`).
+        registry: String,
+        /// `repository:tag-or-digest`.
+        reference: String,
+    },
+    /// The content the registry sent does not hash to the digest asked for (or
+    /// a blob's size is wrong).
     #[error("{what} {expected}: the registry sent content with digest {actual}: refusing it")]
     DigestMismatch {
+        /// `"manifest"` or `"blob"`.
         what: &'static str,
+        /// The digest asked for.
         expected: Digest,
+        /// The digest of what was received.
         actual: Digest,
     },
+    /// Reading or writing a partial download failed.
     #[error("{path}: {err}")]
-    Io { path: PathBuf, err: std::io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        err: std::io::Error,
+    },
+    /// The hosts directory's certificates or keys cannot be read or used.
     #[error("{0}")]
     Config(String),
 }
@@ -93,6 +131,9 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A client for `r`'s registry: plain HTTP for loopback and `--insecure`
+    /// registries (unless the hosts directory configures them), TLS from the
+    /// hosts directory, credentials from `--creds` or Docker's config.json.
     pub fn new(r: &Reference, opts: &ClientOptions) -> Result<Registry> {
         let host = r.api_host().to_string();
         // Loopback and --insecure registries speak plain HTTP, unless the

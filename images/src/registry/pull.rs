@@ -24,14 +24,20 @@ use crate::manifest::{self, Descriptor, Index, Manifest};
 use crate::reference::Reference;
 use crate::store::{ImageRecord, Store, StoreError};
 
+/// Why a pull failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
+    /// Talking to the registry failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// Storing the image failed, or no manifest matches the platform.
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// The store refused a blob, or could not be locked or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The registry sent a manifest or index that does not parse, or of a
+    /// media type a pull does not understand.
     #[error("{0}")]
     Invalid(String),
 }
@@ -41,12 +47,17 @@ pub enum PullError {
 pub enum Progress {
     /// A bar per layer when stderr is a terminal, nothing otherwise.
     Auto,
+    /// No progress output.
     Quiet,
 }
 
+/// What a pull does and how.
 pub struct PullOptions {
+    /// How to reach the registry.
     pub client: ClientOptions,
+    /// Platform and unpacking limits.
     pub ingest: IngestOptions,
+    /// How to report progress.
     pub progress: Progress,
     /// Layers downloaded at once.
     pub parallel: usize,

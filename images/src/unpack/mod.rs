@@ -40,8 +40,11 @@ use crate::digest::{Digest, Hasher};
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// A plain tar stream.
     None,
+    /// gzip (RFC 1952).
     Gzip,
+    /// Zstandard (RFC 8878).
     Zstd,
 }
 
@@ -87,24 +90,46 @@ impl Default for Limits {
     }
 }
 
+/// Why a layer could not be unpacked.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
+    /// An entry was refused as unsafe or malformed: its path leaves the layer
+    /// or goes through a symlink, a bad whiteout or link, an unsupported type.
     #[error("layer entry {entry:?}: {why}")]
-    Refused { entry: String, why: String },
+    Refused {
+        /// The entry's path in the tar stream.
+        entry: String,
+        /// Why it was refused.
+        why: String,
+    },
+    /// A system call for an entry failed.
     #[error("layer entry {entry:?}: {op}: {err}")]
     Sys {
+        /// The entry's path in the tar stream.
         entry: String,
+        /// The operation (`"create directory"`, `"replace"`...).
         op: &'static str,
+        /// The error it returned.
         err: Errno,
     },
+    /// The uncompressed stream is larger than [`Limits::max_size`] (given, in
+    /// bytes).
     #[error("layer is larger than the limit of {0} bytes uncompressed (--max-layer-size)")]
     TooLarge(u64),
+    /// The layer has more entries than [`Limits::max_entries`] (given).
     #[error("layer has more than {0} entries (--max-entries)")]
     TooManyEntries(u64),
+    /// Reading or decompressing the blob failed, or an entry's header is bad.
     #[error("reading layer: {0}")]
     Read(#[source] io::Error),
+    /// The destination directory could not be opened.
     #[error("open layer directory {path}: {err}")]
-    Dest { path: PathBuf, err: Errno },
+    Dest {
+        /// The destination directory.
+        path: PathBuf,
+        /// The open error.
+        err: Errno,
+    },
 }
 
 /// What unpacking a layer found out.
@@ -114,6 +139,7 @@ pub struct Unpacked {
     pub diff_id: Digest,
     /// Uncompressed size of the tar stream.
     pub size: u64,
+    /// How many entries the tar stream had.
     pub entries: u64,
 }
 

@@ -26,9 +26,11 @@ pub struct Rule {
     pub kind: char,
     /// `None` is the `*` wildcard.
     pub major: Option<u32>,
+    /// `None` is the `*` wildcard.
     pub minor: Option<u32>,
     /// Any of "rwm".
     pub access: String,
+    /// Allow (`true`) or deny the access.
     pub allow: bool,
 }
 

@@ -39,44 +39,94 @@ use std::path::{Component, Path, PathBuf};
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
+/// Why a cgroup operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    /// A cgroup file (or `/proc/self/mountinfo`, `/proc/self/cgroup`) cannot be
+    /// read.
     #[error("read {path}: {err}")]
-    Read { path: PathBuf, err: io::Error },
-    #[error("write {value:?} to {path}: {err}")]
-    Write {
+    Read {
+        /// The file.
         path: PathBuf,
-        value: String,
+        /// The underlying error.
         err: io::Error,
     },
+    /// Writing a value to a cgroup file failed (the kernel refused the value,
+    /// or the controller is not enabled).
+    #[error("write {value:?} to {path}: {err}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The value written.
+        value: String,
+        /// The underlying error.
+        err: io::Error,
+    },
+    /// mkdir(2) of a cgroup directory failed.
     #[error("create cgroup {path}: {err}")]
-    Create { path: PathBuf, err: io::Error },
+    Create {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The underlying error.
+        err: io::Error,
+    },
+    /// rmdir(2) of a cgroup directory failed (other than a brief `EBUSY` while
+    /// its tasks exit).
     #[error("remove cgroup {path}: {err}")]
-    Remove { path: PathBuf, err: io::Error },
+    Remove {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The underlying error.
+        err: io::Error,
+    },
+    /// No cgroup or cgroup2 filesystem in `/proc/self/mountinfo`, or a v2
+    /// operation on a container without a cgroup2 directory.
     #[error("no cgroup filesystem is mounted")]
     NoCgroupFs,
+    /// `linux.resources` sets a limit whose controller the host does not have
+    /// (its name).
     #[error(
         "cgroup controller {0} is not available on this host, but linux.resources asks for it"
     )]
     MissingController(String),
+    /// `linux.cgroupsPath` is unusable: systemd syntax, or it names a
+    /// hierarchy's root. The path as given, and why.
     #[error("invalid cgroupsPath {0:?}: {1}")]
     InvalidPath(String, String),
+    /// `--systemd-cgroup` was given; only cgroupfs is supported.
     #[error("--systemd-cgroup is not supported: skiff manages cgroups through cgroupfs")]
     SystemdUnsupported,
+    /// A `linux.resources` value the kernel would reject, caught before
+    /// anything is written.
     #[error("invalid resource {field}: {msg}")]
-    InvalidResource { field: &'static str, msg: String },
+    InvalidResource {
+        /// The field, like `memory.swap` or `devices.access`.
+        field: &'static str,
+        /// What is wrong with its value.
+        msg: String,
+    },
+    /// The cgroup did not reach the frozen (or thawed) state within about a
+    /// second.
     #[error("freezing cgroup {path} timed out")]
-    FreezeTimeout { path: PathBuf },
+    FreezeTimeout {
+        /// The cgroup directory.
+        path: PathBuf,
+    },
 }
 
+/// The result type of cgroup operations.
 pub type Result<T> = std::result::Result<T, CgroupError>;
 
 /// The cgroup layout of the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// cgroup v2 only, mounted at `/sys/fs/cgroup`.
     Unified,
+    /// v1 controllers plus a cgroup2 tree (usually `/sys/fs/cgroup/unified`);
+    /// managed as v1.
     Hybrid,
+    /// cgroup v1 only.
     Legacy,
 }
 
@@ -89,6 +139,7 @@ pub struct Hierarchy {
     pub root: String,
     /// v1 controllers (and `name=...` for named hierarchies); empty for cgroup2.
     pub controllers: Vec<String>,
+    /// Whether this is a cgroup2 mount.
     pub v2: bool,
 }
 
@@ -221,8 +272,11 @@ pub fn clean_path(p: &str) -> String {
 /// or `""` for the cgroup2 tree.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupPaths {
+    /// The host's layout when the paths were resolved; `None` in an empty
+    /// (default) value.
     #[serde(default)]
     pub mode: Option<Mode>,
+    /// The container's directory in each hierarchy, keyed as above.
     #[serde(default)]
     pub paths: BTreeMap<String, PathBuf>,
 }

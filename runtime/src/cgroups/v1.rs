@@ -13,6 +13,10 @@ use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxResources};
 
 use super::{mkdir_all, read, write, CgroupError, CgroupPaths, Result};
 
+/// Create the container's directory in every hierarchy (a new cpuset
+/// cgroup gets `cpuset.cpus` and `cpuset.mems` from its parent), then apply
+/// `linux.resources` and the device rules, with `devices` the spec's
+/// `linux.devices`.
 pub fn create(
     paths: &CgroupPaths,
     resources: Option<&LinuxResources>,
@@ -290,6 +294,8 @@ fn apply_devices(
     Ok(())
 }
 
+/// Freeze (`FROZEN`) or thaw (`THAWED`) the container through
+/// `freezer.state`, waiting until the kernel reports that state.
 pub fn set_frozen(paths: &CgroupPaths, frozen: bool) -> Result<()> {
     let dir = dir_for(paths, "freezer")?;
     let want = if frozen { "FROZEN" } else { "THAWED" };
@@ -308,6 +314,7 @@ pub fn set_frozen(paths: &CgroupPaths, frozen: bool) -> Result<()> {
     })
 }
 
+/// Whether `freezer.state` reads `FROZEN` or `FREEZING`.
 pub fn is_frozen(paths: &CgroupPaths) -> bool {
     paths
         .get("freezer")

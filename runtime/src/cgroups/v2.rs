@@ -16,6 +16,10 @@ fn dir(paths: &CgroupPaths) -> Result<&Path> {
     paths.unified().ok_or(CgroupError::NoCgroupFs)
 }
 
+/// Create the container's cgroup, enable every available controller in its
+/// ancestors' `cgroup.subtree_control`, apply `linux.resources`, and attach
+/// the device filter built from the rules and `devices` (the spec's
+/// `linux.devices`).
 pub fn create(
     paths: &CgroupPaths,
     resources: Option<&LinuxResources>,
@@ -252,6 +256,8 @@ pub fn apply(paths: &CgroupPaths, resources: Option<&LinuxResources>) -> Result<
     Ok(())
 }
 
+/// Freeze or thaw the container through `cgroup.freeze`, waiting until
+/// `cgroup.events` reports the new state.
 pub fn set_frozen(paths: &CgroupPaths, frozen: bool) -> Result<()> {
     let d = dir(paths)?;
     write(&d.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
@@ -267,6 +273,7 @@ pub fn set_frozen(paths: &CgroupPaths, frozen: bool) -> Result<()> {
     })
 }
 
+/// Whether `cgroup.freeze` reads `1`.
 pub fn is_frozen(paths: &CgroupPaths) -> bool {
     paths
         .unified()

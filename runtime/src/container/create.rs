@@ -46,44 +46,70 @@ use crate::{spec, Result};
 /// What can stop `create`, step by step.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
+    /// The bundle directory cannot be resolved or entered.
     #[error("chdir {path}")]
     Bundle {
+        /// The bundle directory.
         path: PathBuf,
+        /// Why.
         #[source]
         source: IoCause,
     },
+    /// The config has no `process`.
     #[error("process property must not be empty")]
     NoProcess,
+    /// `process.terminal` is set, the container is detached, and no
+    /// `--console-socket` was given to receive the pty.
     #[error("cannot allocate tty if runc will detach without setting console socket")]
     TtyNeedsConsoleSocket,
+    /// `--console-socket` was given but `process.terminal` is not set.
     #[error("cannot use console socket if runc will not detach or allocate tty")]
     ConsoleSocketNeedsTty,
+    /// Creating `exec.fifo` in the state directory, or setting its mode, failed.
     #[error("{op} exec fifo {path}")]
     ExecFifo {
+        /// The step that failed (`"create"`, `"chmod"`).
         op: &'static str,
+        /// The fifo.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The new state directory cannot be opened.
     #[error("open {path}")]
     StateDir {
+        /// The state directory.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The foreground console's socket cannot be duplicated for the init.
     #[error("dup console socket")]
     DupConsole(#[source] std::io::Error),
+    /// The runtime's own pid namespace cannot be opened, to return to it after
+    /// forking the init into a new one.
     #[error("open /proc/self/ns/pid")]
     OwnPidNamespace(#[source] std::io::Error),
+    /// setns(2) back into the runtime's pid namespace failed.
     #[error("return to the runtime's pid namespace")]
     ReturnPidNamespace(#[source] nix::Error),
+    /// fork(2) of the init failed.
     #[error("fork")]
     Fork(#[source] nix::Error),
     /// Anything that went wrong in or for the init, as runc words it.
     #[error("unable to start container process")]
     StartProcess(#[source] Box<crate::Error>),
+    /// The init was OOM-killed while starting: the memory limit is too low for
+    /// it.
     #[error("container init was killed by the OOM killer: {limit} (linux.resources.memory.limit) is below what it needs to start{peak}")]
-    MemoryTooLow { limit: String, peak: String },
+    MemoryTooLow {
+        /// The limit, as a phrase (`the memory limit of N bytes`).
+        limit: String,
+        /// ` (peak usage: N)`, when the cgroup reports a peak; else empty.
+        peak: String,
+    },
 }
 
 /// Errors in or for the init read like runc's: "unable to start container
@@ -95,14 +121,26 @@ fn start_process(e: impl Into<crate::Error>) -> crate::Error {
 /// Options of `create` (and the create half of `run`).
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
+    /// `--root`: the runtime's state directory, holding one directory per
+    /// container.
     pub root: PathBuf,
+    /// The container id.
     pub id: String,
+    /// `--bundle`: the directory holding `config.json`.
     pub bundle: PathBuf,
+    /// `--pid-file`: where to write the init's pid once the container is
+    /// created.
     pub pid_file: Option<PathBuf>,
+    /// `--console-socket`: a unix socket to send the pty master to, with
+    /// `process.terminal`.
     pub console_socket: Option<PathBuf>,
+    /// `--no-pivot`: enter the rootfs with `MS_MOVE` and chroot(2) instead of
+    /// pivot_root(2).
     pub no_pivot: bool,
     /// Give the container a session keyring of its own (not `--no-new-keyring`).
     pub new_keyring: bool,
+    /// `--preserve-fds`: how many descriptors after stderr (3, 4...) the
+    /// container's process inherits.
     pub preserve_fds: i32,
     /// Set by `run` in the foreground: without `--console-socket`, a
     /// terminal's master comes back to us (see [`Created::console`]).
@@ -112,7 +150,10 @@ pub struct CreateOptions {
 /// What `create` leaves for `run`: the container and, for a foreground
 /// terminal, the console that receives the pty master.
 pub struct Created {
+    /// The container, recorded as `created`.
     pub container: Container,
+    /// The console that receives the pty master, when `run` in the foreground
+    /// gave the container a terminal without `--console-socket`.
     pub console: Option<crate::terminal::ForegroundConsole>,
 }
 
@@ -150,6 +191,9 @@ struct Prepared {
     terminal: bool,
 }
 
+/// `skiff create`: build the container and leave its init waiting on
+/// `exec.fifo` (see the module docs for the steps). On failure everything
+/// made is undone.
 pub fn create(opts: &CreateOptions) -> Result<Created> {
     let p = prepare(opts)?;
     let (dir, state_dir) = make_state_dir(opts)?;

@@ -18,16 +18,29 @@ use crate::{cgroups, Result};
 /// What can stop `delete`.
 #[derive(Debug, thiserror::Error)]
 pub enum DeleteError {
+    /// The container is running, paused or being created, and `--force` was
+    /// not given.
     #[error("cannot delete container {id} that is not stopped: {status}")]
-    NotStopped { id: String, status: Status },
+    NotStopped {
+        /// The container id.
+        id: String,
+        /// Its status.
+        status: Status,
+    },
+    /// The directory of a container without readable state cannot be removed.
     #[error("remove {path}")]
     RemoveStale {
+        /// The directory.
         path: std::path::PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
 }
 
+/// `skiff delete`: kill what is left of the container (all of it with
+/// `force`), remove its cgroup and state directory, then run the
+/// `poststop` hooks (a failing one is logged, not returned).
 pub fn delete(c: &mut Container, force: bool) -> Result<()> {
     match c.refresh() {
         // A stopped init may have left processes behind (without a pid

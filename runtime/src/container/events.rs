@@ -21,10 +21,13 @@ use crate::Result;
 /// What can stop `events`.
 #[derive(Debug, thiserror::Error)]
 pub enum EventsError {
+    /// The container has stopped (its id).
     #[error("container with id {0} is not running")]
     NotRunning(String),
+    /// Writing an event to the output failed.
     #[error("write events")]
     Write(#[source] std::io::Error),
+    /// pidfd_open(2) on the init failed, so its end cannot be watched.
     #[error("watch container")]
     Watch(#[source] std::io::Error),
 }
@@ -35,6 +38,9 @@ fn emit(out: &mut impl Write, line: serde_json::Value) -> Result<()> {
         .map_err(|e| EventsError::Write(e).into())
 }
 
+/// `skiff events`: write one stats line if `only_stats`, else stats every
+/// `interval` and an `oom` line on each OOM kill, as JSON lines to `out`,
+/// until the container stops.
 pub fn events(
     c: &mut Container,
     only_stats: bool,

@@ -24,26 +24,39 @@ use crate::{cgroups, namespaces, Result};
 /// What can stop `exec`.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
+    /// The container is paused.
     #[error("cannot exec in a paused container")]
     Paused,
+    /// The container is stopped or still being created (or its init died
+    /// while exec was starting).
     #[error("cannot exec in a stopped container")]
     Stopped,
+    /// No program to run: `process.args` is empty.
     #[error("process args cannot be empty")]
     NoArgs,
+    /// `process.terminal` is set, exec is detached, and no `--console-socket`
+    /// was given to receive the pty.
     #[error("cannot allocate tty if runc will detach without setting console socket")]
     TtyNeedsConsoleSocket,
+    /// `--console-socket` was given but the process has no terminal.
     #[error("cannot use console socket if runc will not detach or allocate tty")]
     ConsoleSocketNeedsTty,
+    /// The foreground console's socket cannot be duplicated for the process.
     #[error("dup console socket")]
     DupConsole(#[source] std::io::Error),
+    /// fork(2) failed.
     #[error("fork")]
     Fork(#[source] nix::Error),
+    /// Anything that went wrong in or for the new process, as runc words it.
     #[error("unable to start container process")]
     StartProcess(#[source] Box<crate::Error>),
+    /// The process ran without ever reporting its pid.
     #[error("exec: no pid reported")]
     NoPid,
+    /// `--user` is not `UID[:GID]` with numeric ids.
     #[error("invalid --user {0:?}")]
     User(String),
+    /// A `--cap` name that is not a capability (like `CAP_NET_ADMIN`).
     #[error("unknown capability {0:?}")]
     Capability(String),
 }
@@ -51,14 +64,19 @@ pub enum ExecError {
 /// What `exec`'s flags say when no `--process` file is given (runc's).
 #[derive(Debug, Default, Clone)]
 pub struct ExecFlags {
+    /// The program and its arguments.
     pub args: Vec<String>,
+    /// `--tty`: give the process a terminal.
     pub tty: bool,
     /// `--env K=V`, each overriding the config's value of the same name.
     pub env: Vec<String>,
+    /// `--cwd`: the working directory, instead of the config's.
     pub cwd: Option<PathBuf>,
     /// `--user UID[:GID]`.
     pub user: Option<String>,
+    /// `--additional-gids`: supplementary groups, replacing the config's.
     pub additional_gids: Vec<u32>,
+    /// `--no-new-privs`: set `process.noNewPrivileges`.
     pub no_new_privs: bool,
     /// `--cap CAP_X`: added to the bounding, effective and permitted sets
     /// (and ambient when the config has inheritable ones).
@@ -140,11 +158,18 @@ fn start_process(e: impl Into<crate::Error>) -> crate::Error {
     ExecError::StartProcess(Box::new(e.into())).into()
 }
 
+/// Options of `exec`.
 pub struct ExecOptions {
+    /// The process to run (from `--process`, or from the flags).
     pub process: Process,
+    /// `--detach`: return once the process runs, instead of waiting for it.
     pub detach: bool,
+    /// `--pid-file`: where to write the new process's pid.
     pub pid_file: Option<PathBuf>,
+    /// `--console-socket`: a unix socket to send the pty master to.
     pub console_socket: Option<PathBuf>,
+    /// `--preserve-fds`: how many descriptors after stderr (3, 4...) the
+    /// process inherits.
     pub preserve_fds: i32,
 }
 

@@ -10,12 +10,17 @@ use crate::{cgroups, Result};
 /// What can stop `kill`.
 #[derive(Debug, thiserror::Error)]
 pub enum KillError {
+    /// The container has stopped (or its init is no longer the recorded
+    /// process).
     #[error("container not running")]
     NotRunning,
+    /// pidfd_open(2) or pidfd_send_signal(2) on the init failed.
     #[error("unable to signal init")]
     Signal(#[source] std::io::Error),
 }
 
+/// `skiff kill`: send `sig` to the init, or with `all` to every process in
+/// the container's cgroup.
 pub fn kill(c: &mut Container, sig: Signal, all: bool) -> Result<()> {
     let status = c.refresh();
     if all {

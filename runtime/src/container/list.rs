@@ -10,6 +10,7 @@ use crate::container::{Container, OciState};
 /// One row of `list --format json`: the OCI state with the owner's name.
 #[derive(Serialize)]
 pub struct ListEntry<'a> {
+    /// The container's OCI state, with `owner` filled in.
     #[serde(flatten)]
     pub state: OciState<'a>,
 }
@@ -47,6 +48,9 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `skiff list`: the containers, refreshed, as a `table`, as `json` (`null`
+/// when there are none), or ids only with `quiet`. Any other format is an
+/// error.
 pub fn render(containers: &mut [Container], format: &str, quiet: bool) -> Result<String, String> {
     for c in containers.iter_mut() {
         c.refresh();

@@ -46,32 +46,68 @@ pub const EXEC_FIFO: &str = "exec.fifo";
 /// Longest container id accepted (a file name must fit in NAME_MAX).
 pub const MAX_ID_LEN: usize = 255;
 
+/// Why a container's state cannot be found, made, read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
+    /// The id has characters other than letters, digits and `_ + - .`, or is
+    /// empty, `.` or `..`.
     #[error("invalid container id format: {0:?}")]
     InvalidId(String),
+    /// The id is longer than [`MAX_ID_LEN`].
     #[error("container id is longer than {MAX_ID_LEN} characters")]
     IdTooLong,
+    /// A container with this id already exists.
     #[error("container with id exists: {0}")]
     Exists(String),
+    /// No container with this id (no `state.json`).
     #[error("container does not exist")]
     NotExist(String),
+    /// `--root` or a container's state directory cannot be created.
     #[error("create state directory {path}: {err}")]
-    CreateDir { path: PathBuf, err: io::Error },
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        err: io::Error,
+    },
+    /// `state.json` (or the `--root` listing) cannot be read.
     #[error("read container state {path}: {err}")]
-    ReadState { path: PathBuf, err: io::Error },
+    ReadState {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        err: io::Error,
+    },
+    /// `state.json` does not parse.
     #[error("parse container state {path}: {err}")]
     ParseState {
+        /// The file.
         path: PathBuf,
+        /// The parser's error.
         err: serde_json::Error,
     },
+    /// `state.json` cannot be written.
     #[error("write container state {path}: {err}")]
-    WriteState { path: PathBuf, err: io::Error },
+    WriteState {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        err: io::Error,
+    },
+    /// The state directory cannot be removed.
     #[error("remove state directory {path}: {err}")]
-    RemoveDir { path: PathBuf, err: io::Error },
+    RemoveDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        err: io::Error,
+    },
+    /// `--pid-file` cannot be written.
     #[error("write pid file {path}")]
     PidFile {
+        /// The pid file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: io::Error,
     },
@@ -81,10 +117,15 @@ pub enum ContainerError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// `create` is building the container and has not finished.
     Creating,
+    /// The init waits on `exec.fifo` for `start`.
     Created,
+    /// The user's program runs.
     Running,
+    /// The cgroup is frozen (`pause`).
     Paused,
+    /// The init has exited.
     Stopped,
 }
 
@@ -105,14 +146,24 @@ impl std::fmt::Display for Status {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct State {
+    /// The OCI runtime spec version of the state ([`OCI_VERSION`]).
     pub oci_version: String,
+    /// The container id.
     pub id: String,
+    /// The init's pid, as the host sees it.
     pub pid: i32,
+    /// The status when last saved; see [`Container::status`] for the live one.
     pub status: Status,
+    /// The bundle directory (absolute).
     pub bundle: PathBuf,
+    /// The root filesystem (absolute).
     pub rootfs: PathBuf,
+    /// When the container was created (RFC 3339, nanoseconds).
     pub created: String,
+    /// The user owning the state directory; filled in by `list`, empty
+    /// otherwise.
     pub owner: String,
+    /// The config's `annotations`.
     #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     pub annotations: HashMap<String, String>,
     /// Start time (clock ticks since boot) of the init, to detect pid reuse.
@@ -138,14 +189,23 @@ pub struct State {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OciState<'a> {
+    /// The OCI runtime spec version ([`OCI_VERSION`]).
     pub oci_version: &'a str,
+    /// The container id.
     pub id: &'a str,
+    /// The init's pid; 0 once the container has stopped.
     pub pid: i32,
+    /// The status.
     pub status: Status,
+    /// The bundle directory.
     pub bundle: &'a Path,
+    /// The root filesystem.
     pub rootfs: &'a Path,
+    /// When the container was created (RFC 3339).
     pub created: &'a str,
+    /// The owner's user name (set by `list`), or empty.
     pub owner: &'a str,
+    /// The config's `annotations`.
     #[serde(skip_serializing_if = "HashMap::is_empty")]
     pub annotations: &'a HashMap<String, String>,
 }
@@ -176,7 +236,9 @@ pub fn validate_id(id: &str) -> Result<(), ContainerError> {
 /// A container as found under `--root`.
 #[derive(Debug, Clone)]
 pub struct Container {
+    /// The container's state directory, `<root>/<id>`.
     pub dir: PathBuf,
+    /// What `state.json` holds.
     pub state: State,
 }
 
@@ -290,10 +352,12 @@ impl Container {
             .map_err(|err| ContainerError::WriteState { path, err })
     }
 
+    /// The container id.
     pub fn id(&self) -> &str {
         &self.state.id
     }
 
+    /// Where the container's `exec.fifo` is (or was, before `start`).
     pub fn fifo_path(&self) -> PathBuf {
         self.dir.join(EXEC_FIFO)
     }

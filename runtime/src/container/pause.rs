@@ -9,12 +9,15 @@ use crate::{cgroups, Result};
 /// What can stop `pause` and `resume`.
 #[derive(Debug, thiserror::Error)]
 pub enum PauseError {
+    /// `pause` on a container that is neither running nor created.
     #[error("container not running")]
     NotRunning,
+    /// `resume` on a container that is not paused.
     #[error("container not paused")]
     NotPaused,
 }
 
+/// `skiff pause`: freeze every process of a running or created container.
 pub fn pause(c: &mut Container) -> Result<()> {
     match c.refresh() {
         Status::Running | Status::Created => {}
@@ -27,6 +30,7 @@ pub fn pause(c: &mut Container) -> Result<()> {
     Ok(cgroups::set_frozen(&c.state.cgroup_paths, true)?)
 }
 
+/// `skiff resume`: thaw a paused container.
 pub fn resume(c: &mut Container) -> Result<()> {
     if c.refresh() != Status::Paused {
         return Err(PauseError::NotPaused.into());

@@ -9,19 +9,27 @@ use crate::{cgroups, Result};
 /// What can stop `ps`.
 #[derive(Debug, thiserror::Error)]
 pub enum PsError {
+    /// ps(1) cannot be run.
     #[error("run ps")]
     Run(#[source] std::io::Error),
+    /// ps(1) exited with an error.
     #[error("{status}: {stderr}")]
     Failed {
+        /// Its exit status.
         status: std::process::ExitStatus,
+        /// What it wrote on stderr.
         stderr: String,
     },
+    /// ps(1)'s header has no `PID` column (`ps_args` left it out).
     #[error("couldn't find PID field in ps output")]
     NoPidColumn,
+    /// A format other than `table` or `json`.
     #[error("invalid format option")]
     Format,
 }
 
+/// `skiff ps`: the container's pids as a JSON list (`json`), or the lines
+/// of `ps` (`-ef` unless `ps_args` are given) for those pids (`table`).
 pub fn ps(c: &Container, format: &str, ps_args: &[String]) -> Result<String> {
     let pids = cgroups::pids(&c.state.cgroup_paths)?;
     match format {

@@ -19,16 +19,22 @@ use crate::Result;
 /// What can stop `start`.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The container has stopped.
     #[error("cannot start a container that has stopped")]
     Stopped,
+    /// The container is paused.
     #[error("cannot start a container in the paused state")]
     Paused,
+    /// The container is running already (or still being created).
     #[error("cannot start an already running container")]
     AlreadyRunning,
+    /// The init died before the user's program could run.
     #[error("container process is already dead")]
     InitDead,
+    /// `exec.fifo` cannot be opened.
     #[error("open exec fifo")]
     OpenFifo(#[source] nix::Error),
+    /// poll(2) on the fifo and the init's pidfd failed.
     #[error("wait for init")]
     Wait(#[source] nix::Error),
     /// The init failed between the fifo and execve, and wrote why.
@@ -36,6 +42,9 @@ pub enum StartError {
     Init(String),
 }
 
+/// `skiff start`: release a created container's init to exec the user's
+/// program, then run the `poststart` hooks (a failing one deletes the
+/// container).
 pub fn start(c: &mut Container) -> Result<()> {
     match c.refresh() {
         Status::Created => {}

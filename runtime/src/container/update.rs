@@ -16,26 +16,38 @@ use crate::{cgroups, Result};
 /// What can stop `update`.
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
+    /// The container has stopped (its id).
     #[error("container {0} is not running")]
     NotRunning(String),
+    /// The changes, or the config merged with them, are not a valid
+    /// `linux.resources`.
     #[error("invalid resources")]
     Invalid(#[source] serde_json::Error),
+    /// The stored config cannot be converted to JSON and back.
     #[error("update config")]
     Config(#[source] serde_json::Error),
+    /// An Intel RDT flag was given (`--l3-cache-schema`, `--mem-bw-schema`).
     #[error("Intel RDT is not supported by skiff")]
     IntelRdt,
+    /// The `--resources` file (or stdin) cannot be read.
     #[error("read resources from {from}")]
     Read {
+        /// The file, or `stdin`.
         from: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The `--resources` text is not JSON.
     #[error("parse resources from {from}")]
     Parse {
+        /// The file, or `stdin`.
         from: String,
+        /// The parser's error.
         #[source]
         source: serde_json::Error,
     },
+    /// A memory flag whose value is not a size.
     #[error("invalid size: {0:?}")]
     Size(String),
 }
@@ -45,22 +57,38 @@ pub enum UpdateError {
 pub struct UpdateFlags {
     /// `--resources FILE`, or `-` for stdin: a `linux.resources` object.
     pub resources: Option<PathBuf>,
+    /// `--blkio-weight`: `blockIO.weight`, 10 to 1000.
     pub blkio_weight: Option<u16>,
+    /// `--cpu-period`: `cpu.period`, the CFS period in microseconds.
     pub cpu_period: Option<u64>,
+    /// `--cpu-quota`: `cpu.quota`, CPU time allowed per period, in
+    /// microseconds.
     pub cpu_quota: Option<i64>,
+    /// `--cpu-share`: `cpu.shares`, the weight against other cgroups.
     pub cpu_share: Option<u64>,
+    /// `--cpu-rt-period`: `cpu.realtimePeriod`, in microseconds.
     pub cpu_rt_period: Option<u64>,
+    /// `--cpu-rt-runtime`: `cpu.realtimeRuntime`, in microseconds.
     pub cpu_rt_runtime: Option<i64>,
+    /// `--cpu-idle`: `cpu.idle`; 1 makes the cgroup `SCHED_IDLE`.
     pub cpu_idle: Option<i64>,
+    /// `--cpuset-cpus`: `cpu.cpus`, the CPUs to use (`0-3,6`).
     pub cpuset_cpus: Option<String>,
+    /// `--cpuset-mems`: `cpu.mems`, the memory nodes to use.
     pub cpuset_mems: Option<String>,
     /// Sizes as runc takes them (`512m`, `1G`, `-1`).
     pub memory: Option<String>,
+    /// `--memory-reservation`: `memory.reservation`, the soft limit.
     pub memory_reservation: Option<String>,
+    /// `--memory-swap`: `memory.swap`, memory plus swap; `-1` for unlimited
+    /// swap.
     pub memory_swap: Option<String>,
+    /// `--pids-limit`: `pids.limit`, the most processes the container may
+    /// have.
     pub pids_limit: Option<i64>,
     /// Intel RDT schemas: refused.
     pub l3_cache_schema: Option<String>,
+    /// `--mem-bw-schema` (Intel RDT): refused.
     pub mem_bw_schema: Option<String>,
 }
 

@@ -69,8 +69,11 @@ pub fn apply_bounding(c: &LinuxCapabilities) -> Result<(), ProcessError> {
 /// writes together, as bit masks (bit N is capability N).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sets {
+    /// The effective set.
     pub effective: u64,
+    /// The permitted set.
     pub permitted: u64,
+    /// The inheritable set.
     pub inheritable: u64,
 }
 

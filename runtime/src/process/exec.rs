@@ -55,7 +55,11 @@ fn cstrings<'a>(items: impl Iterator<Item = &'a [u8]>) -> Vec<CString> {
 /// [`crate::init::finalize_process`]).
 #[derive(Default)]
 pub struct LastSteps<'a> {
+    /// The seccomp filter to load last (none, or already loaded because it
+    /// notifies a listener).
     pub filter: Option<&'a crate::seccomp::Filter>,
+    /// The capability sets to write after loading the filter, when
+    /// CAP_SYS_ADMIN was held for it.
     pub caps: Option<super::capabilities::Sets>,
 }
 

@@ -28,6 +28,7 @@ fn resource(t: PosixRlimitType) -> Resource {
     }
 }
 
+/// setrlimit(2) each of `process.rlimits`, soft and hard.
 pub fn apply(limits: &[PosixRlimit]) -> Result<(), ProcessError> {
     for l in limits {
         crate::explain!(

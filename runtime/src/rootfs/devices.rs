@@ -74,6 +74,8 @@ pub fn runtime_builds_dev(mounts: &[Mount]) -> bool {
     })
 }
 
+/// Create `/dev/null`, `zero`, `full`, `random`, `urandom` and `tty` under
+/// `root` (bind-mounted from the host in a user namespace).
 pub fn create_default(ops: &dyn MountOps, root: BorrowedFd<'_>, in_userns: bool) -> Result<()> {
     crate::explain!(
         "mknod(2)",
@@ -96,6 +98,8 @@ pub fn create_default(ops: &dyn MountOps, root: BorrowedFd<'_>, in_userns: bool)
     Ok(())
 }
 
+/// Create the spec's `linux.devices` under `root` (bind-mounted from the
+/// host in a user namespace); each must be under `/dev`.
 pub fn create_listed(
     ops: &dyn MountOps,
     root: BorrowedFd<'_>,

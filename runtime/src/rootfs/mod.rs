@@ -32,28 +32,55 @@ use oci_spec::runtime::Spec;
 
 use crate::cgroups::CgroupPaths;
 
+/// Why preparing the container's root filesystem failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
+    /// A system call (mount(2), mknod(2), an open inside the rootfs...) failed.
     #[error("{op} {path}: {err}")]
     Sys {
+        /// What was being done.
         op: &'static str,
+        /// The path concerned (inside the container, mostly).
         path: PathBuf,
+        /// The error it returned.
         err: nix::Error,
     },
+    /// A file operation failed.
     #[error("{op} {path}: {err}")]
     Io {
+        /// What was being done.
         op: &'static str,
+        /// The path concerned.
         path: PathBuf,
+        /// The underlying error.
         err: std::io::Error,
     },
+    /// `linux.rootfsPropagation` is not a propagation name (`rslave`,
+    /// `private`...).
     #[error("invalid rootfsPropagation {0:?}")]
     BadPropagation(String),
+    /// A mount is refused: a bind mount without a source, `proc` or `sysfs`
+    /// on a symlink or non-directory, something else at or inside `/proc`, a
+    /// `/dev/null` that is not the null device...
     #[error("mount destination {dest}: {msg}")]
-    BadMount { dest: PathBuf, msg: String },
+    BadMount {
+        /// The mount's destination.
+        dest: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A device is refused: outside `/dev`, of type `a`, reached through a
+    /// symlink, or an existing file that is not that device.
     #[error("invalid device {path}: {msg}")]
-    BadDevice { path: PathBuf, msg: String },
+    BadDevice {
+        /// The device's path.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
 }
 
+/// The result type of rootfs operations.
 pub type Result<T> = std::result::Result<T, RootfsError>;
 
 pub(crate) fn sys_err(
@@ -66,8 +93,11 @@ pub(crate) fn sys_err(
 
 /// What the rootfs setup needs to know besides the spec.
 pub struct Context<'a> {
+    /// The container's config.
     pub spec: &'a Spec,
+    /// The rootfs directory (absolute, on the host).
     pub rootfs: &'a Path,
+    /// The container's cgroup, for `cgroup` mounts.
     pub cgroups: &'a CgroupPaths,
     /// The container runs in a user namespace: devices are bind-mounted, not made.
     pub in_userns: bool,

@@ -25,6 +25,8 @@ use super::{sys_err, Context, Result, RootfsError};
 
 const DIR_MODE: u32 = 0o755;
 
+/// Mount one entry of `mounts` at its destination inside `root`: a bind
+/// mount, a `cgroup` tree, or a fresh filesystem, then its propagation.
 pub fn mount_one(root: BorrowedFd<'_>, ctx: &Context<'_>, m: &Mount) -> Result<()> {
     let ops = ctx.ops;
     let dest = m.destination();

@@ -87,6 +87,7 @@ impl MountOps for Kernel {
 #[cfg(test)]
 #[derive(Default)]
 pub struct Recorder {
+    /// Every call made, in order.
     pub calls: std::cell::RefCell<Vec<String>>,
 }
 

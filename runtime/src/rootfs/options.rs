@@ -8,9 +8,13 @@ use nix::mount::MsFlags;
 /// Parsed mount options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
+    /// Flags to set (`MS_NOSUID`, `MS_BIND`...).
     pub flags: MsFlags,
+    /// Flags an option asked to clear (`rw` clears `MS_RDONLY`).
     pub clear: MsFlags,
+    /// Propagation changes, in order, each for its own mount(2) call.
     pub propagation: Vec<MsFlags>,
+    /// Filesystem-specific options (`size=64k`, `mode=755`), passed as data.
     pub data: Vec<String>,
 }
 
@@ -26,10 +30,12 @@ impl Default for MountOptions {
 }
 
 impl MountOptions {
+    /// Whether this is a bind mount (`bind` or `rbind`).
     pub fn is_bind(&self) -> bool {
         self.flags.contains(MsFlags::MS_BIND)
     }
 
+    /// The filesystem data, comma-separated, as mount(2) takes it.
     pub fn data_string(&self) -> String {
         self.data.join(",")
     }
@@ -50,6 +56,9 @@ pub fn propagation_flag(name: &str) -> Option<MsFlags> {
     })
 }
 
+/// Split config.json mount options into flags, cleared flags, propagation
+/// and data; unknown names are taken as data. A later option overrides an
+/// earlier one (`ro`, then `rw`).
 pub fn parse(options: &[String]) -> MountOptions {
     let mut o = MountOptions::default();
     for opt in options {

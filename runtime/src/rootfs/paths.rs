@@ -77,6 +77,8 @@ fn open_root() -> Result<File> {
     })
 }
 
+/// `maskedPaths`: cover each existing path with an empty read-only tmpfs (a
+/// directory) or a bind mount of the verified `/dev/null` (a file).
 pub fn mask(ops: &dyn MountOps, paths: &[String]) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
@@ -120,6 +122,8 @@ pub fn mask(ops: &dyn MountOps, paths: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `readonlyPaths`: bind-mount each existing path onto itself and remount
+/// it read-only.
 pub fn make_readonly(ops: &dyn MountOps, paths: &[String]) -> Result<()> {
     if paths.is_empty() {
         return Ok(());

@@ -21,6 +21,8 @@ use nix::unistd::{chdir, chroot, fchdir};
 use super::ops::MountOps;
 use super::{sys_err, Result, RootfsError};
 
+/// pivot_root(2) into `rootfs`, then detach the old root so the host's
+/// filesystem is unreachable.
 pub fn pivot(ops: &dyn MountOps, rootfs: &Path) -> Result<()> {
     crate::explain!(
         "pivot_root(2)",

@@ -25,19 +25,28 @@ use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
 };
 
+/// Why the seccomp filter could not be built, loaded or handed on.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
+    /// A libseccomp call failed.
     #[error("seccomp: {what}: {err}")]
     Lib {
+        /// What was being done.
         what: String,
+        /// libseccomp's error.
         err: libseccomp::error::SeccompError,
     },
+    /// Something this runtime or kernel cannot do: an unknown architecture, or
+    /// a listener at `listenerPath` that cannot be reached.
     #[error("seccomp: {0}")]
     Unsupported(String),
+    /// The compiled BPF program cannot be read back from libseccomp.
     #[error("seccomp: {0}")]
     Export(String),
+    /// seccomp(2) refused the filter.
     #[error("seccomp: load filter: {0}")]
     Load(String),
+    /// The profile uses `SCMP_ACT_NOTIFY` but gives no `listenerPath`.
     #[error("seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath")]
     NoListener,
 }
