@@ -19,7 +19,7 @@ const DEFAULT_LISTEN: &str = "unix:///run/skiff/agent.sock";
 #[command(
     name = "skiff-agent",
     version,
-    about = "Skiff's node agent: runs Kubernetes pods from manifest files"
+    about = "Skiff's node agent: runs Kubernetes pods from manifest files, or as a node of a cluster"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,8 +29,28 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 pub struct ServeArgs {
     /// Directory of Pod manifests (YAML or JSON), like kubelet's static pods
-    #[arg(long)]
+    #[arg(long, default_value = "/etc/skiff/manifests")]
     manifests: PathBuf,
+    /// Join a Kubernetes cluster as a node: the API server and credentials
+    /// (client certificate or token) of this kubeconfig
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Labels the Node registers with (node mode), e.g. zone=a,disk=ssd
+    #[arg(long, value_parser = parse_labels, default_value = "")]
+    node_labels: std::collections::BTreeMap<String, String>,
+    /// Taints the Node registers with (node mode): key[=value]:Effect,...
+    #[arg(long, value_parser = parse_taints, default_value = "")]
+    register_with_taints: Taints,
+    /// Most pods this node runs (node mode; kubelet's default)
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// Port of the kubelet API, as reported in the Node's daemonEndpoints
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+    /// The node's address in the cluster (default: the source address of
+    /// the default route)
+    #[arg(long)]
+    node_ip: Option<std::net::IpAddr>,
     /// Images, container layers, volumes and logs
     #[arg(long, default_value = "/var/lib/skiff")]
     data_dir: PathBuf,
@@ -67,6 +87,16 @@ pub struct ServeArgs {
     /// Per-registry CA certificates for pulls: DIR/<host>/ca.crt
     #[arg(long, default_value = "/etc/skiff/certs.d")]
     certs_dir: PathBuf,
+    /// The cluster DNS service's addresses, for pods with dnsPolicy
+    /// ClusterFirst (comma-separated; none: they get the node's resolver)
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<String>,
+    /// The cluster's DNS domain, for pods' search paths
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The node's resolver file, copied for dnsPolicy Default
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// Testing only: CrashLoopBackOff start and cap, e.g. "1s,8s"
     #[arg(long, hide = true)]
     test_backoff: Option<String>,
@@ -74,8 +104,9 @@ pub struct ServeArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run pods from a manifest directory and serve their status
-    Serve(ServeArgs),
+    /// Run pods from a manifest directory (and, with --kubeconfig, those a
+    /// cluster schedules here) and serve their status
+    Serve(Box<ServeArgs>),
     /// Show pods
     Get(client::GetArgs),
     /// Show a pod in detail, with its events
@@ -112,6 +143,52 @@ fn parse_duration(s: &str) -> anyhow::Result<Duration> {
         _ => anyhow::bail!("bad duration {s:?}"),
     };
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// `--register-with-taints`' value.
+#[derive(Clone, Debug, Default)]
+pub struct Taints(Vec<k8s_openapi::api::core::v1::Taint>);
+
+/// `k=v,k2=v2`, as kubelet's `--node-labels`.
+fn parse_labels(s: &str) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for kv in s.split(',').map(str::trim).filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("label {kv:?}: want key=value"))?;
+        if k.is_empty() {
+            anyhow::bail!("label {kv:?}: empty key");
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// `key[=value]:Effect,...`, as kubelet's `--register-with-taints`.
+fn parse_taints(s: &str) -> anyhow::Result<Taints> {
+    let mut out = Vec::new();
+    for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let (kv, effect) = t
+            .rsplit_once(':')
+            .with_context(|| format!("taint {t:?}: want key[=value]:Effect"))?;
+        if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+            anyhow::bail!("taint {t:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute");
+        }
+        let (key, value) = match kv.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (kv, None),
+        };
+        if key.is_empty() {
+            anyhow::bail!("taint {t:?}: empty key");
+        }
+        out.push(k8s_openapi::api::core::v1::Taint {
+            key: key.to_string(),
+            value,
+            effect: effect.to_string(),
+            time_added: None,
+        });
+    }
+    Ok(Taints(out))
 }
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -172,12 +249,25 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         log_max_files: a.container_log_max_files,
         insecure_registries: a.insecure_registries,
         certs_dir: a.certs_dir,
+        dns: agent::engine::etc_files::NodeDns {
+            cluster_dns: a.cluster_dns,
+            cluster_domain: a.cluster_domain,
+            resolv_conf: a.resolv_conf,
+        },
     };
+    let node = a.kubeconfig.map(|k| agent::node::NodeConfig {
+        kubeconfig: abs(k),
+        labels: a.node_labels,
+        taints: a.register_with_taints.0,
+        max_pods: a.max_pods,
+        kubelet_port: a.kubelet_port,
+        ip: a.node_ip.map(|i| i.to_string()),
+    });
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(agent::serve(cfg, listen))
+        .block_on(agent::serve(cfg, listen, node))
 }
 
 fn main() {
@@ -192,7 +282,7 @@ fn main() {
             .init();
     }
     let result = match cli.command {
-        Command::Serve(a) => serve(a),
+        Command::Serve(a) => serve(*a),
         Command::Get(a) => client::get(&a),
         Command::Describe(a) => client::describe(&a),
         Command::Logs(a) => client::logs(&a),

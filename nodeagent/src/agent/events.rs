@@ -53,7 +53,7 @@ impl Events {
         reason: &str,
         message: String,
         field: Option<&str>,
-    ) {
+    ) -> Event {
         let now = Timestamp::now();
         if let Some(e) = self.list.iter_mut().rev().take(50).find(|e| {
             e.uid == uid
@@ -63,12 +63,12 @@ impl Events {
         }) {
             e.count += 1;
             e.last_timestamp = now;
-            return;
+            return e.clone();
         }
         if self.list.len() >= KEEP {
             self.list.pop_front();
         }
-        self.list.push_back(Event {
+        let e = Event {
             namespace: namespace.to_string(),
             pod: pod.to_string(),
             uid: uid.to_string(),
@@ -79,6 +79,8 @@ impl Events {
             count: 1,
             first_timestamp: now,
             last_timestamp: now,
-        });
+        };
+        self.list.push_back(e.clone());
+        e
     }
 }

@@ -2,22 +2,26 @@
 //!
 //! Its shape follows kubelet's, in three parts:
 //!
-//! - **sources** ([`sources`]) say which pods should exist: today the
-//!   manifest directory, watched with inotify(7); their sets become add,
-//!   update and remove operations;
+//! - **sources** ([`sources`]) say which pods should exist: the manifest
+//!   directory, watched with inotify(7), and in node mode the API server's
+//!   pods bound to this node; their sets become add, update and remove
+//!   operations;
 //! - **the pod engine** ([`engine`]) runs one worker per pod that drives it
 //!   towards its spec (sandbox, init containers, app containers, restarts,
 //!   probes);
 //! - **the status manager** ([`status`]) owns every pod's record: workers
 //!   change records only through it, and it hands each change to the
-//!   sinks (the state files, the HTTP API of [`api`], subscribers).
+//!   sinks (the state files, the HTTP API of [`api`], subscribers such
+//!   as node mode's `pods/status` reporter in [`node`]).
 //!
 //! Everything a worker learns is written to its record on disk first
 //! ([`state`]), so a restarted agent can adopt what is running.
 
+pub mod admission;
 pub mod api;
 pub mod engine;
 pub mod events;
+pub mod node;
 pub mod reasons;
 pub mod sources;
 pub mod state;
@@ -56,6 +60,8 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     /// Per-registry CA certificates, `<dir>/<host>/ca.crt`.
     pub certs_dir: PathBuf,
+    /// What pods' resolv.conf is made from.
+    pub dns: engine::etc_files::NodeDns,
 }
 
 impl Config {
@@ -104,10 +110,16 @@ pub struct Agent {
     pub cni: Result<Cni, String>,
     pub cgroup_v2: bool,
     pub host_ip: String,
+    /// Node mode (`--kubeconfig`): the API client and what node mode's
+    /// tasks share.
+    pub node: Option<node::NodeHandle>,
 }
 
 impl Agent {
-    pub fn new(cfg: Config) -> Result<Arc<Agent>, skiff_images::store::StoreError> {
+    pub fn new(
+        cfg: Config,
+        node: Option<node::NodeHandle>,
+    ) -> Result<Arc<Agent>, skiff_images::store::StoreError> {
         let store = Arc::new(skiff_images::store::Store::open(&cfg.data_dir)?);
         let cni = crate::cni::load_or_default(&cfg.cni_conf_dir, &cfg.pod_cidr)
             .map(|network| Cni {
@@ -115,8 +127,12 @@ impl Agent {
                 network,
             })
             .map_err(|e| e.to_string());
-        let host_ip = host_ip();
+        let host_ip = node
+            .as_ref()
+            .and_then(|n| n.config.ip.clone())
+            .unwrap_or_else(host_ip);
         Ok(Arc::new(Agent {
+            node,
             store,
             cgroup_v2: nix::sys::statfs::statfs("/sys/fs/cgroup")
                 .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC),
@@ -160,8 +176,12 @@ impl Agent {
             .map(|p| (p.namespace, p.name))
             .unwrap_or_default();
         tracing::info!("{ns}/{name}: {reason}: {message}");
-        self.events()
+        let event = self
+            .events()
             .push(&ns, &name, uid, kind, reason, message, field);
+        if let Some(n) = &self.node {
+            n.shared.post_event(event);
+        }
         self.status.changed.notify_waiters();
     }
 }
@@ -180,8 +200,13 @@ fn host_ip() -> String {
         .unwrap_or_else(|_| "127.0.0.1".into())
 }
 
-/// Run the agent until SIGTERM or SIGINT.
-pub async fn serve(cfg: Config, listen: api::Listen) -> anyhow::Result<()> {
+/// Run the agent until SIGTERM or SIGINT; a node of a cluster when
+/// `node` is given.
+pub async fn serve(
+    cfg: Config,
+    listen: api::Listen,
+    node: Option<node::NodeConfig>,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     for d in [&cfg.state_dir, &cfg.data_dir, &cfg.manifests] {
         std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
@@ -192,12 +217,17 @@ pub async fn serve(cfg: Config, listen: api::Listen) -> anyhow::Result<()> {
     // Containers whose monitor dies are re-parented here, so their exit
     // status can still be collected (see monitor.rs).
     nix::sys::prctl::set_child_subreaper(true).context("set child subreaper")?;
-    let agent = Agent::new(cfg)?;
+    let node = match node {
+        Some(n) => Some(node::NodeHandle::new(n).await?),
+        None => None,
+    };
+    let agent = Agent::new(cfg, node)?;
     if let Err(e) = &agent.cni {
         tracing::warn!("pod networking unavailable: {e}");
     }
     let server = api::serve(agent.clone(), listen).await?;
     engine::Engine::adopt(&agent);
+    node::start(&agent);
     tokio::spawn(reap_orphans());
     let watcher = tokio::spawn(sources::file::watch(agent.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -100,8 +100,13 @@ impl std::fmt::Display for TerminatedReason {
 /// refuses or ends it rather than its containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PodFailureReason {
-    /// The manifest asks for something the node does not do (kubelet's
-    /// admission refusal for a field it does not support).
+    /// A static pod's manifest does not parse or check (Skiff's own: kubelet
+    /// only logs such a file).
+    InvalidManifest,
+    /// The pod uses a field this node does not implement (Skiff's own: it
+    /// refuses rather than run half the spec; the message names the path).
+    UnsupportedField,
+    /// The node could not admit the pod for another reason.
     UnexpectedAdmissionError,
     /// `activeDeadlineSeconds` passed.
     DeadlineExceeded,
@@ -117,6 +122,8 @@ pub enum PodFailureReason {
 impl PodFailureReason {
     pub fn as_str(self) -> &'static str {
         match self {
+            PodFailureReason::InvalidManifest => "InvalidManifest",
+            PodFailureReason::UnsupportedField => "UnsupportedField",
             PodFailureReason::UnexpectedAdmissionError => "UnexpectedAdmissionError",
             PodFailureReason::DeadlineExceeded => "DeadlineExceeded",
             PodFailureReason::OutOfCpu => "OutOfcpu",

@@ -30,7 +30,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 
-use super::reasons::{TerminatedReason, WaitingReason};
+use super::reasons::{PodFailureReason, TerminatedReason, WaitingReason};
 use super::sources::Source;
 use crate::backoff::Backoff;
 
@@ -103,6 +103,10 @@ pub struct PodRecord {
     /// Why the manifest was rejected.
     #[serde(default)]
     pub invalid: Option<String>,
+    /// The reason the node gives for refusing it, when not the manifest's
+    /// fault (`OutOfcpu`...).
+    #[serde(default)]
+    pub rejected: Option<PodFailureReason>,
     pub created_at: Timestamp,
     #[serde(default)]
     pub start_time: Option<Timestamp>,
@@ -122,6 +126,13 @@ pub struct PodRecord {
     /// When it was told to stop (its `deletionTimestamp`).
     #[serde(default)]
     pub deleted_at: Option<Timestamp>,
+    /// The grace period its deletion asked for (`deletionGracePeriodSeconds`,
+    /// `kubectl delete --grace-period`), over the spec's.
+    #[serde(default)]
+    pub deletion_grace: Option<u64>,
+    /// The node failed the pod as a whole (`activeDeadlineSeconds`).
+    #[serde(default)]
+    pub failure: Option<PodFailure>,
     /// A pod-level failure that keeps it from running (sandbox, network).
     #[serde(default)]
     pub sandbox_error: Option<String>,
@@ -132,6 +143,13 @@ pub struct PodRecord {
     /// Sandboxes made so far (each gets a new id).
     #[serde(default)]
     pub sandbox_count: u32,
+}
+
+/// Why the node failed a pod it was running (`status.reason`, `message`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PodFailure {
+    pub reason: PodFailureReason,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -299,9 +317,19 @@ impl PodRecord {
     }
 
     /// Where the pod came from, for messages.
+    /// Why the pod is refused (`status.reason`), when it is.
+    pub fn failure_reason(&self) -> PodFailureReason {
+        match (self.rejected, &self.source) {
+            (Some(r), _) => r,
+            (None, Source::File) => PodFailureReason::InvalidManifest,
+            (None, Source::ApiServer) => PodFailureReason::UnsupportedField,
+        }
+    }
+
     pub fn origin(&self) -> String {
         match self.source {
             Source::File => self.file.display().to_string(),
+            Source::ApiServer => "the API server".to_string(),
         }
     }
 

@@ -60,43 +60,90 @@ pub(super) fn check(pod: &Pod) -> Result<(), String> {
         if !volumes.insert(v.name.clone()) {
             return Err(format!("{at}.name: duplicate volume {:?}", v.name));
         }
-        match (&v.empty_dir, &v.host_path) {
-            (Some(e), None) => {
-                if let Some(m) = e
-                    .medium
-                    .as_deref()
-                    .filter(|m| !m.is_empty() && *m != "Memory")
-                {
-                    return Err(format!(
-                        "{at}.emptyDir.medium: {m:?} must be \"\" or \"Memory\""
-                    ));
-                }
-                if let Some(q) = &e.size_limit {
-                    quantity::bytes(&q.0)
-                        .map_err(|err| format!("{at}.emptyDir.sizeLimit: {err}"))?;
-                }
-            }
-            (None, Some(h)) => {
-                if !h.path.starts_with('/') {
-                    return Err(format!("{at}.hostPath.path: must be an absolute path"));
-                }
-                let types = [
-                    "",
-                    "DirectoryOrCreate",
-                    "Directory",
-                    "FileOrCreate",
-                    "File",
-                    "Socket",
-                    "CharDevice",
-                    "BlockDevice",
-                ];
-                if let Some(t) = h.type_.as_deref().filter(|t| !types.contains(t)) {
-                    return Err(format!("{at}.hostPath.type: {t:?} is not a hostPath type"));
-                }
-            }
-            (None, None) => return Err(format!("{at}: a volume type is required")),
-            (Some(_), Some(_)) => return Err(format!("{at}: only one volume type may be set")),
+        let kinds = [
+            v.empty_dir.is_some(),
+            v.host_path.is_some(),
+            v.secret.is_some(),
+            v.config_map.is_some(),
+            v.downward_api.is_some(),
+            v.projected.is_some(),
+        ];
+        match kinds.iter().filter(|k| **k).count() {
+            0 => return Err(format!("{at}: a volume type is required")),
+            1 => {}
+            _ => return Err(format!("{at}: only one volume type may be set")),
         }
+        if let Some(e) = &v.empty_dir {
+            if let Some(m) = e
+                .medium
+                .as_deref()
+                .filter(|m| !m.is_empty() && *m != "Memory")
+            {
+                return Err(format!(
+                    "{at}.emptyDir.medium: {m:?} must be \"\" or \"Memory\""
+                ));
+            }
+            if let Some(q) = &e.size_limit {
+                quantity::bytes(&q.0).map_err(|err| format!("{at}.emptyDir.sizeLimit: {err}"))?;
+            }
+        }
+        if let Some(h) = &v.host_path {
+            if !h.path.starts_with('/') {
+                return Err(format!("{at}.hostPath.path: must be an absolute path"));
+            }
+            let types = [
+                "",
+                "DirectoryOrCreate",
+                "Directory",
+                "FileOrCreate",
+                "File",
+                "Socket",
+                "CharDevice",
+                "BlockDevice",
+            ];
+            if let Some(t) = h.type_.as_deref().filter(|t| !types.contains(t)) {
+                return Err(format!("{at}.hostPath.type: {t:?} is not a hostPath type"));
+            }
+        }
+        if let Some(s) = &v.secret {
+            if s.secret_name.as_deref().unwrap_or("").is_empty() {
+                return Err(format!("{at}.secret.secretName: required"));
+            }
+        }
+        if let Some(c) = &v.config_map {
+            if c.name.is_empty() {
+                return Err(format!("{at}.configMap.name: required"));
+            }
+        }
+        for (j, item) in v
+            .downward_api
+            .iter()
+            .flat_map(|d| d.items.iter().flatten())
+            .enumerate()
+        {
+            if let Some(f) = &item.field_ref {
+                field_ref_ok(
+                    &f.field_path,
+                    &format!("{at}.downwardAPI.items[{j}].fieldRef.fieldPath"),
+                )?;
+            }
+        }
+    }
+    let dns = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    if !["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"].contains(&dns) {
+        return Err(format!(
+            "spec.dnsPolicy: {dns:?} must be ClusterFirst, ClusterFirstWithHostNet, Default or None"
+        ));
+    }
+    if dns == "None"
+        && spec
+            .dns_config
+            .as_ref()
+            .is_none_or(|c| c.nameservers.as_ref().is_none_or(|n| n.is_empty()))
+    {
+        return Err(
+            "spec.dnsConfig.nameservers: at least one is required with dnsPolicy None".into(),
+        );
     }
     let seccomp_ok = |t: &str, at: &str| {
         if ["RuntimeDefault", "Unconfined"].contains(&t) {
@@ -164,13 +211,10 @@ pub(super) fn check_container(
             return Err(format!("{at}.env[{i}].name: {:?} is not valid", e.name));
         }
         if let Some(f) = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
-            if !FIELD_REFS.contains(&f.field_path.as_str()) {
-                return Err(format!(
-                    "{at}.env[{i}].valueFrom.fieldRef.fieldPath: {:?} is not supported (one of {})",
-                    f.field_path,
-                    FIELD_REFS.join(", ")
-                ));
-            }
+            field_ref_ok(
+                &f.field_path,
+                &format!("{at}.env[{i}].valueFrom.fieldRef.fieldPath"),
+            )?;
         }
     }
     let mut port_names = BTreeSet::new();
@@ -215,12 +259,65 @@ pub(super) fn check_container(
                 "{at}.volumeMounts[{i}].mountPath: must be absolute"
             ));
         }
-        if let Some(s) = &m.sub_path {
-            if s.starts_with('/') || s.split('/').any(|c| c == "..") {
-                return Err(format!(
-                    "{at}.volumeMounts[{i}].subPath: must be relative and not contain '..'"
-                ));
+        for (k, s) in [("subPath", &m.sub_path), ("subPathExpr", &m.sub_path_expr)] {
+            if let Some(s) = s {
+                if s.starts_with('/') || s.split('/').any(|c| c == "..") {
+                    return Err(format!(
+                        "{at}.volumeMounts[{i}].{k}: must be relative and not contain '..'"
+                    ));
+                }
             }
+        }
+        if m.sub_path.as_deref().is_some_and(|s| !s.is_empty())
+            && m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty())
+        {
+            return Err(format!(
+                "{at}.volumeMounts[{i}].subPathExpr: subPath and subPathExpr are mutually exclusive"
+            ));
+        }
+    }
+    if let Some(p) = c
+        .termination_message_policy
+        .as_deref()
+        .filter(|p| *p != "File" && *p != "FallbackToLogsOnError")
+    {
+        return Err(format!(
+            "{at}.terminationMessagePolicy: {p:?} must be File or FallbackToLogsOnError"
+        ));
+    }
+    if let Some(p) = c
+        .termination_message_path
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        if !p.starts_with('/') {
+            return Err(format!("{at}.terminationMessagePath: must be absolute"));
+        }
+    }
+    for (k, h) in c
+        .lifecycle
+        .iter()
+        .flat_map(|l| [("postStart", &l.post_start), ("preStop", &l.pre_stop)])
+    {
+        let Some(h) = h else { continue };
+        let n = [
+            h.exec.is_some(),
+            h.http_get.is_some(),
+            h.tcp_socket.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if n != 1 {
+            return Err(format!(
+                "{at}.lifecycle.{k}: exactly one handler is required (exec, httpGet or tcpSocket)"
+            ));
+        }
+        if h.exec
+            .as_ref()
+            .is_some_and(|e| e.command.as_ref().is_none_or(|c| c.is_empty()))
+        {
+            return Err(format!("{at}.lifecycle.{k}.exec.command: required"));
         }
     }
     for (field, probe) in [
@@ -233,6 +330,22 @@ pub(super) fn check_container(
         }
     }
     Ok(())
+}
+
+/// A `fieldRef` path this node can read: one of [`FIELD_REFS`], or one
+/// label or annotation (`metadata.labels['app']`).
+fn field_ref_ok(path: &str, at: &str) -> Result<(), String> {
+    let one_key = ["metadata.labels['", "metadata.annotations['"]
+        .iter()
+        .any(|p| path.starts_with(p) && path.ends_with("']") && path.len() > p.len() + 2);
+    if FIELD_REFS.contains(&path) || one_key {
+        Ok(())
+    } else {
+        Err(format!(
+            "{at}: {path:?} is not supported (one of {}, or metadata.labels['KEY'] or metadata.annotations['KEY'])",
+            FIELD_REFS.join(", ")
+        ))
+    }
 }
 
 pub(super) fn check_probe(p: &Probe, at: &str, success_is_one: bool) -> Result<(), String> {

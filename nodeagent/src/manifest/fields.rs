@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
-/// Field paths Skiff implements; `[]` stands for any list index and `*`
-/// for any map key.
+/// Field paths Skiff implements; `[]` stands for any list index, `*` for
+/// any map key, and a final `**` for anything below.
 const SUPPORTED: &[&str] = &[
     "apiVersion",
     "kind",
@@ -16,18 +16,94 @@ const SUPPORTED: &[&str] = &[
     "metadata.annotations.*",
     "spec.restartPolicy",
     "spec.terminationGracePeriodSeconds",
+    "spec.activeDeadlineSeconds",
     "spec.hostNetwork",
     "spec.nodeName",
+    "spec.hostname",
+    "spec.subdomain",
+    "spec.shareProcessNamespace",
+    "spec.enableServiceLinks",
+    "spec.dnsPolicy",
+    "spec.dnsConfig.nameservers[]",
+    "spec.dnsConfig.searches[]",
+    "spec.dnsConfig.options[].name",
+    "spec.dnsConfig.options[].value",
+    "spec.hostAliases[].ip",
+    "spec.hostAliases[].hostnames[]",
+    // Where the pod may go is the scheduler's business; the node runs
+    // what it was given.
+    "spec.schedulerName",
+    "spec.priority",
+    "spec.priorityClassName",
+    "spec.preemptionPolicy",
+    "spec.nodeSelector.*",
+    "spec.tolerations[].key",
+    "spec.tolerations[].operator",
+    "spec.tolerations[].value",
+    "spec.tolerations[].effect",
+    "spec.tolerations[].tolerationSeconds",
+    "spec.affinity.**",
+    "spec.topologySpreadConstraints.**",
+    // The service account is used through the token volume its admission
+    // plugin adds; pull secrets by the image puller.
+    "spec.serviceAccountName",
+    "spec.serviceAccount",
+    "spec.automountServiceAccountToken",
+    "spec.imagePullSecrets[].name",
     "spec.securityContext.runAsUser",
     "spec.securityContext.runAsGroup",
     "spec.securityContext.runAsNonRoot",
     "spec.securityContext.supplementalGroups[]",
+    "spec.securityContext.fsGroup",
+    "spec.securityContext.sysctls[].name",
+    "spec.securityContext.sysctls[].value",
     "spec.securityContext.seccompProfile.type",
     "spec.volumes[].name",
     "spec.volumes[].emptyDir.medium",
     "spec.volumes[].emptyDir.sizeLimit",
     "spec.volumes[].hostPath.path",
     "spec.volumes[].hostPath.type",
+    "spec.volumes[].secret.secretName",
+    "spec.volumes[].secret.defaultMode",
+    "spec.volumes[].secret.optional",
+    "spec.volumes[].secret.items[].key",
+    "spec.volumes[].secret.items[].path",
+    "spec.volumes[].secret.items[].mode",
+    "spec.volumes[].configMap.name",
+    "spec.volumes[].configMap.defaultMode",
+    "spec.volumes[].configMap.optional",
+    "spec.volumes[].configMap.items[].key",
+    "spec.volumes[].configMap.items[].path",
+    "spec.volumes[].configMap.items[].mode",
+    "spec.volumes[].downwardAPI.defaultMode",
+    "spec.volumes[].downwardAPI.items[].path",
+    "spec.volumes[].downwardAPI.items[].mode",
+    "spec.volumes[].downwardAPI.items[].fieldRef.fieldPath",
+    "spec.volumes[].downwardAPI.items[].fieldRef.apiVersion",
+    "spec.volumes[].downwardAPI.items[].resourceFieldRef.containerName",
+    "spec.volumes[].downwardAPI.items[].resourceFieldRef.resource",
+    "spec.volumes[].downwardAPI.items[].resourceFieldRef.divisor",
+    "spec.volumes[].projected.defaultMode",
+    "spec.volumes[].projected.sources[].secret.name",
+    "spec.volumes[].projected.sources[].secret.optional",
+    "spec.volumes[].projected.sources[].secret.items[].key",
+    "spec.volumes[].projected.sources[].secret.items[].path",
+    "spec.volumes[].projected.sources[].secret.items[].mode",
+    "spec.volumes[].projected.sources[].configMap.name",
+    "spec.volumes[].projected.sources[].configMap.optional",
+    "spec.volumes[].projected.sources[].configMap.items[].key",
+    "spec.volumes[].projected.sources[].configMap.items[].path",
+    "spec.volumes[].projected.sources[].configMap.items[].mode",
+    "spec.volumes[].projected.sources[].downwardAPI.items[].path",
+    "spec.volumes[].projected.sources[].downwardAPI.items[].mode",
+    "spec.volumes[].projected.sources[].downwardAPI.items[].fieldRef.fieldPath",
+    "spec.volumes[].projected.sources[].downwardAPI.items[].fieldRef.apiVersion",
+    "spec.volumes[].projected.sources[].downwardAPI.items[].resourceFieldRef.containerName",
+    "spec.volumes[].projected.sources[].downwardAPI.items[].resourceFieldRef.resource",
+    "spec.volumes[].projected.sources[].downwardAPI.items[].resourceFieldRef.divisor",
+    "spec.volumes[].projected.sources[].serviceAccountToken.audience",
+    "spec.volumes[].projected.sources[].serviceAccountToken.expirationSeconds",
+    "spec.volumes[].projected.sources[].serviceAccountToken.path",
 ];
 
 /// Container fields (below `spec.containers[]` and `spec.initContainers[]`).
@@ -42,6 +118,20 @@ const CONTAINER: &[&str] = &[
     "env[].value",
     "env[].valueFrom.fieldRef.fieldPath",
     "env[].valueFrom.fieldRef.apiVersion",
+    "env[].valueFrom.resourceFieldRef.containerName",
+    "env[].valueFrom.resourceFieldRef.resource",
+    "env[].valueFrom.resourceFieldRef.divisor",
+    "env[].valueFrom.secretKeyRef.name",
+    "env[].valueFrom.secretKeyRef.key",
+    "env[].valueFrom.secretKeyRef.optional",
+    "env[].valueFrom.configMapKeyRef.name",
+    "env[].valueFrom.configMapKeyRef.key",
+    "env[].valueFrom.configMapKeyRef.optional",
+    "envFrom[].prefix",
+    "envFrom[].configMapRef.name",
+    "envFrom[].configMapRef.optional",
+    "envFrom[].secretRef.name",
+    "envFrom[].secretRef.optional",
     "ports[].name",
     "ports[].containerPort",
     "ports[].protocol",
@@ -62,6 +152,23 @@ const CONTAINER: &[&str] = &[
     "volumeMounts[].mountPath",
     "volumeMounts[].readOnly",
     "volumeMounts[].subPath",
+    "volumeMounts[].subPathExpr",
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+];
+
+/// Lifecycle hook handler fields (below `lifecycle.postStart` and
+/// `lifecycle.preStop`).
+const HANDLER: &[&str] = &[
+    "exec.command[]",
+    "httpGet.scheme",
+    "httpGet.host",
+    "httpGet.path",
+    "httpGet.port",
+    "httpGet.httpHeaders[].name",
+    "httpGet.httpHeaders[].value",
+    "tcpSocket.host",
+    "tcpSocket.port",
 ];
 
 /// Probe fields (below each of the three probes; app containers only).
@@ -90,8 +197,12 @@ pub(super) const FIELD_REFS: &[&str] = &[
     "metadata.name",
     "metadata.namespace",
     "metadata.uid",
+    "metadata.labels",
+    "metadata.annotations",
     "spec.nodeName",
+    "spec.serviceAccountName",
     "status.podIP",
+    "status.podIPs",
     "status.hostIP",
 ];
 
@@ -100,7 +211,9 @@ pub(super) fn supported(path: &str) -> bool {
     if let Some(field) = path.strip_suffix("{}") {
         let below =
             |p: &str| p.starts_with(&format!("{field}.")) || p.starts_with(&format!("{field}[]"));
-        return SUPPORTED.iter().any(|p| below(p))
+        return SUPPORTED
+            .iter()
+            .any(|p| below(p) || p.strip_suffix(".**").is_some_and(|q| field.starts_with(q)))
             || ["spec.containers[].", "spec.initContainers[]."]
                 .iter()
                 .any(|l| {
@@ -109,11 +222,18 @@ pub(super) fn supported(path: &str) -> bool {
                             || ["livenessProbe.", "readinessProbe.", "startupProbe."]
                                 .iter()
                                 .any(|pr| below(&format!("{l}{pr}{c}")))
+                    }) || HANDLER.iter().any(|h| {
+                        ["lifecycle.postStart.", "lifecycle.preStop."]
+                            .iter()
+                            .any(|k| below(&format!("{l}{k}{h}")))
                     })
                 });
     }
     let matches = |pat: &str, p: &str| {
-        if let Some(prefix) = pat.strip_suffix(".*") {
+        if let Some(prefix) = pat.strip_suffix(".**") {
+            p.strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        } else if let Some(prefix) = pat.strip_suffix(".*") {
             p.strip_prefix(prefix)
                 .and_then(|rest| rest.strip_prefix('.'))
                 .is_some_and(|k| !k.is_empty())
@@ -130,6 +250,14 @@ pub(super) fn supported(path: &str) -> bool {
         };
         if CONTAINER.contains(&rest) {
             return true;
+        }
+        for hook in ["lifecycle.postStart.", "lifecycle.preStop."] {
+            if rest
+                .strip_prefix(hook)
+                .is_some_and(|r| HANDLER.contains(&r))
+            {
+                return true;
+            }
         }
         if list.starts_with("spec.containers") {
             for probe in ["livenessProbe.", "readinessProbe.", "startupProbe."] {

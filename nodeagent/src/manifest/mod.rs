@@ -4,7 +4,7 @@
 //! Kubernetes docs) watches a directory of YAML or JSON files, each holding
 //! one or more `v1` Pod objects. Skiff does the same, with one difference
 //! kubelet cannot afford: every field it does not implement is rejected with
-//! its path (`spec.containers[1].lifecycle.preStop: not supported`) instead
+//! its path (`spec.volumes[0].persistentVolumeClaim: not supported`) instead
 //! of being dropped, so a manifest never runs with half its meaning.
 //!
 //! Three checks run on each document:
@@ -142,6 +142,40 @@ pub fn validate(raw: &Value) -> Result<Pod, String> {
     Ok(pod)
 }
 
+/// What the API server keeps in a Pod's metadata for itself (versions,
+/// times, owners, field managers): not part of what to run.
+const SERVER_METADATA: &[&str] = &[
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+    "generation",
+    "generateName",
+    "ownerReferences",
+    "finalizers",
+    "clusterName",
+];
+
+/// Check a Pod from the API server like a manifest: the same fields are
+/// supported, once what the server keeps for itself (its status and the
+/// metadata of [`SERVER_METADATA`]) is set aside.
+pub fn validate_api(raw: &Value) -> Result<Pod, String> {
+    let mut raw = raw.clone();
+    if let Some(o) = raw.as_object_mut() {
+        o.remove("status");
+        o.insert("apiVersion".into(), "v1".into());
+        o.insert("kind".into(), "Pod".into());
+        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in SERVER_METADATA {
+                m.remove(*k);
+            }
+        }
+    }
+    validate(&raw)
+}
+
 /// The pod's UID: `metadata.uid` if given, otherwise a UUID-shaped hash of
 /// the manifest file, namespace and name, so it is the same every time the
 /// agent reads the same manifest (kubelet hashes static pods similarly).
@@ -208,15 +242,19 @@ mod tests {
 
     #[test]
     fn unsupported_fields_are_named() {
+        let y =
+            format!("{BASE}    lifecycle:\n      preStop:\n        sleep:\n          seconds: 1\n");
+        assert_eq!(
+            err(&y),
+            "spec.containers[0].lifecycle.preStop.sleep.seconds: not supported"
+        );
         let y = format!(
-            "{BASE}    lifecycle:\n      preStop:\n        exec:\n          command: [x]\n"
+            "{BASE}  volumes:\n  - name: c\n    persistentVolumeClaim:\n      claimName: x\n"
         );
         assert_eq!(
             err(&y),
-            "spec.containers[0].lifecycle.preStop.exec.command[0]: not supported"
+            "spec.volumes[0].persistentVolumeClaim.claimName: not supported"
         );
-        let y = format!("{BASE}  volumes:\n  - name: c\n    configMap:\n      name: x\n");
-        assert_eq!(err(&y), "spec.volumes[0].configMap.name: not supported");
     }
 
     #[test]
@@ -250,7 +288,9 @@ mod tests {
         );
         assert!(one(&y).is_ok(), "{:?}", one(&y));
         let y = format!("{BASE}    lifecycle: {{}}\n");
-        assert_eq!(err(&y), "spec.containers[0].lifecycle: not supported");
+        assert!(one(&y).is_ok(), "hooks are supported");
+        let y = format!("{BASE}    resizePolicy: []\n");
+        assert_eq!(err(&y), "spec.containers[0].resizePolicy: not supported");
     }
 
     #[test]

@@ -254,23 +254,27 @@ mod tests {
     use tower::ServiceExt;
 
     fn agent(dir: &std::path::Path) -> Shared {
-        Agent::new(super::super::Config {
-            manifests: dir.join("m"),
-            data_dir: dir.join("d"),
-            state_dir: dir.join("s"),
-            pod_cidr: "10.1.0.0/24".into(),
-            cni_bin_dir: "/usr/lib/cni".into(),
-            cni_conf_dir: dir.join("cni"),
-            runtime: "skiff".into(),
-            exe: "skiff-agent".into(),
-            node_name: "n".into(),
-            restart_backoff: Default::default(),
-            image_backoff: Default::default(),
-            log_max_size: 1 << 20,
-            log_max_files: 1,
-            insecure_registries: vec![],
-            certs_dir: dir.join("certs"),
-        })
+        Agent::new(
+            super::super::Config {
+                manifests: dir.join("m"),
+                data_dir: dir.join("d"),
+                state_dir: dir.join("s"),
+                pod_cidr: "10.1.0.0/24".into(),
+                cni_bin_dir: "/usr/lib/cni".into(),
+                cni_conf_dir: dir.join("cni"),
+                runtime: "skiff".into(),
+                exe: "skiff-agent".into(),
+                node_name: "n".into(),
+                restart_backoff: Default::default(),
+                image_backoff: Default::default(),
+                log_max_size: 1 << 20,
+                log_max_files: 1,
+                insecure_registries: vec![],
+                certs_dir: dir.join("certs"),
+                dns: Default::default(),
+            },
+            None,
+        )
         .unwrap()
     }
 
@@ -321,7 +325,7 @@ mod tests {
             status(app.clone(), "PUT", "/manifests/.hidden", None, good).await,
             400
         );
-        let bad = good.replace("image: i", "image: i, lifecycle: {}");
+        let bad = good.replace("image: i", "image: i, resizePolicy: []");
         assert_eq!(
             status(app, "PUT", "/manifests/q.yaml", None, &bad).await,
             422

@@ -12,34 +12,74 @@ use super::super::Agent;
 use super::image::ImageReady;
 use super::{container, sandbox};
 
-/// The bundle: an overlay snapshot of the image plus the spec.
+/// The file an instance's `terminationMessagePath` is bound to, in its
+/// monitor directory.
+pub fn termination_log(monitor_dir: &Path) -> std::path::PathBuf {
+    monitor_dir.join("termination-log")
+}
+
+/// The bundle: an overlay snapshot of the image plus the spec, with the
+/// environment and mounts the pod gives the container.
 pub async fn prepare_bundle(
     agent: &Arc<Agent>,
     rec: &PodRecord,
     c: &Container,
     image: &ImageReady,
     bundle: &Path,
+    monitor_dir: &Path,
     id: &str,
 ) -> Result<(), String> {
-    let store = &agent.store;
-    let _gc = store.gc_guard().map_err(|e| e.to_string())?;
-    let _ = skiff_images::snapshot::release(bundle);
-    let rootfs = skiff_images::snapshot::prepare(store, &image.record, bundle, false)
-        .map_err(|e| e.to_string())?;
     let pod = rec.pod.as_ref().ok_or("no pod")?;
-    let volumes = sandbox::volume_dirs(agent, rec);
-    let etc = sandbox::etc_dir(agent, &rec.uid);
-    let parent = sandbox::cgroup_parent(&rec.uid);
-    let ctx = super::spec::PodContext {
+    // What may fail for want of an API object comes first, before any
+    // snapshot is made.
+    let cap = crate::agent::node::register::Capacity::read(agent, 110).allocatable();
+    let facts = super::env::Facts {
         pod,
         uid: &rec.uid,
         node_name: &agent.cfg.node_name,
         pod_ip: rec.pod_ip.as_deref().unwrap_or(""),
         host_ip: &agent.host_ip,
+        node_cpu_milli: cap.cpus * 1000,
+        node_memory: cap.memory,
+    };
+    let env = super::env::container_env(agent, rec, c, &facts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let binds = super::volumes::binds(agent, rec, c, &env)?;
+    // The termination log: an empty file the container may write, world
+    // writable as kubelet makes it (the container's user is unknown here).
+    let log = termination_log(monitor_dir);
+    let with_log = c
+        .termination_message_path
+        .as_deref()
+        .is_some_and(|p| !p.is_empty());
+    if with_log {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(monitor_dir)
+            .and_then(|_| std::fs::write(&log, b""))
+            .and_then(|_| std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)))
+            .map_err(|e| format!("create termination log {}: {e}", log.display()))?;
+    }
+    let store = &agent.store;
+    let _gc = store.gc_guard().map_err(|e| e.to_string())?;
+    let _ = skiff_images::snapshot::release(bundle);
+    let rootfs = skiff_images::snapshot::prepare(store, &image.record, bundle, false)
+        .map_err(|e| e.to_string())?;
+    let etc = sandbox::etc_dir(agent, &rec.uid);
+    let parent = sandbox::cgroup_parent(&rec.uid);
+    let hostname = std::fs::read_to_string(etc.join("hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| rec.name.clone());
+    let ctx = super::spec::PodContext {
+        pod,
+        uid: &rec.uid,
+        hostname: &hostname,
         sandbox_pid: rec.sandbox.as_ref().map_or(0, |s| s.pid),
         host_network: sandbox::host_network(pod),
-        volumes: &volumes,
+        env: &env,
+        binds: &binds,
         etc_dir: &etc,
+        termination_log: with_log.then_some(log.as_path()),
         cgroup_v2: agent.cgroup_v2,
         cgroup_parent: &parent,
     };

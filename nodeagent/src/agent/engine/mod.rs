@@ -8,7 +8,11 @@
 //!
 //! | step | module |
 //! |---|---|
-//! | the sandbox: netns, CNI, pause container, volumes | [`sandbox`] |
+//! | the sandbox: netns, CNI, pause container | [`sandbox`] |
+//! | volumes, and keeping projected ones current | [`volumes`], [`atomic_writer`] |
+//! | /etc/hosts, /etc/hostname, resolv.conf | [`etc_files`] |
+//! | a container's environment | [`env`] |
+//! | postStart and preStop hooks | [`hooks`] |
 //! | the image, by pull policy | [`image`] |
 //! | the bundle: rootfs snapshot and `config.json` | [`bundle`], [`spec`] |
 //! | starting a container, its back-offs | [`start`] |
@@ -21,14 +25,20 @@
 //! ([`super::status`]), which persists it and tells the sinks.
 
 pub mod adopt;
+pub mod atomic_writer;
 pub mod bundle;
 pub mod container;
+pub mod deadline;
+pub mod env;
+pub mod etc_files;
+pub mod hooks;
 pub mod image;
 pub mod probes;
 pub mod sandbox;
 pub mod spec;
 pub mod start;
 pub mod stop;
+pub mod volumes;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -55,8 +65,9 @@ pub enum Msg {
         /// The probe's `terminationGracePeriodSeconds`, if it has one.
         grace: Option<Duration>,
     },
-    /// Stop the pod (removed, or changed and to be recreated).
-    Stop,
+    /// Stop the pod (removed, or changed and to be recreated), within
+    /// `grace` when its deletion asked for a grace period of its own.
+    Stop { grace: Option<Duration> },
     /// Look again (a probe result changed...).
     Wake,
 }
@@ -76,6 +87,8 @@ struct Worker {
 pub struct Local {
     pub probes: HashMap<String, Vec<JoinHandle<()>>>,
     pub latency_recorded: bool,
+    /// The task that writes the pod's projected volumes.
+    pub volumes: Option<volumes::VolumeTask>,
 }
 
 /// The workers, by pod uid.
@@ -94,7 +107,9 @@ impl Engine {
         match update {
             PodUpdate::Add(pod) => Engine::desire(agent, pod, false),
             PodUpdate::Update(pod) => Engine::desire(agent, pod, true),
-            PodUpdate::Remove { uid } => agent.engine.stop(&uid),
+            PodUpdate::Remove { uid, grace } => {
+                agent.engine.stop(&uid, grace);
+            }
         }
     }
 
@@ -108,7 +123,7 @@ impl Engine {
                 Some(w) if !changed && !w.stopping && w.spec_hash == pod.spec_hash => return,
                 Some(w) => {
                     if !w.stopping {
-                        let _ = w.tx.send(Msg::Stop);
+                        let _ = w.tx.send(Msg::Stop { grace: None });
                         w.stopping = true;
                     }
                     Some(w.done.clone())
@@ -116,6 +131,10 @@ impl Engine {
                 None => None,
             }
         };
+        let mut pod = pod;
+        if previous.is_none() {
+            admit(agent, &mut pod);
+        }
         let rec = pod.into_record();
         if previous.is_some() {
             tracing::info!("pod {} changed: recreating", rec.key());
@@ -125,13 +144,18 @@ impl Engine {
         start_worker(agent, rec, previous);
     }
 
-    /// Tell the pod's worker to stop (it tears the pod down and finishes).
-    pub fn stop(&self, uid: &str) {
-        if let Some(w) = self.workers().get_mut(uid) {
-            if !w.stopping {
-                let _ = w.tx.send(Msg::Stop);
-                w.stopping = true;
+    /// Tell the pod's worker to stop (it tears the pod down and finishes),
+    /// within `grace` if given. False when the pod has no worker.
+    pub fn stop(&self, uid: &str, grace: Option<Duration>) -> bool {
+        match self.workers().get_mut(uid) {
+            Some(w) => {
+                if !w.stopping || grace.is_some() {
+                    let _ = w.tx.send(Msg::Stop { grace });
+                    w.stopping = true;
+                }
+                true
             }
+            None => false,
         }
     }
 
@@ -161,6 +185,32 @@ impl Engine {
             return true;
         }
         false
+    }
+}
+
+/// Admission of a pod new to the node ([`super::admission`]): a pod from
+/// the API server that does not fit is refused (and so fails).
+fn admit(agent: &Agent, pod: &mut DesiredPod) {
+    let (Some(node), Ok(p)) = (&agent.node, &pod.pod) else {
+        return;
+    };
+    if pod.source != super::sources::Source::ApiServer {
+        return;
+    }
+    let cap = super::node::register::Capacity::read(agent, node.config.max_pods).allocatable();
+    let alloc = super::admission::Allocatable {
+        cpu_milli: cap.cpus * 1000,
+        memory: cap.memory,
+        pods: cap.pods as u64,
+    };
+    if let Err((reason, message)) = super::admission::admit(p, &agent.status.list(), alloc) {
+        tracing::info!(
+            "pod {}/{} rejected: {reason}: {message}",
+            pod.namespace,
+            pod.name
+        );
+        pod.pod = Err(message);
+        pod.rejected = Some(reason);
     }
 }
 
@@ -214,8 +264,12 @@ fn restart_policy(rec: &PodRecord) -> &str {
         .unwrap_or("Always")
 }
 
+/// The grace period of a stop: what the deletion asked for, else
 /// `spec.terminationGracePeriodSeconds`, 30 s when unset.
 fn grace_period(rec: &PodRecord) -> Duration {
+    if let Some(g) = rec.deletion_grace {
+        return Duration::from_secs(g);
+    }
     let s = rec
         .pod
         .as_ref()

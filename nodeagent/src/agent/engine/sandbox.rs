@@ -6,8 +6,9 @@
 //! 2. CNI ADD on it, which gives the pod its IP ([`crate::cni`]);
 //! 3. the pause container, joining that network namespace and making the
 //!    IPC and UTS namespaces the app containers will join;
-//! 4. the pod's volumes (`emptyDir` directories or tmpfs, `hostPath`
-//!    checks) and its `/etc/hosts` and `/etc/hostname`.
+//! 4. the pod's local volumes (`emptyDir` directories or tmpfs, `hostPath`
+//!    checks, [`super::volumes`]) and its `/etc/hosts`, `/etc/hostname`
+//!    and `/etc/resolv.conf` ([`super::etc_files`]).
 //!
 //! A `hostNetwork` pod skips 1 and 2 and shares the agent's network and
 //! UTS namespaces.
@@ -16,13 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::super::state::{PodRecord, Sandbox};
 use super::super::Agent;
 use super::container::{self, Launch};
 use crate::cni::Attachment;
-use crate::quantity;
 
 pub fn host_network(pod: &Pod) -> bool {
     pod.spec
@@ -55,28 +54,6 @@ pub fn attachment(rec: &PodRecord, netns: &Path, id: &str) -> Attachment {
         pod_name: rec.name.clone(),
         pod_uid: rec.uid.clone(),
     }
-}
-
-/// Host directories of the pod's volumes, by name.
-pub fn volume_dirs(agent: &Agent, rec: &PodRecord) -> Vec<(String, PathBuf)> {
-    let Some(spec) = rec.pod.as_ref().and_then(|p| p.spec.as_ref()) else {
-        return Vec::new();
-    };
-    spec.volumes
-        .iter()
-        .flatten()
-        .map(|v| {
-            let dir = match &v.host_path {
-                Some(h) => PathBuf::from(&h.path),
-                None => volumes_root(agent, &rec.uid).join(&v.name),
-            };
-            (v.name.clone(), dir)
-        })
-        .collect()
-}
-
-fn volumes_root(agent: &Agent, uid: &str) -> PathBuf {
-    agent.cfg.layout().volumes_dir(uid)
 }
 
 pub fn etc_dir(agent: &Agent, uid: &str) -> PathBuf {
@@ -123,8 +100,11 @@ pub async fn create(agent: &Arc<Agent>, rec: &PodRecord, plan: Sandbox) -> Resul
             Some(r) => crate::cni::pod_ip(r).unwrap_or_default(),
             None => agent.host_ip.clone(),
         };
-        setup_volumes(agent, rec, &ip)?;
-        write_bundle(agent, &dir, &rec.name, sb.netns.as_deref(), &id, &rec.uid)?;
+        super::volumes::setup_local(agent, rec)?;
+        let pod = rec.pod.as_ref().ok_or("no pod")?;
+        let hostname = super::etc_files::hostname(pod, &node_hostname());
+        write_etc_files(agent, rec, pod, &ip, &hostname)?;
+        write_bundle(agent, &dir, &hostname, sb.netns.as_deref(), &id, &rec.uid)?;
         let (started, monitor_pid) = container::launch(
             agent,
             Launch {
@@ -149,6 +129,55 @@ pub async fn create(agent: &Arc<Agent>, rec: &PodRecord, plan: Sandbox) -> Resul
             Err(e)
         }
     }
+}
+
+/// The node's host name (a hostNetwork pod's).
+fn node_hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The pod's /etc/hosts, /etc/hostname and /etc/resolv.conf
+/// ([`super::etc_files`]).
+fn write_etc_files(
+    agent: &Agent,
+    rec: &PodRecord,
+    pod: &Pod,
+    ip: &str,
+    hostname: &str,
+) -> Result<(), String> {
+    let etc = etc_dir(agent, &rec.uid);
+    std::fs::create_dir_all(&etc).map_err(|e| format!("create {}: {e}", etc.display()))?;
+    let dns = &agent.cfg.dns;
+    let node_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let hosts = super::etc_files::hosts(pod, ip, &node_hosts, &dns.cluster_domain);
+    let settings = super::etc_files::DnsSettings {
+        host_resolv: std::fs::read_to_string(&dns.resolv_conf).unwrap_or_default(),
+        ..dns.settings()
+    };
+    let (resolv, fell_back) = super::etc_files::resolv_conf(pod, &settings);
+    if fell_back {
+        agent.event(
+            &rec.uid,
+            super::super::events::Kind::Warning,
+            "MissingClusterDNS",
+            format!(
+                "pod: {:?}. {}",
+                format!("{}_{}({})", rec.name, rec.namespace, rec.uid),
+                super::etc_files::MISSING_CLUSTER_DNS
+            ),
+            None,
+        );
+    }
+    for (name, text) in [
+        ("hosts", hosts),
+        ("hostname", format!("{hostname}\n")),
+        ("resolv.conf", resolv),
+    ] {
+        std::fs::write(etc.join(name), text).map_err(|e| format!("write {name}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn write_bundle(
@@ -176,139 +205,6 @@ fn write_bundle(
     );
     let cfg = dir.join("config.json");
     std::fs::write(&cfg, serde_json::to_vec_pretty(&spec).unwrap_or_default()).map_err(io(&cfg))
-}
-
-/// Make emptyDir volumes and check hostPath ones, and write the pod's
-/// /etc/hosts and /etc/hostname.
-fn setup_volumes(agent: &Agent, rec: &PodRecord, ip: &str) -> Result<(), String> {
-    let spec = rec
-        .pod
-        .as_ref()
-        .and_then(|p| p.spec.as_ref())
-        .ok_or("no spec")?;
-    let root = volumes_root(agent, &rec.uid);
-    for v in spec.volumes.iter().flatten() {
-        if let Some(e) = &v.empty_dir {
-            let dir = root.join(&v.name);
-            std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-            if e.medium.as_deref() == Some("Memory") && !is_mount(&dir) {
-                let mut opts = "mode=1777".to_string();
-                if let Some(q) = &e.size_limit {
-                    let bytes = quantity::bytes(&q.0).map_err(|e| e.to_string())?;
-                    opts.push_str(&format!(",size={bytes}"));
-                }
-                mount(
-                    Some("tmpfs"),
-                    &dir,
-                    Some("tmpfs"),
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    Some(opts.as_str()),
-                )
-                .map_err(|e| format!("mount tmpfs for volume {:?}: {e}", v.name))?;
-            } else {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
-            }
-        }
-        if let Some(h) = &v.host_path {
-            host_path(
-                &v.name,
-                Path::new(&h.path),
-                h.type_.as_deref().unwrap_or(""),
-            )?;
-        }
-    }
-    let etc = etc_dir(agent, &rec.uid);
-    std::fs::create_dir_all(&etc).map_err(|e| format!("create {}: {e}", etc.display()))?;
-    let mut hosts = String::from(
-        "# Kubernetes-managed hosts file (skiff-agent).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-    );
-    if !ip.is_empty() {
-        hosts.push_str(&format!("{ip}\t{}\n", rec.name));
-    }
-    std::fs::write(etc.join("hosts"), hosts).map_err(|e| format!("write hosts: {e}"))?;
-    std::fs::write(etc.join("hostname"), format!("{}\n", rec.name))
-        .map_err(|e| format!("write hostname: {e}"))?;
-    Ok(())
-}
-
-/// kubelet's hostPath `type` checks.
-fn host_path(name: &str, p: &Path, t: &str) -> Result<(), String> {
-    use std::os::unix::fs::FileTypeExt;
-    let meta = std::fs::metadata(p);
-    let fail = |what: &str| Err(format!("volume {name:?}: hostPath {} {what}", p.display()));
-    match t {
-        "" => Ok(()),
-        "DirectoryOrCreate" => {
-            if meta.is_err() {
-                std::fs::create_dir_all(p)
-                    .map_err(|e| format!("volume {name:?}: create {}: {e}", p.display()))?;
-                return Ok(());
-            }
-            if meta.as_ref().is_ok_and(|m| m.is_dir()) {
-                Ok(())
-            } else {
-                fail("is not a directory")
-            }
-        }
-        "Directory" => {
-            if meta.is_ok_and(|m| m.is_dir()) {
-                Ok(())
-            } else {
-                fail("is not a directory")
-            }
-        }
-        "FileOrCreate" => {
-            if meta.is_err() {
-                std::fs::write(p, b"")
-                    .map_err(|e| format!("volume {name:?}: create {}: {e}", p.display()))?;
-                return Ok(());
-            }
-            if meta.as_ref().is_ok_and(|m| m.is_file()) {
-                Ok(())
-            } else {
-                fail("is not a file")
-            }
-        }
-        "File" => {
-            if meta.is_ok_and(|m| m.is_file()) {
-                Ok(())
-            } else {
-                fail("is not a file")
-            }
-        }
-        "Socket" => {
-            if meta.is_ok_and(|m| m.file_type().is_socket()) {
-                Ok(())
-            } else {
-                fail("is not a socket")
-            }
-        }
-        "CharDevice" => {
-            if meta.is_ok_and(|m| m.file_type().is_char_device()) {
-                Ok(())
-            } else {
-                fail("is not a character device")
-            }
-        }
-        "BlockDevice" => {
-            if meta.is_ok_and(|m| m.file_type().is_block_device()) {
-                Ok(())
-            } else {
-                fail("is not a block device")
-            }
-        }
-        _ => fail("has an unknown type"),
-    }
-}
-
-fn is_mount(dir: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let d = dir.display().to_string();
-    text.lines()
-        .any(|l| l.split(' ').nth(4) == Some(d.as_str()))
 }
 
 /// Stop the pause container and take down network and volumes. Safe to
@@ -360,17 +256,10 @@ pub async fn remove(agent: &Arc<Agent>, rec: &PodRecord, sb: &Sandbox) {
     let _ = std::fs::remove_dir_all(&sb.dir);
 }
 
-/// Remove the pod's volumes and cgroup parent (after every container).
+/// Remove the pod's volumes, data and cgroup parent (after every
+/// container).
 pub fn remove_volumes(agent: &Agent, rec: &PodRecord) {
-    let root = volumes_root(agent, &rec.uid);
-    if let Ok(rd) = std::fs::read_dir(&root) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if is_mount(&p) {
-                let _ = umount2(&p, MntFlags::MNT_DETACH);
-            }
-        }
-    }
+    super::volumes::remove(agent, &rec.uid);
     let _ = std::fs::remove_dir_all(agent.cfg.data_dir.join("pods").join(&rec.uid));
     if let Ok(paths) =
         skiff_runtime::cgroups::resolve_paths(Some(Path::new(&cgroup_parent(&rec.uid))), "pod")

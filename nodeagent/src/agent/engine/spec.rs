@@ -3,14 +3,17 @@
 //! The image's configuration gives the starting point (`skiff-images`
 //! turns it into a spec with containerd's CRI defaults); the pod then
 //! overrides it field by field the way kubelet and containerd do:
-//! `command` replaces the image's Entrypoint and `args` its Cmd; `env` is
-//! appended (resolving `fieldRef`s); `securityContext` sets the user,
-//! capabilities, read-only root, privilege escalation and seccomp;
-//! `resources` become cgroup limits; volumes become bind mounts; and the
-//! container joins the pod sandbox's network, IPC and UTS namespaces
-//! through `/proc/<pause pid>/ns/*`.
+//! `command` replaces the image's Entrypoint and `args` its Cmd; the
+//! pod's environment ([`super::env`]) is appended; `securityContext` sets
+//! the user and groups (`fsGroup` and `supplementalGroups` included),
+//! capabilities, read-only root, privilege escalation, seccomp and the
+//! pod's sysctls; `resources` become cgroup limits; volumes, the pod's
+//! /etc files and the termination log become bind mounts; and the
+//! container joins the pod sandbox's network, IPC and UTS namespaces (and
+//! its PID namespace with `shareProcessNamespace`) through
+//! `/proc/<pause pid>/ns/*`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{json, Value};
@@ -29,36 +32,21 @@ pub enum SpecError {
 pub struct PodContext<'a> {
     pub pod: &'a Pod,
     pub uid: &'a str,
-    pub node_name: &'a str,
-    pub pod_ip: &'a str,
-    pub host_ip: &'a str,
+    /// The pod's hostname ([`super::etc_files::hostname`]).
+    pub hostname: &'a str,
     /// The pause process, whose namespaces the container joins.
     pub sandbox_pid: i32,
     pub host_network: bool,
-    /// Host directories of the pod's volumes, by name.
-    pub volumes: &'a [(String, PathBuf)],
-    /// The pod's /etc/hosts and /etc/hostname files.
+    /// The environment the pod gives the container ([`super::env`]).
+    pub env: &'a [(String, String)],
+    /// Its volume mounts ([`super::volumes::binds`]).
+    pub binds: &'a [super::volumes::Bind],
+    /// The pod's /etc/hosts, /etc/hostname and resolv.conf files.
     pub etc_dir: &'a Path,
+    /// The file bound at `terminationMessagePath`.
+    pub termination_log: Option<&'a Path>,
     pub cgroup_v2: bool,
     pub cgroup_parent: &'a str,
-}
-
-/// The value a `fieldRef` names.
-pub fn field_ref(ctx: &PodContext, path: &str) -> String {
-    match path {
-        "metadata.name" => ctx.pod.metadata.name.clone().unwrap_or_default(),
-        "metadata.namespace" => ctx
-            .pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        "metadata.uid" => ctx.uid.to_string(),
-        "spec.nodeName" => ctx.node_name.to_string(),
-        "status.podIP" => ctx.pod_ip.to_string(),
-        "status.hostIP" => ctx.host_ip.to_string(),
-        _ => String::new(),
-    }
 }
 
 fn set_env(env: &mut Vec<Value>, key: &str, value: &str) {
@@ -121,17 +109,9 @@ pub fn container_spec(
         .as_array()
         .cloned()
         .unwrap_or_default();
-    set_env(
-        &mut env,
-        "HOSTNAME",
-        ctx.pod.metadata.name.as_deref().unwrap_or(""),
-    );
-    for e in c.env.iter().flatten() {
-        let v = match e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
-            Some(f) => field_ref(ctx, &f.field_path),
-            None => expand(e.value.as_deref().unwrap_or(""), &env),
-        };
-        set_env(&mut env, &e.name, &v);
+    set_env(&mut env, "HOSTNAME", ctx.hostname);
+    for (k, v) in ctx.env {
+        set_env(&mut env, k, v);
     }
     spec["process"]["env"] = json!(env);
     if let Some(w) = c.working_dir.as_deref().filter(|w| !w.is_empty()) {
@@ -169,12 +149,24 @@ pub fn container_spec(
         spec["process"]["user"] =
             json!({"uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids});
     }
-    if let Some(groups) = psc.and_then(|s| s.supplemental_groups.as_ref()) {
+    // supplementalGroups, and fsGroup (which owns the volumes), join the
+    // groups the image's /etc/group gives the user.
+    let extra: Vec<i64> = psc
+        .and_then(|s| s.supplemental_groups.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(psc.and_then(|s| s.fs_group))
+        .collect();
+    if !extra.is_empty() {
         let mut gids: Vec<Value> = spec["process"]["user"]["additionalGids"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        gids.extend(groups.iter().map(|g| json!(g)));
+        for g in extra {
+            if !gids.contains(&json!(g)) {
+                gids.push(json!(g));
+            }
+        }
         spec["process"]["user"]["additionalGids"] = json!(gids);
     }
     if non_root && spec["process"]["user"]["uid"].as_u64() == Some(0) {
@@ -242,10 +234,22 @@ pub fn container_spec(
         spec = skiff_runtime::spec::with_default_seccomp(spec);
     }
 
-    // Namespaces: the sandbox's network, IPC and UTS; own PID and mount.
+    // Namespaces: the sandbox's network, IPC and UTS; own mount; own PID
+    // unless the pod shares one (`shareProcessNamespace`: the pause
+    // process is then PID 1 of every container).
     let ns = |t: &str| format!("/proc/{}/ns/{t}", ctx.sandbox_pid);
+    let shared_pid = ctx
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.share_process_namespace)
+        .unwrap_or(false);
     let mut namespaces = vec![
-        json!({"type": "pid"}),
+        if shared_pid {
+            json!({"type": "pid", "path": ns("pid")})
+        } else {
+            json!({"type": "pid"})
+        },
         json!({"type": "mount"}),
         json!({"type": "ipc", "path": ns("ipc")}),
     ];
@@ -257,42 +261,40 @@ pub fn container_spec(
         namespaces.push(json!({"type": "cgroup"}));
     }
     spec["linux"]["namespaces"] = json!(namespaces);
+    // The pod's sysctls (checked as safe and namespaced at admission).
+    if let Some(sysctls) = psc
+        .and_then(|s| s.sysctls.as_ref())
+        .filter(|s| !s.is_empty())
+    {
+        let map: serde_json::Map<String, Value> = sysctls
+            .iter()
+            .map(|s| (s.name.clone(), json!(s.value)))
+            .collect();
+        spec["linux"]["sysctl"] = Value::Object(map);
+    }
     spec["linux"]["cgroupsPath"] = json!(format!("{}/{container_id}", ctx.cgroup_parent));
     resources(&mut spec, c)?;
 
     // Volumes and the files kubelet manages.
     let mut mounts: Vec<Value> = spec["mounts"].as_array().cloned().unwrap_or_default();
-    for (file, dest) in [("hosts", "/etc/hosts"), ("hostname", "/etc/hostname")] {
+    for (file, dest) in [
+        ("hosts", "/etc/hosts"),
+        ("hostname", "/etc/hostname"),
+        ("resolv.conf", "/etc/resolv.conf"),
+    ] {
         mounts.push(json!({"destination": dest, "type": "bind",
             "source": ctx.etc_dir.join(file), "options": ["rbind", "rprivate", "rw"]}));
     }
-    if Path::new("/etc/resolv.conf").exists() {
-        mounts.push(json!({"destination": "/etc/resolv.conf", "type": "bind",
-            "source": "/etc/resolv.conf", "options": ["rbind", "rprivate", "ro"]}));
+    if let (Some(log), Some(path)) = (ctx.termination_log, c.termination_message_path.as_deref()) {
+        if !path.is_empty() {
+            mounts.push(json!({"destination": path, "type": "bind",
+                "source": log, "options": ["rbind", "rprivate", "rw"]}));
+        }
     }
-    for m in c.volume_mounts.iter().flatten() {
-        let Some((_, host)) = ctx.volumes.iter().find(|(n, _)| *n == m.name) else {
-            return Err(SpecError::Config(format!("no volume {:?}", m.name)));
-        };
-        let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => {
-                let p = host.join(s);
-                if !p.exists() {
-                    std::fs::create_dir_all(&p).map_err(|e| {
-                        SpecError::Config(format!("create subPath {}: {e}", p.display()))
-                    })?;
-                }
-                p
-            }
-            None => host.clone(),
-        };
-        let ro = if m.read_only.unwrap_or(false) {
-            "ro"
-        } else {
-            "rw"
-        };
-        mounts.push(json!({"destination": m.mount_path, "type": "bind",
-            "source": source, "options": ["rbind", "rprivate", ro]}));
+    for b in ctx.binds {
+        let ro = if b.read_only { "ro" } else { "rw" };
+        mounts.push(json!({"destination": b.destination, "type": "bind",
+            "source": b.source, "options": ["rbind", "rprivate", ro]}));
     }
     spec["mounts"] = json!(mounts);
     let ann = spec["annotations"].as_object().cloned().unwrap_or_default();
@@ -309,48 +311,6 @@ pub fn container_spec(
     ann.insert("io.kubernetes.container.name".into(), json!(c.name));
     spec["annotations"] = Value::Object(ann);
     Ok(spec)
-}
-
-/// `$(VAR)` references to earlier variables, as Kubernetes expands them
-/// (`$$` escapes; unknown references stay as written).
-fn expand(s: &str, env: &[Value]) -> String {
-    let lookup = |k: &str| {
-        let prefix = format!("{k}=");
-        env.iter()
-            .rev()
-            .filter_map(|e| e.as_str())
-            .find_map(|e| e.strip_prefix(&prefix).map(str::to_string))
-    };
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(a) = after.strip_prefix('$') {
-            out.push('$');
-            rest = a;
-        } else if let Some(inner) = after.strip_prefix('(') {
-            match inner.find(')') {
-                Some(j) => {
-                    let name = &inner[..j];
-                    match lookup(name) {
-                        Some(v) => out.push_str(&v),
-                        None => out.push_str(&format!("$({name})")),
-                    }
-                    rest = &inner[j + 1..];
-                }
-                None => {
-                    out.push('$');
-                    rest = after;
-                }
-            }
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// `resources` into `linux.resources`, as kubelet computes them.
@@ -435,13 +395,6 @@ pub fn sandbox_spec(exe: &Path, hostname: &str, netns: Option<&Path>, cgroups_pa
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expands_references() {
-        let env = vec![json!("A=1"), json!("B=two")];
-        assert_eq!(expand("x$(A)-$(B)-$(C)-$$(A)", &env), "x1-two-$(C)-$(A)");
-        assert_eq!(expand("cost $5", &env), "cost $5");
-    }
 
     #[test]
     fn resources_become_cgroup_values() {

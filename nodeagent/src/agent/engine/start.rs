@@ -80,8 +80,16 @@ pub async fn start_if_due(
             c.launching = Some(intent);
         }
     });
-    if let Err(msg) =
-        bundle::prepare_bundle(agent, &rec, &spec, &image, &attempt.bundle, &attempt.id).await
+    if let Err(msg) = bundle::prepare_bundle(
+        agent,
+        &rec,
+        &spec,
+        &image,
+        &attempt.bundle,
+        &attempt.monitor_dir,
+        &attempt.id,
+    )
+    .await
     {
         return Due::Later(config_failed(agent, uid, init, name, &field, msg));
     }
@@ -370,6 +378,16 @@ async fn launch(
                 monitor_pid,
                 Some(a.log.clone()),
             );
+            if super::hooks::post_start(agent, rec, spec, &a.id, field)
+                .await
+                .is_err()
+            {
+                // kubelet kills a container whose postStart hook failed;
+                // its exit then goes the usual way (restart policy).
+                let grace = super::grace_period(rec);
+                super::stop::stop_instance(agent, &inst, grace, None).await;
+                return Due::Started;
+            }
             if !init {
                 let ip = rec.pod_ip.clone().unwrap_or_default();
                 let h = probes::start_probes(agent, uid, tx, spec, &inst, &ip, !has_startup, false);

@@ -13,7 +13,7 @@ use super::super::events::Kind as EventKind;
 use super::super::reasons::TerminatedReason;
 use super::super::state::{CState, Instance, PodRecord, Terminated};
 use super::super::Agent;
-use super::{bundle, container, grace_period, sandbox, Local, Msg};
+use super::{bundle, container, grace_period, hooks, sandbox, Local, Msg};
 use crate::monitor::{self, Exited};
 
 /// An instance ended: record how, clean up, and let `sync` decide.
@@ -44,7 +44,7 @@ pub async fn exited(
         for c in rec.init.iter().chain(&rec.containers) {
             if let Some(inst) = &c.current {
                 stop_probes(local, &inst.id);
-                stop_instance(agent, inst, grace).await;
+                stop_instance(agent, inst, grace, None).await;
             }
         }
         if let Some(sb) = &rec.sandbox {
@@ -84,11 +84,15 @@ pub async fn exited(
     } else {
         TerminatedReason::Error
     };
+    let message = exit
+        .error
+        .clone()
+        .or_else(|| termination_message(&rec, init, &c.name, &inst, exit.exit_code));
     let term = Terminated {
         exit_code: exit.exit_code,
         signal: exit.signal,
         reason,
-        message: exit.error.clone(),
+        message,
         started_at: exit.started_at.or(Some(inst.started_at)),
         finished_at: exit.finished_at,
         container_id: Some(format!("skiff://{id}")),
@@ -106,17 +110,92 @@ pub async fn exited(
     });
 }
 
+/// Most bytes of a termination message (kubelet's 4096), and of the log
+/// tail used instead with `FallbackToLogsOnError` (2048, 80 lines).
+const MESSAGE_MAX: usize = 4096;
+const LOG_TAIL_MAX: usize = 2048;
+const LOG_TAIL_LINES: usize = 80;
+
+/// The container's termination message: what it wrote to its
+/// `terminationMessagePath`, or with `FallbackToLogsOnError` and a failed
+/// exit, the end of its log (kubelet's `findContainerStatus` rules).
+fn termination_message(
+    rec: &PodRecord,
+    init: bool,
+    name: &str,
+    inst: &Instance,
+    exit_code: i32,
+) -> Option<String> {
+    let spec = super::container_spec(rec, init, name)?;
+    let from_file = spec
+        .termination_message_path
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .and_then(|_| std::fs::read(bundle::termination_log(&inst.dir)).ok())
+        .filter(|d| !d.is_empty())
+        .map(|mut d| {
+            d.truncate(MESSAGE_MAX);
+            String::from_utf8_lossy(&d).into_owned()
+        });
+    if from_file.is_some() {
+        return from_file;
+    }
+    if spec.termination_message_policy.as_deref() != Some("FallbackToLogsOnError") || exit_code == 0
+    {
+        return None;
+    }
+    let log = std::fs::read_to_string(&inst.log).ok()?;
+    let lines: Vec<String> = log
+        .lines()
+        .filter_map(|l| crate::cri_log::parse(l).map(|r| r.text.to_string()))
+        .collect();
+    let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+    let start = tail.len().saturating_sub(LOG_TAIL_MAX);
+    let start = (start..=tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(0);
+    Some(tail[start..].to_string()).filter(|t| !t.is_empty())
+}
+
 pub fn stop_probes(local: &mut Local, id: &str) {
     if let Some(hs) = local.probes.remove(id) {
         hs.iter().for_each(|h| h.abort());
     }
 }
 
-/// SIGTERM, up to `grace` for the exit, then SIGKILL; returns once the
+/// The preStop hook of the container whose instance is `inst`.
+pub fn pre_stop_of(agent: &Agent, rec: &PodRecord, inst: &Instance) -> Option<hooks::PreStop> {
+    let (init, c) = rec
+        .init
+        .iter()
+        .map(|c| (true, c))
+        .chain(rec.containers.iter().map(|c| (false, c)))
+        .find(|(_, c)| c.current.as_ref().is_some_and(|i| i.id == inst.id))?;
+    let spec = super::container_spec(rec, init, &c.name)?;
+    hooks::pre_stop(
+        agent,
+        rec,
+        &spec,
+        &inst.id,
+        &super::start::field_path(init, &c.name),
+    )
+}
+
+/// The preStop hook (if any) within `grace`, then SIGTERM, up to what is
+/// left of `grace` for the exit, then SIGKILL; returns once the
 /// instance's exit is recorded (by its monitor or the watcher).
-pub async fn stop_instance(agent: &Arc<Agent>, inst: &Instance, grace: Duration) {
+pub async fn stop_instance(
+    agent: &Arc<Agent>,
+    inst: &Instance,
+    grace: Duration,
+    pre_stop: Option<hooks::PreStop>,
+) {
     let exit_file = inst.dir.join("exit.json");
     let gone = || exit_file.exists();
+    let grace = match pre_stop {
+        Some(p) if !gone() => hooks::run_pre_stop(agent, &p, grace).await,
+        _ => grace,
+    };
     if !gone() {
         container::signal(agent, &inst.id, "TERM").await;
         let deadline = tokio::time::Instant::now() + grace;
@@ -170,9 +249,10 @@ pub async fn teardown(
                 format!("Stopping container {}", c.name),
                 Some(&field),
             );
+            let hook = pre_stop_of(agent, &rec, &inst);
             let agent = agent.clone();
             stops.push(tokio::spawn(async move {
-                stop_instance(&agent, &inst, grace).await
+                stop_instance(&agent, &inst, grace, hook).await
             }));
         }
     }
@@ -216,6 +296,12 @@ pub async fn teardown(
     }
     if let Some(sb) = &rec.sandbox {
         sandbox::remove(agent, &rec, sb).await;
+    }
+    // Volumes: their task stops, the objects they followed are no longer
+    // watched for this pod, and their files (secrets, tokens) go.
+    local.volumes = None;
+    if let Some(n) = &agent.node {
+        n.objects.release(uid);
     }
     sandbox::remove_volumes(agent, &rec);
     let layout = agent.cfg.layout();

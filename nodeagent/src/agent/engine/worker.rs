@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::super::events::Kind as EventKind;
 use super::super::Agent;
 use super::start::{start_if_due, Due};
-use super::{adopt, grace_period, restart_policy, sandbox, stop, Local, Msg};
+use super::{adopt, deadline, grace_period, restart_policy, sandbox, stop, volumes, Local, Msg};
 
 pub async fn run(
     agent: Arc<Agent>,
@@ -34,7 +34,7 @@ pub async fn run(
     if let Some(why) = &rec.invalid {
         agent.event(&uid, EventKind::Warning, "FailedCreate", why.clone(), None);
         while let Some(m) = rx.recv().await {
-            if matches!(m, Msg::Stop) {
+            if matches!(m, Msg::Stop { .. }) {
                 break;
             }
         }
@@ -92,13 +92,17 @@ async fn handle(
             stop::stop_probes(local, &id);
             let grace = grace.unwrap_or_else(|| grace_period(&rec));
             if let Some(inst) = c.current.clone() {
-                stop::stop_instance(agent, &inst, grace).await;
+                let hook = stop::pre_stop_of(agent, &rec, &inst);
+                stop::stop_instance(agent, &inst, grace, hook).await;
             }
         }
-        Msg::Stop => {
+        Msg::Stop { grace } => {
             agent.status.update(uid, |r| {
                 r.terminating = true;
                 r.deleted_at.get_or_insert_with(Timestamp::now);
+                if let Some(g) = grace {
+                    r.deletion_grace = Some(g.as_secs());
+                }
             });
         }
         Msg::Wake => {}
@@ -163,6 +167,21 @@ async fn sync(
             }
         }
     }
+    // Projected volumes (secrets, config maps, the downward API, tokens)
+    // are written before any container starts, and kept current after.
+    if volumes::has_projected(&agent.status.record(uid)?) {
+        let task = local
+            .volumes
+            .get_or_insert_with(|| volumes::VolumeTask::start(agent, uid, tx.clone()));
+        if !*task.ready.borrow() {
+            // The task wakes the worker when they are there.
+            return Some(Duration::from_secs(5));
+        }
+    }
+    let until = match deadline::check(agent, uid, local).await {
+        deadline::Deadline::Exceeded(wait) => return wait,
+        deadline::Deadline::Ahead(d) => d,
+    };
     let rec = agent.status.record(uid)?;
     let policy = restart_policy(&rec).to_string();
     let now = Timestamp::now();
@@ -170,6 +189,9 @@ async fn sync(
     let mut soonest = |d: Duration| {
         wake = Some(wake.map_or(d, |w: Duration| w.min(d)));
     };
+    if let Some(d) = until {
+        soonest(d);
+    }
 
     // Init containers, in order, each to success.
     for c in &rec.init {
@@ -240,7 +262,7 @@ async fn sync(
 }
 
 /// Every container is done for good: take the sandbox down.
-async fn finish_pod(agent: &Arc<Agent>, uid: &str, local: &mut Local) -> Option<Duration> {
+pub async fn finish_pod(agent: &Arc<Agent>, uid: &str, local: &mut Local) -> Option<Duration> {
     let rec = agent.status.record(uid)?;
     for (id, hs) in local.probes.drain() {
         let _ = id;

@@ -44,13 +44,17 @@ fn manifest_files(dir: &Path) -> Vec<PathBuf> {
 
 /// Read the directory and say what it wants, now.
 pub fn rescan(agent: &Arc<Agent>) {
-    let pods = scan(&agent.cfg.manifests, &agent.file_cache);
+    // A node of a cluster names its static pods after itself, as kubelet
+    // does (`web` on node `n1` is `web-n1`), so that the mirror pods of
+    // two nodes never clash.
+    let suffix = agent.node.as_ref().map(|_| agent.cfg.node_name.as_str());
+    let pods = scan(&agent.cfg.manifests, &agent.file_cache, suffix);
     PodConfig::set(agent, Source::File, pods);
 }
 
 /// Every pod the directory's files define (the first definition of a
 /// namespace/name wins, as in kubelet).
-fn scan(dir: &Path, cache: &Cache) -> Vec<DesiredPod> {
+fn scan(dir: &Path, cache: &Cache, suffix: Option<&str>) -> Vec<DesiredPod> {
     let files = manifest_files(dir);
     let mut cache = cache.files.lock().unwrap_or_else(|e| e.into_inner());
     cache.retain(|f, _| files.contains(f));
@@ -78,7 +82,13 @@ fn scan(dir: &Path, cache: &Cache) -> Vec<DesiredPod> {
                 docs
             }
         };
-        for doc in docs {
+        for mut doc in docs {
+            if let Some(node) = suffix {
+                doc.name = format!("{}-{node}", doc.name);
+                if let Ok(p) = doc.pod.as_mut() {
+                    p.metadata.name = Some(doc.name.clone());
+                }
+            }
             let key = format!("{}/{}", doc.namespace, doc.name);
             if let Some(other) = seen.insert(key.clone(), file.clone()) {
                 tracing::warn!(
@@ -117,6 +127,8 @@ fn desired(file: &Path, doc: manifest::Doc) -> DesiredPod {
         file: file.to_path_buf(),
         pod,
         spec_hash,
+        deleting: None,
+        rejected: None,
     }
 }
 
@@ -195,12 +207,12 @@ mod tests {
         .unwrap();
         std::fs::write(dir.path().join(".hidden.yaml"), "not: read").unwrap();
         let cache = Cache::default();
-        let pods = scan(dir.path(), &cache);
+        let pods = scan(dir.path(), &cache, None);
         let names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["one", "two"], "b.yaml's `one` is a duplicate");
         assert!(pods.iter().all(|p| p.pod.is_ok()));
         // Unchanged files come from the cache: same uids and hashes.
-        let again = scan(dir.path(), &cache);
+        let again = scan(dir.path(), &cache, None);
         assert_eq!(
             again.iter().map(|p| &p.uid).collect::<Vec<_>>(),
             pods.iter().map(|p| &p.uid).collect::<Vec<_>>()
@@ -215,7 +227,7 @@ mod tests {
             "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  containers: [{name: c, image: busybox, volumeDevices: [{name: x, devicePath: /dev/x}]}]\n",
         )
         .unwrap();
-        let pods = scan(dir.path(), &Cache::default());
+        let pods = scan(dir.path(), &Cache::default(), None);
         assert_eq!(pods.len(), 1);
         assert!(pods[0].pod.is_err());
         assert!(pods[0].spec_hash.starts_with("invalid-"));

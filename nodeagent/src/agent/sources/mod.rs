@@ -7,13 +7,19 @@
 //!
 //! - a source reports the whole set of pods it wants, each time it looks
 //!   ([`PodConfig::set`]); the manifest directory does so on every change
-//!   and every 10 s ([`file`]);
+//!   and every 10 s ([`file`]); the API server's watch, after each list,
+//!   then one pod at a time ([`PodConfig::upsert`], [`PodConfig::forget`])
+//!   ([`apiserver`]);
 //! - [`PodConfig`] remembers each source's last set and turns the
 //!   difference into [`PodUpdate`]s for the engine ([`super::engine`]).
 //!
 //! A pod belongs to one source. Its uid is the source's: derived from the
-//! file and the pod's name for a static pod, as kubelet derives it.
+//! file and the pod's name for a static pod, as kubelet derives it; the
+//! API object's for a pod from the API server. A pod whose deletion has
+//! begun (`deletionTimestamp`) is no longer wanted: it is stopped within
+//! the grace period the deletion gave.
 
+pub mod apiserver;
 pub mod file;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 
-use super::reasons::WaitingReason;
+use super::reasons::{PodFailureReason, WaitingReason};
 use super::state::{self, PodRecord};
 use super::Agent;
 
@@ -34,6 +40,9 @@ pub enum Source {
     /// A manifest file in `--manifests` (a static pod).
     #[default]
     File,
+    /// Bound to this node in the API server (node mode).
+    #[serde(rename = "api")]
+    ApiServer,
 }
 
 /// A pod as a source wants it.
@@ -49,6 +58,11 @@ pub struct DesiredPod {
     pub pod: Result<Pod, String>,
     /// A digest of the spec: a change means a new pod.
     pub spec_hash: String,
+    /// Its deletion has begun, with this grace period (seconds).
+    pub deleting: Option<u64>,
+    /// Why the node refuses it, when `pod` is an error and the reason is
+    /// not the manifest's (admission: `OutOfcpu`...).
+    pub rejected: Option<PodFailureReason>,
 }
 
 impl DesiredPod {
@@ -98,6 +112,7 @@ impl DesiredPod {
             spec_hash: self.spec_hash,
             pod,
             invalid,
+            rejected: self.rejected,
             created_at: jiff::Timestamp::now(),
             start_time: None,
             sandbox: None,
@@ -105,6 +120,8 @@ impl DesiredPod {
             conditions: BTreeMap::new(),
             terminating: false,
             deleted_at: None,
+            deletion_grace: None,
+            failure: None,
             sandbox_error: None,
             finished: false,
             sandbox_count: 0,
@@ -120,6 +137,8 @@ pub enum PodUpdate {
     Update(DesiredPod),
     Remove {
         uid: String,
+        /// The grace period the deletion gave, over the spec's.
+        grace: Option<std::time::Duration>,
     },
 }
 
@@ -135,54 +154,104 @@ pub struct PodConfig {
 impl PodConfig {
     /// Source `source` now wants exactly `pods`: hand the differences to
     /// the engine. Pods adopted from a previous run count as the source's
-    /// until its first set says otherwise.
+    /// until its first word says otherwise.
     pub fn set(agent: &Arc<Agent>, source: Source, pods: Vec<DesiredPod>) {
-        let updates = {
-            let mut sets = agent.config.sets.lock().unwrap_or_else(|e| e.into_inner());
-            let last = sets.entry(source.clone()).or_insert_with(|| {
-                // First set from this source: what the engine adopted.
-                agent
-                    .status
-                    .list()
-                    .into_iter()
-                    .filter(|r| r.source == source)
-                    .map(|r| (r.uid, (r.spec_hash, r.file)))
-                    .collect()
-            });
-            let changes = diff(last, pods);
-            changes.iter().for_each(|c| match c {
-                PodUpdate::Add(p) | PodUpdate::Update(p) => {
-                    last.insert(p.uid.clone(), (p.spec_hash.clone(), p.file.clone()));
-                }
-                PodUpdate::Remove { uid } => {
-                    last.remove(uid);
-                }
-            });
-            changes
-        };
+        let updates = agent.config.change(agent, &source, |last| diff(last, pods));
         for u in updates {
             super::engine::Engine::apply(agent, u);
         }
+    }
+
+    /// Source `source` wants `pod` (new, changed, or being deleted), the
+    /// others as before.
+    pub fn upsert(agent: &Arc<Agent>, source: Source, pod: DesiredPod) {
+        let updates = agent.config.change(agent, &source, |last| {
+            diff_one(last, pod).into_iter().collect()
+        });
+        for u in updates {
+            super::engine::Engine::apply(agent, u);
+        }
+    }
+
+    /// Source `source` no longer has the pod `uid` (its object is gone).
+    pub fn forget(agent: &Arc<Agent>, source: Source, uid: &str) {
+        let updates = agent.config.change(agent, &source, |last| {
+            if last.contains_key(uid) {
+                vec![PodUpdate::Remove {
+                    uid: uid.to_string(),
+                    grace: None,
+                }]
+            } else {
+                Vec::new()
+            }
+        });
+        for u in updates {
+            super::engine::Engine::apply(agent, u);
+        }
+    }
+
+    /// Work out the changes against the source's last set and record them.
+    fn change(
+        &self,
+        agent: &Agent,
+        source: &Source,
+        f: impl FnOnce(&Set) -> Vec<PodUpdate>,
+    ) -> Vec<PodUpdate> {
+        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        let last = sets.entry(source.clone()).or_insert_with(|| {
+            // First word from this source: what the engine adopted.
+            agent
+                .status
+                .list()
+                .into_iter()
+                .filter(|r| &r.source == source)
+                .map(|r| (r.uid, (r.spec_hash, r.file)))
+                .collect()
+        });
+        let changes = f(last);
+        for c in &changes {
+            match c {
+                PodUpdate::Add(p) | PodUpdate::Update(p) => {
+                    last.insert(p.uid.clone(), (p.spec_hash.clone(), p.file.clone()));
+                }
+                PodUpdate::Remove { uid, .. } => {
+                    last.remove(uid);
+                }
+            }
+        }
+        changes
+    }
+}
+
+/// The change one pod makes to `last`: a pod whose deletion has begun is a
+/// removal (with its grace period), a new one an addition, a changed one an
+/// update.
+fn diff_one(last: &Set, p: DesiredPod) -> Option<PodUpdate> {
+    if let Some(g) = p.deleting {
+        return last.contains_key(&p.uid).then(|| PodUpdate::Remove {
+            uid: p.uid,
+            grace: Some(std::time::Duration::from_secs(g)),
+        });
+    }
+    match last.get(&p.uid) {
+        None => Some(PodUpdate::Add(p)),
+        Some((hash, file)) if *hash != p.spec_hash || *file != p.file => Some(PodUpdate::Update(p)),
+        Some(_) => None,
     }
 }
 
 /// The changes from `last` to `now`.
 fn diff(last: &Set, now: Vec<DesiredPod>) -> Vec<PodUpdate> {
-    let wanted: BTreeSet<String> = now.iter().map(|p| p.uid.clone()).collect();
+    let there: BTreeSet<String> = now.iter().map(|p| p.uid.clone()).collect();
     let mut out: Vec<PodUpdate> = last
         .keys()
-        .filter(|u| !wanted.contains(*u))
-        .map(|u| PodUpdate::Remove { uid: u.clone() })
+        .filter(|u| !there.contains(*u))
+        .map(|u| PodUpdate::Remove {
+            uid: u.clone(),
+            grace: None,
+        })
         .collect();
-    for p in now {
-        match last.get(&p.uid) {
-            None => out.push(PodUpdate::Add(p)),
-            Some((hash, file)) if *hash != p.spec_hash || *file != p.file => {
-                out.push(PodUpdate::Update(p))
-            }
-            Some(_) => {}
-        }
-    }
+    out.extend(now.into_iter().filter_map(|p| diff_one(last, p)));
     out
 }
 
@@ -199,6 +268,8 @@ mod tests {
             file: PathBuf::from("/m/a.yaml"),
             pod: Err("not needed".into()),
             spec_hash: hash.into(),
+            deleting: None,
+            rejected: None,
         }
     }
 
@@ -219,12 +290,22 @@ mod tests {
             .map(|c| match c {
                 PodUpdate::Add(p) => format!("add {}", p.uid),
                 PodUpdate::Update(p) => format!("update {}", p.uid),
-                PodUpdate::Remove { uid } => format!("remove {uid}"),
+                PodUpdate::Remove { uid, .. } => format!("remove {uid}"),
             })
             .collect();
         assert_eq!(kinds, ["update b", "add c"]);
         let gone = diff(&last, vec![pod("a", "h1")]);
-        assert!(matches!(&gone[..], [PodUpdate::Remove { uid }] if uid == "b"));
+        assert!(matches!(&gone[..], [PodUpdate::Remove { uid, .. }] if uid == "b"));
+        let deleting = DesiredPod {
+            deleting: Some(5),
+            rejected: None,
+            ..pod("a", "h1")
+        };
+        let graceful = diff(&last, vec![deleting, pod("b", "h1")]);
+        assert!(matches!(
+            &graceful[..],
+            [PodUpdate::Remove { uid, grace: Some(g) }] if uid == "a" && g.as_secs() == 5
+        ));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::sync::Mutex;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use tokio::sync::mpsc;
 
+use super::sources::Source;
 use super::state::{Layout, PodRecord};
 
 /// A pod's status changed (or the pod is gone: `status` is `None`).
@@ -31,7 +32,27 @@ pub struct StatusChange {
     pub uid: String,
     pub namespace: String,
     pub name: String,
+    /// The source the pod came from.
+    pub source: Source,
     pub status: Option<PodStatus>,
+    /// The pod is gone because its deletion was asked for through the
+    /// API: the object is to be deleted now that its containers are.
+    pub delete_object: bool,
+}
+
+impl StatusChange {
+    fn of(r: &PodRecord, status: Option<PodStatus>) -> StatusChange {
+        StatusChange {
+            uid: r.uid.clone(),
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+            source: r.source.clone(),
+            delete_object: status.is_none()
+                && r.source == Source::ApiServer
+                && r.deletion_grace.is_some(),
+            status,
+        }
+    }
 }
 
 pub struct StatusManager {
@@ -78,12 +99,7 @@ impl StatusManager {
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
         if let Some(r) = gone {
-            self.send(StatusChange {
-                uid: r.uid,
-                namespace: r.namespace,
-                name: r.name,
-                status: None,
-            });
+            self.send(StatusChange::of(&r, None));
         }
         self.changed.notify_waiters();
     }
@@ -141,12 +157,7 @@ impl StatusManager {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(r.uid.clone(), s.clone());
             }
-            let _ = tx.send(StatusChange {
-                uid: r.uid,
-                namespace: r.namespace,
-                name: r.name,
-                status,
-            });
+            let _ = tx.send(StatusChange::of(&r, status));
         }
         self.subscribers
             .lock()
@@ -177,12 +188,7 @@ impl StatusManager {
             }
             last.insert(uid.to_string(), status.clone());
         }
-        self.send(StatusChange {
-            uid: rec.uid,
-            namespace: rec.namespace,
-            name: rec.name,
-            status: Some(status),
-        });
+        self.send(StatusChange::of(&rec, Some(status)));
     }
 
     fn send(&self, change: StatusChange) {
@@ -227,6 +233,8 @@ mod tests {
             }))
             .unwrap()),
             spec_hash: "abcd".into(),
+            deleting: None,
+            rejected: None,
         }
         .into_record()
     }

@@ -16,11 +16,12 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
+use super::super::sources::Source;
 use super::super::state::{CState, ContainerRecord, PodRecord, Terminated};
 
 /// The phase kubelet would report.
 pub fn phase(r: &PodRecord) -> &'static str {
-    if r.invalid.is_some() {
+    if r.invalid.is_some() || (r.failure.is_some() && r.finished) {
         return "Failed";
     }
     let init_failed = r
@@ -160,11 +161,18 @@ pub fn pod(r: &PodRecord, node: &str, host_ip: &str) -> Pod {
         creation_timestamp: Some(Time(r.created_at)),
         annotations: {
             let mut a = p.metadata.annotations.clone().unwrap_or_default();
-            a.insert("kubernetes.io/config.source".into(), "file".into());
-            a.insert(
-                "kubernetes.io/config.path".into(),
-                r.file.display().to_string(),
-            );
+            match r.source {
+                Source::File => {
+                    a.insert("kubernetes.io/config.source".into(), "file".into());
+                    a.insert(
+                        "kubernetes.io/config.path".into(),
+                        r.file.display().to_string(),
+                    );
+                }
+                Source::ApiServer => {
+                    a.insert("kubernetes.io/config.source".into(), "api".into());
+                }
+            }
             a.insert("kubernetes.io/config.hash".into(), r.spec_hash.clone());
             Some(a)
         },
@@ -185,7 +193,7 @@ pub fn pod(r: &PodRecord, node: &str, host_ip: &str) -> Pod {
         ..Default::default()
     };
     if let Some(why) = &r.invalid {
-        st.reason = Some("InvalidManifest".into());
+        st.reason = Some(r.failure_reason().to_string());
         st.message = Some(why.clone());
         p.status = Some(st);
         return p;
@@ -258,6 +266,10 @@ pub fn pod(r: &PodRecord, node: &str, host_ip: &str) -> Pod {
     st.container_statuses = Some(statuses);
     if let Some(e) = &r.sandbox_error {
         st.message = Some(e.clone());
+    }
+    if let Some(f) = &r.failure {
+        st.reason = Some(f.reason.to_string());
+        st.message = Some(f.message.clone());
     }
     st.qos_class = Some(qos(&p).into());
     p.status = Some(st);
@@ -429,6 +441,8 @@ mod tests {
             file: "/m/p.yaml".into(),
             pod: Ok(pod),
             spec_hash: "abcd".into(),
+            deleting: None,
+            rejected: None,
         }
         .into_record()
     }

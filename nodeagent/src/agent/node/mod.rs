@@ -1,0 +1,209 @@
+//! Node mode: the agent as a node of a Kubernetes cluster.
+//!
+//! With `--kubeconfig`, the agent does what kubelet does to be a node
+//! (see "Nodes" and "Node heartbeats" in the Kubernetes docs):
+//!
+//! - it **registers** a Node object named after itself, or adopts one of
+//!   that name, and keeps its status true: capacity, addresses, system
+//!   information, the images it has, and the Ready, MemoryPressure,
+//!   DiskPressure and PIDPressure conditions ([`register`]);
+//! - it **renews a Lease** in `kube-node-lease` every 10 s, its heartbeat:
+//!   when the lease runs out (40 s), the controller-manager marks the node
+//!   NotReady and, later, evicts its pods ([`lease`]);
+//! - its pods come from a second **source**, the pods the scheduler bound
+//!   to it ([`crate::agent::sources::apiserver`]);
+//! - their status goes back through the `pods/status` subresource, and a
+//!   deleted pod's object is removed once its containers are gone
+//!   ([`sink`]); static pods from `--manifests` are shown in the API as
+//!   mirror pods ([`mirror`]); events are posted as Event objects
+//!   ([`events`]);
+//! - what its pods refer to is fetched and followed: Secrets, ConfigMaps
+//!   and service-account tokens ([`objects`]), and Services for the
+//!   containers' environment ([`services`]).
+//!
+//! The agent talks to the API server as `system:node:NAME` (group
+//! `system:nodes`), the identity the Node authorizer and the
+//! NodeRestriction admission plugin give exactly what one node needs: its
+//! own Node and Lease, the pods bound to it, and the secrets and config
+//! maps those pods use.
+
+pub mod events;
+pub mod lease;
+pub mod mirror;
+pub mod objects;
+pub mod register;
+pub mod services;
+pub mod sink;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Agent;
+
+/// `skiff-agent serve`'s node-mode settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// How to reach the API server, and as whom.
+    pub kubeconfig: PathBuf,
+    /// `--node-labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `--register-with-taints`.
+    pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    /// `--max-pods` (kubelet's default is 110).
+    pub max_pods: u32,
+    /// `--kubelet-port`, reported in `daemonEndpoints`.
+    pub kubelet_port: u16,
+    /// The node's address (`--node-ip`; else the source address of the
+    /// default route).
+    pub ip: Option<String>,
+}
+
+/// What node mode shares with the engine: the API client, and the state
+/// its tasks share.
+pub struct NodeHandle {
+    pub client: kube::Client,
+    pub config: NodeConfig,
+    pub shared: Shared,
+    /// The Secrets and ConfigMaps pods use, and their tokens.
+    pub objects: objects::Objects,
+    /// The cluster's services, for containers' environment.
+    pub services: Arc<services::Services>,
+}
+
+impl NodeHandle {
+    /// A client from the kubeconfig. Nothing is contacted yet: an API
+    /// server that is not there at start is retried by every task.
+    pub async fn new(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = client(&config.kubeconfig).await?;
+        Ok(NodeHandle {
+            objects: objects::Objects::new(client.clone()),
+            services: Arc::new(services::Services::default()),
+            client,
+            config,
+            shared: Shared {
+                node_uid: OnceLock::new(),
+                mirrors: Mutex::new(HashMap::new()),
+                api_mirrors: Mutex::new(None),
+                mirror_wake: tokio::sync::Notify::new(),
+                sink_wake: tokio::sync::Notify::new(),
+                events: tx,
+                events_rx: Mutex::new(Some(rx)),
+            },
+        })
+    }
+}
+
+/// State node mode's tasks share.
+pub struct Shared {
+    /// The Node's uid, once registered (owner of the lease and of mirror
+    /// pods).
+    pub node_uid: OnceLock<String>,
+    /// Static pod uid → its mirror pod's uid in the API.
+    pub mirrors: Mutex<HashMap<String, String>>,
+    /// The mirror pods the API has for this node, as the pod watch sees
+    /// them; `None` until its first list.
+    pub api_mirrors: Mutex<Option<HashMap<(String, String), mirror::Seen>>>,
+    /// Wakes the mirror pod task (the pod watch saw a mirror pod change).
+    pub mirror_wake: tokio::sync::Notify,
+    /// Wakes the status sink (a mirror pod appeared: its status is due).
+    pub sink_wake: tokio::sync::Notify,
+    events: mpsc::UnboundedSender<super::events::Event>,
+    events_rx: Mutex<Option<mpsc::UnboundedReceiver<super::events::Event>>>,
+}
+
+impl Shared {
+    /// Hand an event to the task that posts them.
+    pub fn post_event(&self, e: super::events::Event) {
+        let _ = self.events.send(e);
+    }
+
+    /// The mirror pod uid of static pod `uid`, if there is one.
+    pub fn mirror(&self, uid: &str) -> Option<String> {
+        self.mirrors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .cloned()
+    }
+}
+
+/// A client from the kubeconfig, whose user is the node's identity.
+async fn client(kubeconfig: &std::path::Path) -> Result<kube::Client, NodeError> {
+    let bad = |e: Box<dyn std::error::Error + Send + Sync>| NodeError::Kubeconfig {
+        path: kubeconfig.to_path_buf(),
+        source: e,
+    };
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| bad(Box::new(e)))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| bad(Box::new(e)))?;
+    kube::Client::try_from(cfg).map_err(|e| NodeError::Client(Box::new(e)))
+}
+
+/// Errors of node mode's set-up.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("read kubeconfig {path}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("make an API client")]
+    Client(#[source] Box<kube::Error>),
+}
+
+/// Start node mode's tasks: registration and node status, the lease, the
+/// pod source, the status sink, mirror pods and events.
+pub fn start(agent: &Arc<Agent>) {
+    let Some(node) = agent.node.as_ref() else {
+        return;
+    };
+    let name = agent.cfg.node_name.clone();
+    node.services.start(node.client.clone());
+    tokio::spawn(register::run(agent.clone()));
+    tokio::spawn(lease::run(agent.clone()));
+    tokio::spawn(super::sources::apiserver::watch(
+        agent.clone(),
+        node.client.clone(),
+        name,
+    ));
+    tokio::spawn(sink::run(agent.clone()));
+    tokio::spawn(mirror::run(agent.clone()));
+    let rx = node
+        .shared
+        .events_rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(rx) = rx {
+        tokio::spawn(events::run(agent.clone(), rx));
+    }
+}
+
+/// Retry delays after failures: 0.5 s doubling to 30 s.
+pub struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Duration::from_millis(500))
+    }
+}
+
+impl Backoff {
+    /// Wait, then lengthen the next wait.
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(30));
+    }
+
+    /// Back to the shortest wait (after a success).
+    pub fn reset(&mut self) {
+        self.0 = Duration::from_millis(500);
+    }
+}
