@@ -582,6 +582,11 @@ EOF
     # --insecure-port=0 matters: 1.20 still defaults to also serving plain
     # HTTP on 127.0.0.1:8080 with no authentication or authorization at all.
     # (Its log then says the flag "has no effect now"; that text is wrong.)
+    # BoundServiceAccountTokenVolume (alpha in 1.20, on by default from
+    # 1.22): the ServiceAccount admission plugin gives pods a projected
+    # volume (a TokenRequest token bound to the pod, the kube-root-ca.crt
+    # ConfigMap, the namespace) instead of the legacy token Secret, as
+    # every current cluster does.
     # --endpoint-reconciler-type=none: by default the API server keeps the
     # Endpoints of the `kubernetes` service pointing at itself; nothing here
     # implements services (no kube-proxy), so skip that machinery.
@@ -603,6 +608,7 @@ EOF
         --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
         --kubelet-preferred-address-types=InternalIP,Hostname \
         --endpoint-reconciler-type=none \
+        --feature-gates=BoundServiceAccountTokenVolume=true \
         --profiling=false --v=1
     # /readyz turns ok once etcd is reachable and the post-start hooks ran
     # (default RBAC roles and bindings, priority classes, system namespaces).
@@ -654,6 +660,7 @@ EOF
         --service-cluster-ip-range="$SERVICE_CIDR" \
         "${cidr_flags[@]}" \
         --node-monitor-period=5s --node-monitor-grace-period=40s \
+        --feature-gates=BoundServiceAccountTokenVolume=true \
         --kube-api-qps=100 --kube-api-burst=200 \
         --profiling=false --v=1
 

@@ -45,10 +45,24 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     pub netns: String,
     pub network: String,
+    /// The CNI network's pod subnet.
+    pub subnet: String,
+    /// Node mode: the agent is a node of the test cluster.
+    pub node: Option<NodeSide>,
     child: Option<Child>,
     extra_args: Vec<String>,
     /// Every pod uid `pods()` has seen: their cgroups must go with them.
     seen: std::cell::RefCell<std::collections::BTreeSet<String>>,
+}
+
+/// What a node-mode agent is to the cluster.
+pub struct NodeSide {
+    /// The Node's name.
+    pub name: String,
+    /// Its address on the control plane's bridge.
+    pub ip: String,
+    /// The value of its `skiff-test` label, which the test's pods select.
+    pub label: String,
 }
 
 impl Agent {
@@ -57,6 +71,66 @@ impl Agent {
     }
 
     pub fn start_with(extra: &[&str]) -> Agent {
+        let mut a = Agent::prepare(extra, None);
+        a.spawn();
+        a
+    }
+
+    /// An agent that joins the test cluster ([`crate::k8s::cluster`]) as a
+    /// node labelled `skiff-test=<label>`, and waits for it to be Ready.
+    pub fn start_node(label: &str, extra: &[&str]) -> Agent {
+        let mut a = Agent::prepare(extra, Some(label));
+        a.spawn();
+        let name = a.node_name();
+        crate::k8s::cluster().wait_json(
+            &["node", &name],
+            Duration::from_secs(120),
+            "the node to be Ready",
+            |n| {
+                n["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            },
+        );
+        a
+    }
+
+    /// A node whose link to the control plane is down when it starts (the
+    /// test brings `eth0` up); not waited for.
+    pub fn start_node_offline(label: &str, extra: &[&str]) -> Agent {
+        let mut a = Agent::prepare(extra, Some(label));
+        let o = a.in_netns(&["ip", "link", "set", "eth0", "down"]);
+        assert!(o.status.success());
+        a.spawn();
+        a
+    }
+
+    /// The node's name (node mode).
+    pub fn node_name(&self) -> String {
+        self.node
+            .as_ref()
+            .map(|n| n.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// Route this node's namespace to `other`'s pod subnet (and back), so
+    /// pods on the two nodes reach each other by IP.
+    pub fn route_to(&self, other: &Agent) {
+        let (Some(a), Some(b)) = (&self.node, &other.node) else {
+            panic!("route_to: both agents must be nodes");
+        };
+        for (from, to, via) in [(self, other, &b.ip), (other, self, &a.ip)] {
+            let o = from.in_netns(&["ip", "route", "replace", &to.subnet, "via", via]);
+            assert!(
+                o.status.success(),
+                "route: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+
+    fn prepare(extra: &[&str], node_label: Option<&str>) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("skiff-agent-t-")
             .tempdir()
@@ -119,16 +193,34 @@ impl Agent {
             "import: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut a = Agent {
+        let node = node_label.map(|label| {
+            let c = crate::k8s::cluster();
+            let ip = c.attach(&netns);
+            // The control plane reaches the node's pods through the node.
+            let o = c.exec(&["ip", "route", "replace", &subnet, "via", &ip]);
+            assert!(
+                o.status.success(),
+                "route: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let name = format!("n-{network}");
+            c.node_kubeconfig(&name, &dir.path().join("kubeconfig"));
+            NodeSide {
+                name,
+                ip,
+                label: label.to_string(),
+            }
+        });
+        Agent {
             dir,
             netns,
             network,
+            subnet,
+            node,
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             seen: Default::default(),
-        };
-        a.spawn();
-        a
+        }
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -162,8 +254,7 @@ impl Agent {
             .arg(self.path("cni"))
             .arg("--runtime")
             .arg(skiff_bin())
-            .arg("--node-name")
-            .arg("test-node")
+            .args(self.node_args())
             .args(["--test-backoff", "1s,4s"])
             .args(&self.extra_args)
             .stdin(Stdio::null())
@@ -180,6 +271,23 @@ impl Agent {
                 .success()
                 .then_some(())
         });
+    }
+
+    /// `--node-name`, and in node mode the cluster flags.
+    fn node_args(&self) -> Vec<String> {
+        match &self.node {
+            None => vec!["--node-name".into(), "test-node".into()],
+            Some(n) => vec![
+                "--node-name".into(),
+                n.name.clone(),
+                "--kubeconfig".into(),
+                self.path("kubeconfig").display().to_string(),
+                "--node-labels".into(),
+                format!("skiff-test={}", n.label),
+                "--node-ip".into(),
+                n.ip.clone(),
+            ],
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -292,10 +400,24 @@ impl Agent {
             .unwrap()
     }
 
-    /// Remove every manifest and wait until the agent has no pods.
+    /// Remove every manifest (and in node mode, every pod bound to the
+    /// node, which is cordoned first) and wait until the agent has no pods.
     pub fn stop_all(&self) {
         for e in std::fs::read_dir(self.path("manifests")).unwrap().flatten() {
             let _ = std::fs::remove_file(e.path());
+        }
+        if let Some(n) = &self.node {
+            let c = crate::k8s::cluster();
+            let _ = c.kubectl(&["cordon", &n.name]);
+            let _ = c.kubectl(&[
+                "delete",
+                "pods",
+                "--all-namespaces",
+                "--field-selector",
+                &format!("spec.nodeName={}", n.name),
+                "--grace-period=1",
+                "--wait=false",
+            ]);
         }
         if self.child.is_some() {
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -379,6 +501,15 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "---- last lines of the agent's log ({}) ----\n{}\n----",
+                self.node_name(),
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
         if self.child.is_none() {
             self.spawn();
         }
@@ -401,6 +532,11 @@ impl Drop for Agent {
             }
         }
         crate::unmount_below(self.dir.path());
+        if let Some(n) = &self.node {
+            let c = crate::k8s::cluster();
+            let _ = c.kubectl(&["delete", "node", &n.name, "--wait=false"]);
+            let _ = c.exec(&["ip", "route", "del", &self.subnet]);
+        }
         let _ = Command::new("ip")
             .args(["netns", "delete", &self.netns])
             .status();

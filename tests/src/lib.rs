@@ -58,6 +58,7 @@
 pub mod agent;
 pub mod containerd;
 pub mod images;
+pub mod k8s;
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};

@@ -105,8 +105,17 @@ pub fn docker_config_path() -> Option<PathBuf> {
 /// Hub is also known as `https://index.docker.io/v1/`).
 pub fn from_docker_config(path: &Path, registry: &str) -> Option<Credentials> {
     let text = std::fs::read(path).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    let auths = v.get("auths")?.as_object()?;
+    from_docker_config_bytes(&text, registry)
+}
+
+/// [`from_docker_config`] on the file's bytes. Also reads the older
+/// `.dockercfg` shape (the entries without the `auths` wrapper), and
+/// entries with `username` and `password` instead of `auth`, as
+/// Kubernetes' `kubernetes.io/dockerconfigjson` and `kubernetes.io/dockercfg`
+/// pull secrets hold them.
+pub fn from_docker_config_bytes(text: &[u8], registry: &str) -> Option<Credentials> {
+    let v: serde_json::Value = serde_json::from_slice(text).ok()?;
+    let auths = v.get("auths").unwrap_or(&v).as_object()?;
     let hub = registry == crate::reference::DOCKER_HUB;
     let entry = auths.iter().find_map(|(k, e)| {
         let host = k
@@ -119,16 +128,36 @@ pub fn from_docker_config(path: &Path, registry: &str) -> Option<Credentials> {
             host == registry || (hub && matches!(host, "index.docker.io" | "registry-1.docker.io"));
         matches.then_some(e)
     })?;
-    let auth = entry.get("auth")?.as_str()?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(auth)
-        .ok()?;
-    Credentials::parse(std::str::from_utf8(&decoded).ok()?)
+    if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth)
+            .ok()?;
+        return Credentials::parse(std::str::from_utf8(&decoded).ok()?);
+    }
+    let user = entry.get("username")?.as_str()?;
+    let password = entry.get("password")?.as_str()?;
+    (!user.is_empty()).then(|| Credentials {
+        username: user.to_string(),
+        password: password.to_string(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pull_secret_shapes() {
+        use base64::Engine;
+        let auth = base64::engine::general_purpose::STANDARD.encode("u:p");
+        let json = format!(r#"{{"auths":{{"reg.example:5000":{{"auth":"{auth}"}}}}}}"#);
+        let c = from_docker_config_bytes(json.as_bytes(), "reg.example:5000").unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p"));
+        assert!(from_docker_config_bytes(json.as_bytes(), "other").is_none());
+        let cfg = r#"{"https://reg.example/v1/":{"username":"a","password":"b"}}"#;
+        let c = from_docker_config_bytes(cfg.as_bytes(), "reg.example").unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("a", "b"));
+    }
 
     #[test]
     fn challenges() {

@@ -10,6 +10,11 @@
 //! the reason `OutOf<resource>` (`OutOfcpu`, `OutOfmemory`, `OutOfpods`)
 //! and a message giving the numbers, and its controller makes another.
 //!
+//! Sysctls are checked too (pkg/kubelet/sysctl): only those known to be
+//! namespaced (they change the pod, not the node) and safe (they cannot
+//! hurt other pods) are allowed, and none of the network ones for a pod
+//! on the host's network. Anything else is `SysctlForbidden`.
+//!
 //! A pod's request for a resource is the larger of the sum over its app
 //! containers and the largest single init container (init containers run
 //! one at a time, before the app containers). Pods that ended or are being
@@ -65,6 +70,44 @@ pub fn pod_requests(pod: &Pod) -> Requests {
         sum.memory = sum.memory.max(r.memory);
     }
     sum
+}
+
+/// The sysctls kubelet 1.20 allows without `--allowed-unsafe-sysctls`.
+pub const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+];
+
+/// Check the pod's sysctls, with kubelet's messages.
+pub fn sysctls(pod: &Pod) -> Result<(), (PodFailureReason, String)> {
+    let Some(spec) = &pod.spec else {
+        return Ok(());
+    };
+    let host_net = spec.host_network.unwrap_or(false);
+    let list = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.sysctls.as_ref());
+    for s in list.into_iter().flatten() {
+        if !SAFE_SYSCTLS.contains(&s.name.as_str()) {
+            return Err((
+                PodFailureReason::SysctlForbidden,
+                format!("forbidden sysctl: {:?} not whitelisted", s.name),
+            ));
+        }
+        if host_net && s.name.starts_with("net.") {
+            return Err((
+                PodFailureReason::SysctlForbidden,
+                format!(
+                    "forbidden sysctl: {:?} not allowed with host net enabled",
+                    s.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What the node can give pods.
@@ -169,6 +212,23 @@ mod tests {
         memory: 1 << 30,
         pods: 3,
     };
+
+    #[test]
+    fn only_safe_namespaced_sysctls() {
+        let with = |name: &str, host: bool| -> Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": {
+                "hostNetwork": host,
+                "securityContext": {"sysctls": [{"name": name, "value": "1"}]},
+                "containers": [{"name": "c"}]}}))
+            .unwrap()
+        };
+        assert!(sysctls(&with("net.ipv4.tcp_syncookies", false)).is_ok());
+        let (r, m) = sysctls(&with("kernel.msgmax", false)).unwrap_err();
+        assert_eq!(r.as_str(), "SysctlForbidden");
+        assert_eq!(m, "forbidden sysctl: \"kernel.msgmax\" not whitelisted");
+        assert!(sysctls(&with("net.ipv4.tcp_syncookies", true)).is_err());
+        assert!(sysctls(&with("kernel.shm_rmid_forced", true)).is_ok());
+    }
 
     #[test]
     fn requests_sum_app_containers_and_take_the_largest_init() {

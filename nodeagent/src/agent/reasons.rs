@@ -110,6 +110,8 @@ pub enum PodFailureReason {
     UnexpectedAdmissionError,
     /// `activeDeadlineSeconds` passed.
     DeadlineExceeded,
+    /// A sysctl that is not known to be safe and namespaced.
+    SysctlForbidden,
     /// Requests beyond the node's allocatable resources.
     #[serde(rename = "OutOfcpu")]
     OutOfCpu,
@@ -126,6 +128,7 @@ impl PodFailureReason {
             PodFailureReason::UnsupportedField => "UnsupportedField",
             PodFailureReason::UnexpectedAdmissionError => "UnexpectedAdmissionError",
             PodFailureReason::DeadlineExceeded => "DeadlineExceeded",
+            PodFailureReason::SysctlForbidden => "SysctlForbidden",
             PodFailureReason::OutOfCpu => "OutOfcpu",
             PodFailureReason::OutOfMemory => "OutOfmemory",
             PodFailureReason::OutOfPods => "OutOfpods",

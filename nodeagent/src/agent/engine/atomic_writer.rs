@@ -90,6 +90,17 @@ fn top(p: &str) -> &str {
     p.split('/').next().unwrap_or(p)
 }
 
+/// A file's mode on disk: its own, and with a group owner (`fsGroup`) also
+/// readable by the group, as kubelet's `SetVolumeOwnership` makes the
+/// files of read-only volumes.
+fn file_mode(f: &File, gid: Option<u32>) -> u32 {
+    if gid.is_some() {
+        f.mode | 0o440
+    } else {
+        f.mode
+    }
+}
+
 /// Does the version directory `dir` hold exactly `payload`?
 fn same(dir: &Path, payload: &Payload, gid: Option<u32>) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -155,10 +166,10 @@ pub fn write(dir: &Path, payload: &Payload, gid: Option<u32>) -> Result<bool, Wr
                 std::fs::create_dir_all(parent)?;
             }
             std::fs::write(&full, &f.data)?;
+            std::fs::set_permissions(&full, std::fs::Permissions::from_mode(file_mode(f, gid)))?;
             if let Some(g) = gid {
                 std::os::unix::fs::chown(&full, None, Some(g))?;
             }
-            std::fs::set_permissions(&full, std::fs::Permissions::from_mode(f.mode))?;
         }
         if let Some(g) = gid {
             chown_dirs(&version, g)?;

@@ -60,6 +60,17 @@ pub async fn prepare_bundle(
             .and_then(|_| std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)))
             .map_err(|e| format!("create termination log {}: {e}", log.display()))?;
     }
+    // The pod's data (bundles with their runtime specs, which hold the
+    // environment; container layers; emptyDirs) is root's only.
+    let data = agent.cfg.layout().pod_data(&rec.uid);
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&data);
+        let _ = std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700));
+    }
     let store = &agent.store;
     let _gc = store.gc_guard().map_err(|e| e.to_string())?;
     let _ = skiff_images::snapshot::release(bundle);

@@ -36,6 +36,50 @@ fn fail(reason: WaitingReason, message: String) -> ImageError {
     ImageError { reason, message }
 }
 
+/// Credentials for `registry` from the pod's `imagePullSecrets` (Secrets
+/// of type `kubernetes.io/dockerconfigjson` or `kubernetes.io/dockercfg`),
+/// the first that has an entry for it. A secret that cannot be read is
+/// skipped, as kubelet does (it logs and pulls without it).
+async fn pull_secret_creds(
+    agent: &Agent,
+    uid: &str,
+    registry: &str,
+) -> Option<skiff_images::registry::auth::Credentials> {
+    let rec = agent.status.record(uid)?;
+    let node = agent.node.as_ref()?;
+    let names: Vec<String> = rec
+        .pod
+        .as_ref()?
+        .spec
+        .as_ref()?
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .collect();
+    for name in names {
+        let kind = super::super::node::objects::Kind::Secret;
+        match node.objects.get(kind, &rec.namespace, &name, uid).await {
+            Ok(Some(data)) => {
+                for key in [".dockerconfigjson", ".dockercfg"] {
+                    let found = data.get(key).and_then(|d| {
+                        skiff_images::registry::auth::from_docker_config_bytes(d, registry)
+                    });
+                    if found.is_some() {
+                        return found;
+                    }
+                }
+            }
+            Ok(None) => tracing::warn!(
+                "pod {}: image pull secret {name:?} not found; pulling without it",
+                rec.key()
+            ),
+            Err(e) => tracing::warn!("pod {}: image pull secret {name:?}: {e}", rec.key()),
+        }
+    }
+    None
+}
+
 /// Apply `imagePullPolicy`: find the image or pull it.
 pub async fn ensure_image(
     agent: &Arc<Agent>,
@@ -84,13 +128,14 @@ pub async fn ensure_image(
             Some(field),
         );
         let t0 = std::time::Instant::now();
+        let creds = pull_secret_creds(agent, uid, &reference.registry).await;
         let r = reference.clone();
         let pulled = tokio::task::spawn_blocking(move || {
             let opts = pull::PullOptions {
                 client: ClientOptions {
                     insecure,
                     hosts_dir: Some(certs_dir),
-                    creds: None,
+                    creds,
                     docker_config: None,
                     attempts: 2,
                 },

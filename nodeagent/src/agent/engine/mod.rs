@@ -188,22 +188,27 @@ impl Engine {
     }
 }
 
-/// Admission of a pod new to the node ([`super::admission`]): a pod from
-/// the API server that does not fit is refused (and so fails).
+/// Admission of a pod new to the node ([`super::admission`]): a pod whose
+/// sysctls are not safe is refused; in node mode, so is a pod from the API
+/// server that does not fit. A refused pod fails.
 fn admit(agent: &Agent, pod: &mut DesiredPod) {
-    let (Some(node), Ok(p)) = (&agent.node, &pod.pod) else {
+    let Ok(p) = &pod.pod else {
         return;
     };
-    if pod.source != super::sources::Source::ApiServer {
-        return;
+    let mut verdict = super::admission::sysctls(p);
+    if let (Ok(()), Some(node)) = (&verdict, &agent.node) {
+        if pod.source == super::sources::Source::ApiServer {
+            let cap =
+                super::node::register::Capacity::read(agent, node.config.max_pods).allocatable();
+            let alloc = super::admission::Allocatable {
+                cpu_milli: cap.cpus * 1000,
+                memory: cap.memory,
+                pods: cap.pods as u64,
+            };
+            verdict = super::admission::admit(p, &agent.status.list(), alloc);
+        }
     }
-    let cap = super::node::register::Capacity::read(agent, node.config.max_pods).allocatable();
-    let alloc = super::admission::Allocatable {
-        cpu_milli: cap.cpus * 1000,
-        memory: cap.memory,
-        pods: cap.pods as u64,
-    };
-    if let Err((reason, message)) = super::admission::admit(p, &agent.status.list(), alloc) {
+    if let Err((reason, message)) = verdict {
         tracing::info!(
             "pod {}/{} rejected: {reason}: {message}",
             pod.namespace,

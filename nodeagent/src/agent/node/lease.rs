@@ -79,6 +79,10 @@ pub async fn run(agent: Arc<Agent>) {
     let leases: Api<Lease> = Api::namespaced(node.client.clone(), NAMESPACE);
     let mut last: Option<Lease> = None;
     let mut backoff = Backoff::default();
+    // The lease is owned by the Node: wait until registration gives its uid.
+    while node.shared.node_uid.get().is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     loop {
         let uid = node.shared.node_uid.get().map(String::as_str);
         let result = match last.take() {

@@ -98,7 +98,10 @@ pub struct Plan {
     pub delete: Vec<(String, String, String)>,
 }
 
-/// Compare the static pods with the mirror pods the API has.
+/// Compare the static pods with the mirror pods the API has. A mirror
+/// whose deletion began (someone deleted it) is deleted at once, as kubelet
+/// does, and made again once it is gone; so is one of an old hash. One
+/// without a static pod goes.
 pub fn plan(statics: &[PodRecord], seen: &HashMap<(String, String), Seen>) -> Plan {
     let mut plan = Plan::default();
     let mut wanted: BTreeMap<(String, String), &PodRecord> = BTreeMap::new();
@@ -106,23 +109,15 @@ pub fn plan(statics: &[PodRecord], seen: &HashMap<(String, String), Seen>) -> Pl
         wanted.insert((r.namespace.clone(), r.name.clone()), r);
     }
     for (key, m) in seen {
-        match wanted.get(key) {
-            Some(r) if r.spec_hash == m.hash => {}
-            _ if m.deleting => {}
-            _ => plan
-                .delete
-                .push((key.0.clone(), key.1.clone(), m.uid.clone())),
+        let current = wanted.get(key).is_some_and(|r| r.spec_hash == m.hash);
+        if m.deleting || !current {
+            plan.delete
+                .push((key.0.clone(), key.1.clone(), m.uid.clone()));
         }
     }
+    plan.delete.sort();
     for (key, r) in &wanted {
-        let current = seen
-            .get(key)
-            .is_some_and(|m| m.hash == r.spec_hash && !m.deleting);
-        if !current
-            && !seen
-                .get(key)
-                .is_some_and(|m| m.deleting && m.hash != r.spec_hash)
-        {
+        if !seen.contains_key(key) {
             plan.create.push(r.uid.clone());
         }
     }
@@ -258,17 +253,20 @@ mod tests {
             seen("m-g", "h9", false),
         );
         let p = plan(&statics, &api);
-        assert_eq!(p.create, ["uid-b", "uid-c"]);
-        let mut del: Vec<&str> = p.delete.iter().map(|d| d.2.as_str()).collect();
-        del.sort();
-        assert_eq!(del, ["m-b", "m-g"]);
-        // An old mirror still being deleted: wait for it to go.
-        api.insert(
-            ("default".to_string(), "b".to_string()),
-            seen("m-b", "old", true),
+        assert_eq!(
+            p.create,
+            ["uid-c"],
+            "b is made again once its old mirror is gone"
         );
+        let del: Vec<&str> = p.delete.iter().map(|d| d.2.as_str()).collect();
+        assert_eq!(del, ["m-b", "m-g"]);
+        // A current mirror someone deleted: its deletion is finished.
+        let a = ("default".to_string(), "a".to_string());
+        api.insert(a.clone(), seen("m-a", "h1", true));
         let p = plan(&statics, &api);
-        assert_eq!(p.create, ["uid-c"]);
+        assert!(p.delete.iter().any(|d| d.2 == "m-a"));
+        api.remove(&a);
+        assert!(plan(&statics, &api).create.contains(&"uid-a".to_string()));
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! Changes that arrive while a patch is in flight are folded (only the
 //! newest status of a pod is sent), and failures are retried with
 //! back-off. A static pod's status goes to its mirror pod
-//! ([`super::mirror`]).
+//! ([`super::mirror`]), and again to a new mirror pod when it is replaced.
 //!
 //! When a pod whose deletion was asked for through the API has no
 //! container left, the node finishes the deletion: it deletes the object
@@ -38,8 +38,8 @@ use crate::agent::Agent;
 
 /// What became of one change.
 enum Outcome {
-    /// Sent, or nothing to send.
-    Done,
+    /// Sent (to the object of this uid), or nothing to send.
+    Done(String),
     /// A static pod whose mirror pod does not exist yet: kept until it does.
     NoMirror,
 }
@@ -52,8 +52,9 @@ pub async fn run(agent: Arc<Agent>) {
     let mut rx = agent.status.subscribe();
     // By uid: the newest change not yet sent.
     let mut pending: BTreeMap<String, StatusChange> = BTreeMap::new();
-    // Static pods waiting for their mirror pod.
-    let mut parked: BTreeMap<String, StatusChange> = BTreeMap::new();
+    // By uid: the last change sent, and the object (uid) it went to. A
+    // static pod's status goes again when its mirror pod is replaced.
+    let mut sent: BTreeMap<String, (StatusChange, String)> = BTreeMap::new();
     let mut backoff = Backoff::default();
     loop {
         if pending.is_empty() {
@@ -63,20 +64,32 @@ pub async fn run(agent: Arc<Agent>) {
                     None => return,
                 },
                 _ = node.shared.sink_wake.notified() => {
-                    pending.append(&mut parked);
+                    for (uid, (c, to)) in &sent {
+                        if c.source == Source::File
+                            && node.shared.mirror(uid).is_some_and(|m| m != *to)
+                        {
+                            pending.entry(uid.clone()).or_insert_with(|| c.clone());
+                        }
+                    }
                 }
             }
         }
         while let Ok(c) = rx.try_recv() {
-            parked.remove(&c.uid);
             pending.insert(c.uid.clone(), c);
         }
         let mut failed = false;
         for (uid, c) in std::mem::take(&mut pending) {
             match deliver(&agent, &node.client, &c).await {
-                Ok(Outcome::Done) => {}
+                Ok(Outcome::Done(to)) => {
+                    if c.status.is_some() {
+                        sent.insert(uid, (c, to));
+                    } else {
+                        sent.remove(&uid);
+                    }
+                }
+                // Sent when its mirror pod appears (the wake above).
                 Ok(Outcome::NoMirror) => {
-                    parked.insert(uid, c);
+                    sent.insert(uid, (c, String::new()));
                 }
                 Err(e) => {
                     tracing::warn!("report status of pod {}/{}: {e}", c.namespace, c.name);
@@ -126,7 +139,7 @@ async fn deliver(
         if c.delete_object {
             delete_pod(client, &c.namespace, &c.name, &c.uid).await;
         }
-        return Ok(Outcome::Done);
+        return Ok(Outcome::Done(String::new()));
     };
     let uid = match c.source {
         Source::ApiServer => c.uid.clone(),
@@ -140,9 +153,9 @@ async fn deliver(
         .patch_status(&c.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => Ok(Outcome::Done),
+        Ok(_) => Ok(Outcome::Done(uid)),
         // Gone, or another pod of that name now: nothing to report to.
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(Outcome::Done),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(Outcome::Done(uid)),
         Err(e) => Err(e),
     }
 }
