@@ -710,3 +710,61 @@ fn a_pod_with_an_unsupported_field_fails_naming_it_and_others_run() {
         .unwrap()
         .starts_with("Node didn't have enough resource: cpu, requested: 500000"));
 }
+
+#[test]
+fn two_nodes_take_a_deployment_and_their_pods_reach_each_other() {
+    let l = label();
+    let a = Agent::start_node(&l, &[]);
+    let b = Agent::start_node(&l, &[]);
+    a.route_to(&b);
+    let ns = Namespace::new();
+    let c = cluster();
+    c.apply(
+        &ns.name,
+        &format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 4\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      nodeSelector: {{skiff-test: {l}}}\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: httpd\n        image: localhost/busybox:1\n        imagePullPolicy: IfNotPresent\n        command: [httpd, -f, -p, '8080', -h, /www]\n        readinessProbe: {{httpGet: {{path: /index.html, port: 8080}}, periodSeconds: 1}}\n"
+        ),
+    );
+    c.wait_json(
+        &["deployment", "web", "-n", &ns.name],
+        Duration::from_secs(120),
+        "4 available replicas",
+        |d| d["status"]["availableReplicas"] == 4,
+    );
+    let pods = c.get_json(&["pods", "-n", &ns.name]).unwrap();
+    let pods = pods["items"].as_array().unwrap();
+    assert_eq!(pods.len(), 4);
+    let on = |n: &Agent| -> Vec<(String, String)> {
+        pods.iter()
+            .filter(|p| p["spec"]["nodeName"] == n.node_name().as_str())
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_string(),
+                    p["status"]["podIP"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (on_a, on_b) = (on(&a), on(&b));
+    assert!(
+        !on_a.is_empty() && !on_b.is_empty(),
+        "the scheduler used both nodes: {on_a:?} {on_b:?}"
+    );
+    assert_eq!(on_a.len() + on_b.len(), 4);
+    // A pod on one node reaches a pod on the other by IP, both ways.
+    for (from, to, node) in [(&on_a[0], &on_b[0], &a), (&on_b[0], &on_a[0], &b)] {
+        let got = exec(
+            node,
+            &ns.name,
+            &from.0,
+            &[
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &format!("http://{}:8080/index.html", to.1),
+            ],
+        );
+        assert!(got.contains("hello from a skiff pod"), "{got}");
+    }
+}

@@ -74,6 +74,9 @@ pub fn parse_file(path: &Path, text: &str) -> Vec<Doc> {
             }),
         }];
     }
+    for v in &mut values {
+        octal_modes(v);
+    }
     let many = values.len() > 1;
     values
         .into_iter()
@@ -96,6 +99,30 @@ pub fn parse_file(path: &Path, text: &str) -> Vec<Doc> {
             }
         })
         .collect()
+}
+
+/// File modes written the YAML 1.1 way (`defaultMode: 0644`), as kubectl
+/// and kubelet read them: octal. YAML 1.2 (this parser) reads `0644` as a
+/// string; in a `mode` or `defaultMode` field it is made the number it
+/// means.
+fn octal_modes(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                if k == "mode" || k == "defaultMode" {
+                    if let Some(s) = v.as_str() {
+                        let digits = s.strip_prefix("0o").or_else(|| s.strip_prefix('0'));
+                        if let Some(n) = digits.and_then(|d| u32::from_str_radix(d, 8).ok()) {
+                            *v = Value::from(n);
+                        }
+                    }
+                }
+                octal_modes(v);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(octal_modes),
+        _ => {}
+    }
 }
 
 /// A file name made into something `get pods` can show.
@@ -308,6 +335,15 @@ mod tests {
             err(&y),
             "spec.containers[0].resources.limits.nvidia.com/gpu: not supported"
         );
+    }
+
+    #[test]
+    fn modes_are_octal_as_in_yaml_1_1() {
+        let y = format!("{BASE}  volumes:\n  - name: v\n    secret: {{secretName: s, defaultMode: 0400, items: [{{key: k, path: p, mode: 0644}}]}}\n");
+        let p = one(&y).unwrap();
+        let s = p.spec.unwrap().volumes.unwrap()[0].secret.clone().unwrap();
+        assert_eq!(s.default_mode, Some(0o400));
+        assert_eq!(s.items.unwrap()[0].mode, Some(0o644));
     }
 
     #[test]

@@ -35,6 +35,23 @@ pub fn all_names() -> Vec<String> {
         .collect()
 }
 
+/// The capabilities this process may still hand on (its bounding set),
+/// by name, sorted: what a privileged container can really get. A
+/// machine may hold some back from root itself (a container host, a
+/// sandbox); asking for those fails with EPERM, so containerd gives
+/// privileged containers exactly this set.
+pub fn bounding_names() -> Vec<String> {
+    caps::read(None, CapSet::Bounding)
+        .map(|set| {
+            set.iter()
+                .map(|c| c.to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        })
+        .unwrap_or_else(|_| all_names())
+}
+
 /// Convert the spec's names to the `caps` crate's type.
 pub fn convert(set: Option<&oci_spec::runtime::Capabilities>) -> Result<CapsHashSet, ProcessError> {
     let mut out = HashSet::new();

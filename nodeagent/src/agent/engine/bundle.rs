@@ -12,6 +12,15 @@ use super::super::Agent;
 use super::image::ImageReady;
 use super::{container, sandbox};
 
+/// Where the container writes its termination message: its
+/// `terminationMessagePath`, by default `/dev/termination-log` (the API
+/// server's default, which kubelet applies to static pods too).
+pub fn termination_message_path(c: &Container) -> &str {
+    c.termination_message_path
+        .as_deref()
+        .unwrap_or("/dev/termination-log")
+}
+
 /// The file an instance's `terminationMessagePath` is bound to, in its
 /// monitor directory.
 pub fn termination_log(monitor_dir: &Path) -> std::path::PathBuf {
@@ -49,10 +58,7 @@ pub async fn prepare_bundle(
     // The termination log: an empty file the container may write, world
     // writable as kubelet makes it (the container's user is unknown here).
     let log = termination_log(monitor_dir);
-    let with_log = c
-        .termination_message_path
-        .as_deref()
-        .is_some_and(|p| !p.is_empty());
+    let with_log = !termination_message_path(c).is_empty();
     if with_log {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(monitor_dir)

@@ -184,7 +184,7 @@ pub fn container_spec(
     spec["process"]["noNewPrivileges"] =
         json!(csc.and_then(|s| s.allow_privilege_escalation) == Some(false) && !privileged);
     let mut caps: Vec<String> = if privileged {
-        skiff_runtime::process::capabilities::all_names()
+        skiff_runtime::process::capabilities::bounding_names()
     } else {
         spec["process"]["capabilities"]["bounding"]
             .as_array()
@@ -204,7 +204,7 @@ pub fn container_spec(
         for a in cs.add.iter().flatten() {
             let a = cap_name(a);
             if a == "CAP_ALL" {
-                caps = skiff_runtime::process::capabilities::all_names();
+                caps = skiff_runtime::process::capabilities::bounding_names();
             } else if !caps.contains(&a) {
                 caps.push(a);
             }
@@ -285,11 +285,10 @@ pub fn container_spec(
         mounts.push(json!({"destination": dest, "type": "bind",
             "source": ctx.etc_dir.join(file), "options": ["rbind", "rprivate", "rw"]}));
     }
-    if let (Some(log), Some(path)) = (ctx.termination_log, c.termination_message_path.as_deref()) {
-        if !path.is_empty() {
-            mounts.push(json!({"destination": path, "type": "bind",
-                "source": log, "options": ["rbind", "rprivate", "rw"]}));
-        }
+    if let Some(log) = ctx.termination_log {
+        let path = super::bundle::termination_message_path(c);
+        mounts.push(json!({"destination": path, "type": "bind",
+            "source": log, "options": ["rbind", "rprivate", "rw"]}));
     }
     for b in ctx.binds {
         let ro = if b.read_only { "ro" } else { "rw" };

@@ -127,9 +127,7 @@ fn termination_message(
     exit_code: i32,
 ) -> Option<String> {
     let spec = super::container_spec(rec, init, name)?;
-    let from_file = spec
-        .termination_message_path
-        .as_deref()
+    let from_file = Some(bundle::termination_message_path(&spec))
         .filter(|p| !p.is_empty())
         .and_then(|_| std::fs::read(bundle::termination_log(&inst.dir)).ok())
         .filter(|d| !d.is_empty())
