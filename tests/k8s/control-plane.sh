@@ -78,6 +78,10 @@
 #                          spec.podCIDR.  Off by default: it can delay `up`
 #                          by 10 s (see the controller manager below).
 #   SKIFF_K8S_TIMEOUT      seconds `up` waits for readiness (default 120)
+#   SKIFF_K8S_AUDIT        if 1, the API server writes an audit log of every
+#                          request made by a node (group system:nodes) to
+#                          DIR/logs/audit.log, one JSON line per request
+#                          (bench/node.sh counts them)
 #
 # Must run as root (network namespaces, the cache in /var/cache).
 
@@ -89,6 +93,7 @@ SUBNET=${SKIFF_K8S_SUBNET:-10.201.0}
 SERVICE_CIDR=${SKIFF_K8S_SERVICE_CIDR:-10.0.0.0/24}
 CLUSTER_CIDR=${SKIFF_K8S_CLUSTER_CIDR:-}
 TIMEOUT=${SKIFF_K8S_TIMEOUT:-120}
+AUDIT=${SKIFF_K8S_AUDIT:-0}
 
 # Ports.  They are fixed: every control plane has its own network namespace,
 # so "127.0.0.1:2379" of one instance is not that of another, nor the host's.
@@ -590,6 +595,16 @@ EOF
     # --endpoint-reconciler-type=none: by default the API server keeps the
     # Endpoints of the `kubernetes` service pointing at itself; nothing here
     # implements services (no kube-proxy), so skip that machinery.
+    # An audit log of the nodes' requests, when asked: one line per request
+    # as it completes (a watch counts when it ends).
+    local audit_flags=()
+    if [[ $AUDIT == 1 ]]; then
+        printf '%s\n' 'apiVersion: audit.k8s.io/v1' 'kind: Policy' \
+            'omitStages: [RequestReceived, ResponseStarted]' 'rules:' \
+            '- level: Metadata' '  userGroups: [system:nodes]' '- level: None' \
+            >"$DIR/audit-policy.yaml"
+        audit_flags=(--audit-policy-file="$DIR/audit-policy.yaml" --audit-log-path="$DIR/logs/audit.log")
+    fi
     start kube-apiserver "$BIN/kube-apiserver" \
         --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
         --advertise-address="$BRIDGE_IP" \
@@ -609,6 +624,7 @@ EOF
         --kubelet-preferred-address-types=InternalIP,Hostname \
         --endpoint-reconciler-type=none \
         --feature-gates=BoundServiceAccountTokenVolume=true \
+        "${audit_flags[@]}" \
         --profiling=false --v=1
     # /readyz turns ok once etcd is reachable and the post-start hooks ran
     # (default RBAC roles and bindings, priority classes, system namespaces).

@@ -79,7 +79,7 @@ fn bad_input_gets_a_reason_and_the_rest_keeps_running() {
     });
     assert_eq!(
         msg(&volume),
-        "spec.volumes[0].configMap.name: not supported"
+        "spec.volumes[0].configMap: a static pod cannot use secrets, config maps or service account tokens (only pods from the API server can)"
     );
     let noimage = a.wait_pod("noimage", T, "ImagePullBackOff", |p| {
         container(p, "c")["state"]["waiting"]["reason"] == "ImagePullBackOff"

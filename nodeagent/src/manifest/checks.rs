@@ -332,6 +332,70 @@ pub(super) fn check_container(
     Ok(())
 }
 
+/// The first reference of a static pod to an object of the API server (a
+/// Secret, a ConfigMap, a service-account token), with its path. A static
+/// pod cannot have them: nothing lets the node read objects for a pod the
+/// API server does not know (the Node authorizer follows pods bound to the
+/// node; NodeRestriction refuses mirror pods that refer to such objects).
+pub fn api_reference(pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        if v.secret.is_some() {
+            return Some(format!("spec.volumes[{i}].secret"));
+        }
+        if v.config_map.is_some() {
+            return Some(format!("spec.volumes[{i}].configMap"));
+        }
+        for (j, src) in v
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+            .enumerate()
+        {
+            for (k, used) in [
+                ("secret", src.secret.is_some()),
+                ("configMap", src.config_map.is_some()),
+                ("serviceAccountToken", src.service_account_token.is_some()),
+            ] {
+                if used {
+                    return Some(format!("spec.volumes[{i}].projected.sources[{j}].{k}"));
+                }
+            }
+        }
+    }
+    if spec
+        .image_pull_secrets
+        .as_ref()
+        .is_some_and(|l| !l.is_empty())
+    {
+        return Some("spec.imagePullSecrets".into());
+    }
+    let lists = [
+        (
+            "spec.initContainers",
+            spec.init_containers.as_deref().unwrap_or(&[]),
+        ),
+        ("spec.containers", &spec.containers[..]),
+    ];
+    for (list, containers) in lists {
+        for (i, c) in containers.iter().enumerate() {
+            for (j, e) in c.env.iter().flatten().enumerate() {
+                let from = e.value_from.as_ref();
+                if from.is_some_and(|f| f.secret_key_ref.is_some()) {
+                    return Some(format!("{list}[{i}].env[{j}].valueFrom.secretKeyRef"));
+                }
+                if from.is_some_and(|f| f.config_map_key_ref.is_some()) {
+                    return Some(format!("{list}[{i}].env[{j}].valueFrom.configMapKeyRef"));
+                }
+            }
+            if c.env_from.as_ref().is_some_and(|l| !l.is_empty()) {
+                return Some(format!("{list}[{i}].envFrom"));
+            }
+        }
+    }
+    None
+}
+
 /// A `fieldRef` path this node can read: one of [`FIELD_REFS`], or one
 /// label or annotation (`metadata.labels['app']`).
 fn field_ref_ok(path: &str, at: &str) -> Result<(), String> {

@@ -95,7 +95,14 @@ pub fn parse_file(path: &Path, text: &str) -> Vec<Doc> {
             Doc {
                 namespace: meta("namespace").unwrap_or_else(|| "default".into()),
                 name: meta("name").unwrap_or(fallback),
-                pod: validate(&v).map_err(ManifestError::Invalid),
+                pod: validate(&v)
+                    .and_then(|p| match checks::api_reference(&p) {
+                        Some(at) => Err(format!(
+                            "{at}: a static pod cannot use secrets, config maps or service account tokens (only pods from the API server can)"
+                        )),
+                        None => Ok(p),
+                    })
+                    .map_err(ManifestError::Invalid),
             }
         })
         .collect()
@@ -338,12 +345,26 @@ mod tests {
     }
 
     #[test]
+    fn static_pods_cannot_use_api_objects() {
+        let y = format!("{BASE}  volumes:\n  - name: v\n    configMap: {{name: x}}\n");
+        assert!(err(&y).starts_with("spec.volumes[0].configMap: a static pod cannot use"));
+        let y = format!("{BASE}    envFrom: [{{secretRef: {{name: s}}}}]\n");
+        assert!(err(&y).starts_with("spec.containers[0].envFrom: a static pod"));
+        // From the API server they are fine.
+        let v: Value = serde_norway::from_str(&y).unwrap();
+        assert!(validate_api(&v).is_ok());
+    }
+
+    #[test]
     fn modes_are_octal_as_in_yaml_1_1() {
-        let y = format!("{BASE}  volumes:\n  - name: v\n    secret: {{secretName: s, defaultMode: 0400, items: [{{key: k, path: p, mode: 0644}}]}}\n");
+        let y = format!("{BASE}  volumes:\n  - name: v\n    downwardAPI: {{defaultMode: 0400, items: [{{path: p, mode: 0644, fieldRef: {{fieldPath: metadata.name}}}}]}}\n");
         let p = one(&y).unwrap();
-        let s = p.spec.unwrap().volumes.unwrap()[0].secret.clone().unwrap();
-        assert_eq!(s.default_mode, Some(0o400));
-        assert_eq!(s.items.unwrap()[0].mode, Some(0o644));
+        let d = p.spec.unwrap().volumes.unwrap()[0]
+            .downward_api
+            .clone()
+            .unwrap();
+        assert_eq!(d.default_mode, Some(0o400));
+        assert_eq!(d.items.unwrap()[0].mode, Some(0o644));
     }
 
     #[test]

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Node-mode benchmark: a release skiff-agent as the one node of a real
+# Kubernetes 1.20 control plane (tests/k8s/control-plane.sh), in a network
+# namespace of its own.
+#   1. `kubectl apply` -> pod Ready (`kubectl wait`), through the real API
+#      server and scheduler, image already on the node: median of RUNS pods,
+#      one at a time (the service-account token volume included, as every
+#      pod of a cluster has one);
+#   2. node-side memory with PODS steady pods: the agent, the per-container
+#      monitors and the pause processes (VmRSS and PSS sums);
+#   3. API load with those PODS pods: requests per minute the node makes, as
+#      the API server's audit log counts them, over MINUTES minutes.
+#
+#   sudo bench/node.sh [RUNS] [PODS] [MINUTES]
+# References (kubelet 1.20 + containerd 1.6 on this machine, DESIGN.md §7):
+# apply -> Ready about 0.8 s; kubelet 86 MB and containerd 48 MB resident
+# idle; kubelet's API pattern is the lease every 10 s (6/min) plus pod
+# status only on change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-20}
+pods=${2:-50}
+minutes=${3:-3}
+scripts/build-release.sh
+bin="$PWD/target/x86_64-unknown-linux-gnu/release"
+agent="$bin/skiff-agent"
+work=$(mktemp -d /tmp/skiff-nodebench.XXXXXX)
+cp="$work/cp"
+netns="skiff-nodebench-$$"
+node="bench-node-$$"
+subnet=10.91.0.0/16
+pid=""
+
+kc() { nsenter --net="$NETNS_PATH" "$KUBECTL" --kubeconfig "$KUBECONFIG" "$@"; }
+
+cleanup() {
+  set +e
+  if [ -n "$pid" ]; then
+    kc delete pods --all --grace-period=0 --force >/dev/null 2>&1
+    for _ in $(seq 600); do
+      [ "$(curl -s --unix-socket "$work/agent.sock" http://a/pods | jq '.items | length')" = 0 ] && break
+      sleep 0.1
+    done
+    kill "$pid"; wait "$pid" 2>/dev/null
+  fi
+  tests/k8s/control-plane.sh down "$cp" >/dev/null 2>&1
+  ip netns delete "$netns" 2>/dev/null
+  grep -o "$work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+SKIFF_K8S_AUDIT=1 tests/k8s/control-plane.sh up "$cp" >/dev/null
+set -a
+# shellcheck disable=SC1091
+. "$cp/env"
+set +a
+tests/k8s/control-plane.sh node-kubeconfig "$cp" "$node" "$work/node.kubeconfig"
+ip netns add "$netns"
+ip -n "$netns" link set lo up
+tests/k8s/control-plane.sh attach "$cp" "$netns" 10.201.0.2/24
+tests/k8s/control-plane.sh exec "$cp" ip route add "$subnet" via 10.201.0.2
+
+scripts/busybox-image.sh "$work/image" bench >/dev/null
+"$agent" image --data-dir "$work/data" import "oci:$work/image:bench" --name localhost/busybox:bench >/dev/null
+mkdir -p "$work/manifests" "$work/cni"
+cat > "$work/cni/10-bench.conflist" <<JSON
+{"cniVersion":"1.0.0","name":"skiffnode","plugins":[{"type":"bridge","bridge":"sknode0","isGateway":true,
+ "ipam":{"type":"host-local","dataDir":"$work/ipam","ranges":[[{"subnet":"$subnet"}]],
+ "routes":[{"dst":"0.0.0.0/0"}]}}]}
+JSON
+nsenter --net="/run/netns/$netns" "$agent" serve --manifests "$work/manifests" \
+  --data-dir "$work/data" --state-dir "$work/state" --listen "unix://$work/agent.sock" \
+  --cni-conf-dir "$work/cni" --runtime "$bin/skiff" --node-name "$node" \
+  --kubeconfig "$work/node.kubeconfig" --node-ip 10.201.0.2 >"$work/agent.log" 2>&1 &
+pid=$!
+kc wait --for=condition=Ready "node/$node" --timeout=120s >/dev/null
+
+pod() { # NAME LABEL
+  printf 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n  labels: {bench: %s}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: localhost/busybox:bench\n    imagePullPolicy: IfNotPresent\n    command: [sleep, "100000"]\n' "$1" "$2"
+}
+
+echo "== 1. kubectl apply -> pod Ready ($runs pods, one at a time)"
+times=()
+for i in $(seq "$runs"); do
+  pod "lat-$i" latency > "$work/lat.yaml"
+  t0=$(date +%s%N)
+  kc apply -f "$work/lat.yaml" >/dev/null
+  kc wait --for=condition=Ready "pod/lat-$i" --timeout=60s >/dev/null
+  t1=$(date +%s%N)
+  times+=($(( (t1 - t0) / 1000000 )))
+  kc delete pod "lat-$i" --grace-period=0 --force >/dev/null 2>&1
+done
+sorted=$(printf '%s\n' "${times[@]}" | sort -n)
+median=$(echo "$sorted" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')
+echo "apply -> Ready ms: $(echo $sorted | tr '\n' ' ')"
+echo "median ${median} ms (kubelet 1.20 + containerd: about 800 ms; goal <= 200 ms)"
+# The two kubectl processes alone, for scale: a kubectl that does nothing
+# but ask the API server for one object.
+t0=$(date +%s%N); kc get "node/$node" >/dev/null; t1=$(date +%s%N)
+echo "(one bare kubectl get: $(( (t1 - t0) / 1000000 )) ms)"
+for _ in $(seq 300); do [ "$(kc get pods -o name | wc -l)" = 0 ] && break; sleep 0.2; done
+
+echo "== 2. node-side memory with $pods pods"
+for i in $(seq "$pods"); do pod "steady-$i" steady; echo ---; done > "$work/steady.yaml"
+kc apply -f "$work/steady.yaml" >/dev/null
+kc wait --for=condition=Ready pod -l bench=steady --timeout=600s >/dev/null
+sleep 5
+sum() { # FIELD-REGEX FILE-SUFFIX PIDS...
+  local re=$1 f=$2 total=0 p
+  shift 2
+  for p in "$@"; do
+    total=$((total + $(awk -v re="$re" '$0 ~ re {print $2; exit}' "/proc/$p/$f" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+monitors=$(pgrep -f "monitor.*$work" | tr '\n' ' ')
+pauses=$(jq -r '.sandbox.pid // empty' "$work"/state/pods/*/pod.json | tr '\n' ' ')
+# shellcheck disable=SC2086
+{
+  echo "agent:    VmRSS $(sum '^VmRSS' status $pid) KiB, PSS $(sum '^Pss:' smaps_rollup $pid) KiB"
+  echo "monitors: $(echo $monitors | wc -w), VmRSS $(sum '^VmRSS' status $monitors) KiB, PSS $(sum '^Pss:' smaps_rollup $monitors) KiB"
+  echo "pauses:   $(echo $pauses | wc -w), VmRSS $(sum '^VmRSS' status $pauses) KiB, PSS $(sum '^Pss:' smaps_rollup $pauses) KiB"
+  all="$pid $monitors $pauses"
+  echo "in all:   VmRSS $(( $(sum '^VmRSS' status $all) / 1024 )) MiB, PSS $(( $(sum '^Pss:' smaps_rollup $all) / 1024 )) MiB (kubelet alone 86 MB + containerd 48 MB idle; goal <= 25 MB)"
+}
+
+echo "== 3. API requests per minute with $pods steady pods, over $minutes min"
+audit="$cp/logs/audit.log"
+before=$(wc -l < "$audit")
+sleep $((minutes * 60))
+tail -n +$((before + 1)) "$audit" > "$work/window.log"
+n=$(wc -l < "$work/window.log")
+echo "requests: $n in $minutes min = $(awk -v n="$n" -v m="$minutes" 'BEGIN {printf "%.1f", n / m}') per minute (kubelet: the lease, 6 per minute, plus status on change)"
+jq -r '"\(.verb) \(.objectRef.resource // .requestURI)\(if .objectRef.subresource then "/" + .objectRef.subresource else "" end)"' \
+  "$work/window.log" | sort | uniq -c | sort -rn | head -12
