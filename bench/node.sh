@@ -74,6 +74,7 @@ nsenter --net="/run/netns/$netns" "$agent" serve --manifests "$work/manifests" \
   --cni-conf-dir "$work/cni" --runtime "$bin/skiff" --node-name "$node" \
   --kubeconfig "$work/node.kubeconfig" --node-ip 10.201.0.2 >"$work/agent.log" 2>&1 &
 pid=$!
+for _ in $(seq 600); do kc get "node/$node" >/dev/null 2>&1 && break; sleep 0.2; done
 kc wait --for=condition=Ready "node/$node" --timeout=120s >/dev/null
 
 pod() { # NAME LABEL

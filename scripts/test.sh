@@ -6,17 +6,25 @@
 #   lint   cargo fmt --check, and cargo clippy --workspace --all-targets
 #          -- -D warnings (the workspace's lints: unsafe blocks say why)
 #   host   cargo test --workspace --no-fail-fast: unit tests, and the end-to-end tests against
-#          the real kernel, runc, crun, containerd, podman, a registry and the
-#          CNI plugins (this machine's cgroups, hybrid or v2)
+#          the real kernel, runc, crun, containerd, podman, a registry, the
+#          CNI plugins and a Kubernetes control plane (this machine's
+#          cgroups, hybrid or v2)
 #   vm     the runtime's and the node agent's end-to-end tests again on a pure
 #          cgroup v2 kernel in a QEMU guest, with vagrant/provision.sh checked
 #          in it (tests/vm/README.md)
 #   fresh  the fresh-machine check: a pristine bookworm made with debootstrap
-#          runs this README's two commands as written (tests/fresh-root), and
-#          `vagrant validate` checks vagrant/Vagrantfile
+#          runs this README's two commands as written (tests/fresh-root),
+#          and `vagrant validate` checks vagrant/Vagrantfile
 #
-#   scripts/test.sh [STAGE...]     default: all four; a failed stage does not
-#                                  stop the others, the exit status says
+#   scripts/test.sh [STAGE...]     a failed stage does not stop the others;
+#                                  the exit status says
+#
+# With no stage named, it runs `fresh`: the README's second command is this
+# script, so inside the fresh root it runs again, there with lint, host and
+# vm. Every test thus runs once, on a machine that has exactly what the
+# package list gives it, with this machine's kernel and cgroups (and the VM's
+# for pure v2). Name the stages to run them here instead:
+# `scripts/test.sh host` is the quick loop while working.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 skiff_prog=test.sh
@@ -25,8 +33,8 @@ skiff_setup test || exit 1
 
 stages=("$@")
 if [ ${#stages[@]} -eq 0 ]; then
-  stages=(lint host vm fresh)
-  # Inside the fresh root the check itself is what runs us: no second level.
+  stages=(fresh)
+  # Inside the fresh root the check itself is what runs us: the suite.
   [ -n "${SKIFF_FRESH_ROOT:-}" ] && stages=(lint host vm)
 fi
 

@@ -13,20 +13,25 @@
 #    nothing else: no package beyond debootstrap's, no cargo registry, no
 #    target directory (only the machine's resolver and local certificate
 #    authorities, which its network needs).
-# 3. In a mount namespace of its own, the copy gets its own /proc, /sys,
-#    /dev, /run and /tmp, and the host's cgroup hierarchies bound in (the
-#    tests create cgroups); then, chrooted into it with an empty environment,
-#    the README's first code block runs line by line: the demo, then the
-#    tests (which, seeing SKIFF_FRESH_ROOT, do not start a check of their
-#    own). A command that needs a package scripts/packages.txt does not list
-#    fails here, because nothing else is installed.
-# 4. Whatever happens, every process whose root is the copy is killed, and
-#    the copy removed. Its mounts vanish with the namespace.
+# 3. In mount and PID namespaces of its own, the copy gets its own /proc,
+#    /sys, /dev, /run and /tmp, and the host's cgroup hierarchies bound in
+#    (the tests create cgroups), and becomes the root with pivot_root; then,
+#    with an empty environment, the README's first code block runs line by
+#    line: the demo, then the tests (which, seeing SKIFF_FRESH_ROOT, run
+#    their stages there: lint, host, vm). A command that needs a package
+#    scripts/packages.txt does not list fails here, because nothing else is
+#    installed. One cache crosses in, as the base root's does: the
+#    Kubernetes control plane that tests/k8s/control-plane.sh builds from
+#    Debian's source package (7 minutes on 2 cores; SKIFF_K8S_CACHE, default
+#    /var/cache/skiff-k8s). When this machine has none yet, the run inside
+#    builds it there, with the fresh root's own packages, and it is kept.
+# 4. Whatever happens, every process started in the copy dies with its PID
+#    namespace, its mounts with its mount namespace, and the copy is removed.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 prog=fresh-root
 say() { echo "$prog: $*" >&2; }
-[ "$(id -u)" = 0 ] || { say "run as root (debootstrap, chroot and the tests need it)"; exit 1; }
+[ "$(id -u)" = 0 ] || { say "run as root (debootstrap, namespaces and the tests need it)"; exit 1; }
 
 cache=${SKIFF_FRESH_CACHE:-/var/cache/skiff-fresh-root}
 base=$cache/bookworm
@@ -61,16 +66,9 @@ flock -u 9
 root=$(mktemp -d /var/tmp/skiff-fresh-root.XXXXXX)
 cleanup() {
   set +e
-  # every process that lives in the copy is ours: the commands and what they started
-  local p pids
-  for _ in 1 2 3; do
-    pids=()
-    for p in /proc/[0-9]*; do
-      [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && pids+=("${p#/proc/}")
-    done
-    [ ${#pids[@]} = 0 ] && break
-    kill -KILL "${pids[@]}" 2>/dev/null; sleep 1
-  done
+  # The commands ran in a PID namespace of their own: when its first
+  # process ended (or unshare was killed: --kill-child), the kernel killed
+  # everything left in it, so nothing lives in the copy any more.
   rm -rf --one-file-system "$root"
 }
 trap cleanup EXIT
@@ -104,9 +102,8 @@ mapfile -t commands < <(awk '/^```/ { if (open) exit; open = 1; next } open' "$r
 # ---------------------------------------------------------- the check ----
 inner=$(cat <<'EOF'
 set -e
-root=$1; shift
-# The copy becomes a mount point, as / is on a real machine (ip netns and
-# the runtime change the propagation of / and need it to be one).
+root=$1; k8s_cache=$2; shift 2
+# The copy becomes a mount point, then the root of this mount namespace.
 mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
@@ -115,11 +112,22 @@ mount --rbind /dev "$root/dev"
 mount -t tmpfs -o mode=755 tmpfs "$root/run"
 mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 mkdir -p "$root/run/lock"
+mkdir -p "$k8s_cache" "$root/var/cache/skiff-k8s"
+mount --bind "$k8s_cache" "$root/var/cache/skiff-k8s"
+# pivot_root(2), not chroot(2): a container runtime run in a chroot makes
+# containers whose mount namespace's root is still the host's /, and
+# setns(2) into them (exec, probes) lands there, not in the container.
+cd "$root"
+mkdir -p .host-root
+pivot_root . .host-root
+umount -l /.host-root
+rmdir /.host-root
+cd /
 status=0
 for cmd in "$@"; do
   echo "fresh-root: # $cmd" >&2
   t0=$(date +%s)
-  chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 SKIFF_FRESH_ROOT=1 \
+  /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 SKIFF_FRESH_ROOT=1 \
     PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     /bin/bash -c "cd /root/skiff && $cmd" || { status=$?; echo "fresh-root: FAILED (exit $status): $cmd" >&2; }
   echo "fresh-root: took $(( $(date +%s) - t0 )) s: $cmd" >&2
@@ -129,6 +137,8 @@ exit $status
 EOF
 )
 # A mount namespace of its own: every mount below dies with it, and none
-# propagates to the host.
-unshare --mount --propagation private bash -c "$inner" inner "$root" "${commands[@]}"
+# propagates to the host. A PID namespace of its own: whatever the commands
+# leave running dies with them.
+unshare --mount --propagation private --pid --fork --kill-child bash -c "$inner" inner "$root" \
+  "${SKIFF_K8S_CACHE:-/var/cache/skiff-k8s}" "${commands[@]}"
 say "passed in $(( $(date +%s) - start )) s"

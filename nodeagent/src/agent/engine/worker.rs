@@ -127,6 +127,12 @@ async fn sync(
     if rec.finished {
         return None;
     }
+    // Projected volumes (secrets, config maps, the downward API, tokens)
+    // are fetched while the sandbox is made, and written before any
+    // container starts; their task keeps them current after.
+    if volumes::has_projected(&rec) && local.volumes.is_none() {
+        local.volumes = Some(volumes::VolumeTask::start(agent, uid, tx.clone()));
+    }
     if rec.sandbox.is_none() {
         // Recorded first, so that a kill half-way is undone on adoption.
         let (rec, plan) = agent.status.update(uid, |r| {
@@ -167,12 +173,7 @@ async fn sync(
             }
         }
     }
-    // Projected volumes (secrets, config maps, the downward API, tokens)
-    // are written before any container starts, and kept current after.
-    if volumes::has_projected(&agent.status.record(uid)?) {
-        let task = local
-            .volumes
-            .get_or_insert_with(|| volumes::VolumeTask::start(agent, uid, tx.clone()));
+    if let Some(task) = &local.volumes {
         if !*task.ready.borrow() {
             // The task wakes the worker when they are there.
             return Some(Duration::from_secs(5));
