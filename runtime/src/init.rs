@@ -37,7 +37,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{fork, ForkResult};
-use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::cgroups::CgroupPaths;
 use crate::namespaces::{self, Plan};
@@ -71,19 +71,6 @@ pub enum InitError {
     /// support or permission.
     #[error("unable to join session keyring")]
     Keyring(#[source] std::io::Error),
-    /// Opening `exec.fifo` or writing to it failed.
-    #[error("{op} exec fifo")]
-    ExecFifo {
-        /// The step that failed (`"open"`, `"write"`).
-        op: &'static str,
-        /// Why.
-        #[source]
-        source: nix::Error,
-    },
-    /// The host's `/proc` cannot be opened (before the fork) for reopening
-    /// `exec.fifo` later.
-    #[error("open /proc")]
-    OpenProc(#[source] nix::Error),
     /// A hostname or domain name is set but the container shares the host's
     /// UTS namespace (`"hostname"` or `"domainname"`).
     #[error("unable to set {0} without a private UTS namespace")]
@@ -94,34 +81,6 @@ pub enum InitError {
     /// setdomainname(2) failed for this name.
     #[error("setdomainname {0:?}")]
     Domainname(String, #[source] std::io::Error),
-    /// A sysctl that belongs to no namespace (so would change the host).
-    #[error("sysctl {0:?} is not in a separate kernel namespace")]
-    SysctlNoNamespace(String),
-    /// A namespaced sysctl whose namespace the container shares with the host.
-    #[error("sysctl {key:?} is not allowed in the hosts {namespace} namespace")]
-    SysctlHostNamespace {
-        /// The sysctl, like `net.ipv4.ip_forward`.
-        key: String,
-        /// Its namespace (`"ipc"`, `"network"`, `"uts"`).
-        namespace: &'static str,
-    },
-    /// `/proc` cannot be opened or is not a procfs, so sysctls are not written.
-    #[error("refusing to write sysctls")]
-    SysctlProc(#[source] std::io::Error),
-    /// A sysctl name with `..` or `/`.
-    #[error("invalid sysctl name {0:?}")]
-    SysctlName(String),
-    /// Opening or writing a sysctl's file under `/proc/sys` failed.
-    #[error("{op} sysctl {key}")]
-    Sysctl {
-        /// The step that failed (`"open"`, `"write"`).
-        op: &'static str,
-        /// The sysctl.
-        key: String,
-        /// Why.
-        #[source]
-        source: nix::Error,
-    },
 }
 
 /// Everything the init needs, prepared by the runtime before the fork.
@@ -141,7 +100,7 @@ pub struct InitConfig<'a> {
     /// The namespace files to join, opened by the runtime: type, path, file.
     pub ns_files: &'a [(LinuxNamespaceType, PathBuf, File)],
     /// The container's exec.fifo, opened by the runtime.
-    pub exec_fifo: &'a ExecFifo,
+    pub exec_fifo: &'a crate::exec_fifo::ExecFifo,
     /// The socket to send the pty master to, with `process.terminal`.
     pub console_socket: Option<&'a OwnedFd>,
     /// Enter the rootfs with `MS_MOVE` and chroot(2) instead of
@@ -350,7 +309,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
 
     set_hostname(spec, cfg.plan)?;
     if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
-        write_sysctls(sysctl, cfg.plan)?;
+        crate::sysctl::write(sysctl, cfg.plan)?;
     }
     if has_mntns {
         let l = linux.cloned().unwrap_or_default();
@@ -377,8 +336,9 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         .and_then(|l| l.seccomp().as_ref())
         .map(|s| crate::seccomp::build(s, cfg.seccomp_wait_killable_recv))
         .transpose()?;
-    let last = finalize_process(process, in_userns(cfg.plan), filter.as_ref(), chan)?;
-    let env = process_env(process);
+    let last =
+        process::finalize::finalize_process(process, in_userns(cfg.plan), filter.as_ref(), chan)?;
+    let env = process::finalize::process_env(process);
     let args = process.args().clone().unwrap_or_default();
     let program = process::exec::find(&args[0], &env)?;
 
@@ -470,169 +430,6 @@ fn die_on_signals() {
     }
 }
 
-/// The init's handle on `exec.fifo`: an `O_PATH` descriptor of the fifo and
-/// one of the host's /proc, through which the fifo is reopened for writing
-/// at the last moment (`/proc/self/fd/N` reopens exactly that file, and the
-/// fifo's mode 0622 lets the container's user write it). The runtime opens
-/// both before forking: the init, once in its user namespace, in its new
-/// root and as the container's user, could reach neither the root-only state
-/// directory nor the host's /proc by path.
-pub struct ExecFifo {
-    fifo: OwnedFd,
-    proc: OwnedFd,
-}
-
-impl ExecFifo {
-    /// Open the fifo in `state_dir` (`O_PATH`) and the host's `/proc`, before
-    /// the fork.
-    pub fn open(state_dir: &File) -> Result<ExecFifo> {
-        use nix::fcntl::{open, openat, OFlag};
-        use nix::sys::stat::Mode;
-        let fifo = openat(
-            state_dir.as_fd(),
-            crate::container::EXEC_FIFO,
-            OFlag::O_PATH | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|source| InitError::ExecFifo { op: "open", source })?;
-        let proc = open(
-            "/proc",
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(InitError::OpenProc)?;
-        Ok(ExecFifo { fifo, proc })
-    }
-
-    /// Block until `start` opens the other end, then tell it we go. Returns
-    /// the open write end, for reporting a failure before execve.
-    fn wait_for_start(&self) -> Result<OwnedFd> {
-        use nix::fcntl::{openat, OFlag};
-        crate::explain!("fifo(7)", "waiting on exec.fifo: opening a fifo for writing blocks until `skiff start` opens it for reading");
-        let path = format!("self/fd/{}", self.fifo.as_raw_fd());
-        let fd = openat(
-            self.proc.as_fd(),
-            path.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|source| InitError::ExecFifo { op: "open", source })?;
-        nix::unistd::write(&fd, b"0").map_err(|source| InitError::ExecFifo {
-            op: "write",
-            source,
-        })?;
-        Ok(fd)
-    }
-}
-
-/// The environment of the user's program: `process.env`, plus `HOME` from
-/// the container's /etc/passwd when the config does not set it.
-pub fn process_env(process: &Process) -> Vec<String> {
-    let mut env = process.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!(
-            "HOME={}",
-            process::user::home_dir(process.user().uid())
-        ));
-    }
-    env
-}
-
-/// Rlimits, no_new_privs, capabilities, user and working directory: the
-/// last changes before the program is looked up, shared by `create` and
-/// `exec`. Returns what is left for the moment before execve(2): loading
-/// the seccomp filter, and dropping CAP_SYS_ADMIN if it was held for that.
-///
-/// ## Where the seccomp filter goes
-///
-/// The filter is written for the container's program, not for the runtime:
-/// a profile may well forbid `close_range`, `getcwd`, `umask` or `capset`,
-/// which runtimes use. So every step here happens before the filter is
-/// loaded, and so do the program lookup, the "ready" report, the wait on
-/// exec.fifo, the `startContainer` hooks and the closing of the runtime's
-/// descriptors ([`process::exec::exec`]). After the filter, the init makes
-/// only these system calls:
-///
-/// - with `noNewPrivileges`: execve(2) alone;
-/// - without it: one capset(2), then execve(2). Loading a filter without
-///   `no_new_privs` needs CAP_SYS_ADMIN, so the capabilities set here keep
-///   it (in effective and permitted) until the filter is in, and the last
-///   capset drops it. runc makes its capset and setresuid calls after its
-///   filter in this case; skiff makes fewer;
-/// - a filter that notifies a supervisor (`SCMP_ACT_NOTIFY`) is the
-///   exception: its descriptor must reach the listener (through the
-///   runtime) before the container is ready, so it is loaded first thing
-///   here, and everything below follows it, as in runc.
-pub fn finalize_process<'f>(
-    process: &Process,
-    in_userns: bool,
-    seccomp: Option<&'f crate::seccomp::Filter>,
-    chan: &Channel,
-) -> Result<process::exec::LastSteps<'f>> {
-    if let Some(rl) = process.rlimits() {
-        process::rlimits::apply(rl)?;
-    }
-    let nnp = process.no_new_privileges().unwrap_or(false);
-    if nnp {
-        crate::explain!("prctl(2)", "setting no_new_privs: exec can never grant more privileges (setuid bits and file capabilities are ignored)");
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(ProcessError::Sys {
-                op: "set no_new_privs".into(),
-                err: nix::Error::last(),
-            }
-            .into());
-        }
-    }
-    if let Some(f) = seccomp.filter(|f| f.notifies()) {
-        if let Some(fd) = f.load()? {
-            chan.send(&Msg::SeccompFd)?;
-            chan.send_fd(std::os::fd::AsFd::as_fd(&fd))?;
-            chan.expect(
-                Msg::Continue,
-                "continue (listener has the seccomp descriptor)",
-            )?;
-        }
-    }
-    let late_filter = seccomp.filter(|f| !f.notifies());
-    let cwd = process.cwd();
-    let chdir_early = nix::unistd::chdir(cwd.as_path());
-    let caps = process.capabilities().clone().unwrap_or_default();
-    process::capabilities::apply_bounding(&caps)?;
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-    process::user::apply(process.user(), setgroups_allowed(in_userns))?;
-    // SAFETY: as above.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
-    let caps_after_filter =
-        process::capabilities::apply_sets(&caps, late_filter.is_some() && !nnp)?;
-    if chdir_early.is_err() {
-        nix::unistd::chdir(cwd.as_path()).map_err(|err| ProcessError::Cwd {
-            cwd: cwd.clone(),
-            err,
-        })?;
-    }
-    // A cwd reached through a leaked host descriptor shows as "(unreachable)".
-    let here = nix::unistd::getcwd().map_err(|err| ProcessError::Cwd {
-        cwd: cwd.clone(),
-        err,
-    })?;
-    if !here.starts_with("/") {
-        return Err(ProcessError::CwdOutside.into());
-    }
-    Ok(process::exec::LastSteps {
-        filter: late_filter,
-        caps: caps_after_filter,
-    })
-}
-
-fn setgroups_allowed(in_userns: bool) -> bool {
-    !in_userns
-        || std::fs::read_to_string("/proc/self/setgroups")
-            .map(|s| s.trim() != "deny")
-            .unwrap_or(true)
-}
-
 fn set_hostname(spec: &Spec, plan: &Plan) -> Result<()> {
     let uts = plan.has(LinuxNamespaceType::Uts);
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
@@ -655,73 +452,6 @@ fn set_hostname(spec: &Spec, plan: &Plan) -> Result<()> {
                 InitError::Domainname(d.to_string(), std::io::Error::last_os_error()).into(),
             );
         }
-    }
-    Ok(())
-}
-
-/// Which namespace a sysctl belongs to; runc refuses a sysctl whose
-/// namespace the container shares with the host.
-fn check_sysctl(key: &str, plan: &Plan) -> Result<()> {
-    let ipc = [
-        "kernel.msgmax",
-        "kernel.msgmnb",
-        "kernel.msgmni",
-        "kernel.sem",
-        "kernel.shmall",
-        "kernel.shmmax",
-        "kernel.shmmni",
-        "kernel.shm_rmid_forced",
-    ];
-    let (needs, name) = if ipc.contains(&key) || key.starts_with("fs.mqueue.") {
-        (LinuxNamespaceType::Ipc, "ipc")
-    } else if key.starts_with("net.") {
-        (LinuxNamespaceType::Network, "network")
-    } else if key == "kernel.hostname" || key == "kernel.domainname" {
-        (LinuxNamespaceType::Uts, "uts")
-    } else {
-        return Err(InitError::SysctlNoNamespace(key.to_string()).into());
-    };
-    if !plan.has(needs) {
-        return Err(InitError::SysctlHostNamespace {
-            key: key.to_string(),
-            namespace: name,
-        }
-        .into());
-    }
-    Ok(())
-}
-
-/// Write sysctls through a verified procfs: `/proc` must really be procfs
-/// (fstatfs(2) `PROC_SUPER_MAGIC`), and each file is opened below it with
-/// openat2(2) refusing symlinks and mount crossings, so a rootfs cannot
-/// redirect the write (runc CVE-2019-16884 and relatives).
-fn write_sysctls(sysctl: &std::collections::HashMap<String, String>, plan: &Plan) -> Result<()> {
-    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-    let proc = crate::rootfs::proc_guard::open_verified_proc().map_err(InitError::SysctlProc)?;
-    for (k, v) in sysctl {
-        check_sysctl(k, plan)?;
-        if k.contains("..") || k.contains('/') {
-            return Err(InitError::SysctlName(k.clone()).into());
-        }
-        let rel = PathBuf::from("sys").join(k.replace('.', "/"));
-        crate::explain!("sysctl(8)", "writing {v} to /proc/{}", rel.display());
-        let how = OpenHow::new()
-            .flags(OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(
-                ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV
-                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-            );
-        let fd = openat2(proc.as_fd(), rel.as_path(), how).map_err(|source| InitError::Sysctl {
-            op: "open",
-            key: k.clone(),
-            source,
-        })?;
-        nix::unistd::write(&fd, v.as_bytes()).map_err(|source| InitError::Sysctl {
-            op: "write",
-            key: k.clone(),
-            source,
-        })?;
     }
     Ok(())
 }

@@ -31,6 +31,7 @@
 pub mod cgroups;
 pub mod cloned_binary;
 pub mod container;
+pub mod exec_fifo;
 pub mod explain;
 pub mod features;
 pub mod hooks;
@@ -44,6 +45,7 @@ pub mod seccomp;
 pub mod signals;
 pub mod spec;
 pub mod sync;
+pub mod sysctl;
 pub mod terminal;
 pub mod utils;
 
@@ -91,6 +93,12 @@ pub enum Error {
     /// The container's init, between fork and execve.
     #[error(transparent)]
     Init(#[from] init::InitError),
+    /// `exec.fifo`, between `create` and `start`.
+    #[error(transparent)]
+    ExecFifo(#[from] exec_fifo::ExecFifoError),
+    /// A sysctl refused or not written.
+    #[error(transparent)]
+    Sysctl(#[from] sysctl::SysctlError),
     /// `create` failed.
     #[error(transparent)]
     Create(#[from] container::create::CreateError),

@@ -27,9 +27,11 @@
 //! runs in. `..` can never climb above those starting points.
 
 pub mod device_filter;
+pub mod layout;
 pub mod stats;
 pub mod v1;
 pub mod v2;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -37,7 +39,11 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
+
+pub use layout::{detect_mode, hierarchies, Hierarchy, Mode};
 use serde::{Deserialize, Serialize};
+pub(crate) use validate::check_before_update;
+pub use validate::validate;
 
 /// Why a cgroup operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -116,132 +122,6 @@ pub enum CgroupError {
 
 /// The result type of cgroup operations.
 pub type Result<T> = std::result::Result<T, CgroupError>;
-
-/// The cgroup layout of the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// cgroup v2 only, mounted at `/sys/fs/cgroup`.
-    Unified,
-    /// v1 controllers plus a cgroup2 tree (usually `/sys/fs/cgroup/unified`);
-    /// managed as v1.
-    Hybrid,
-    /// cgroup v1 only.
-    Legacy,
-}
-
-/// One mounted cgroup hierarchy.
-#[derive(Debug, Clone)]
-pub struct Hierarchy {
-    /// Where it is mounted, e.g. `/sys/fs/cgroup/memory`.
-    pub mount_point: PathBuf,
-    /// The cgroup the mount shows as its root (usually `/`).
-    pub root: String,
-    /// v1 controllers (and `name=...` for named hierarchies); empty for cgroup2.
-    pub controllers: Vec<String>,
-    /// Whether this is a cgroup2 mount.
-    pub v2: bool,
-}
-
-/// The hierarchies of this host, read from /proc/self/mountinfo.
-pub fn hierarchies() -> Result<Vec<Hierarchy>> {
-    let path = Path::new("/proc/self/mountinfo");
-    let text = fs::read_to_string(path).map_err(|err| CgroupError::Read {
-        path: path.into(),
-        err,
-    })?;
-    Ok(parse_mountinfo(&text))
-}
-
-fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        if pre.len() < 5 || post.len() < 3 {
-            continue;
-        }
-        let fstype = post[0];
-        let mount_point = PathBuf::from(unescape_mount(pre[4]));
-        let root = unescape_mount(pre[3]);
-        match fstype {
-            "cgroup2" => out.push(Hierarchy {
-                mount_point,
-                root,
-                controllers: vec![],
-                v2: true,
-            }),
-            "cgroup" => {
-                let known = [
-                    "cpuset",
-                    "cpu",
-                    "cpuacct",
-                    "memory",
-                    "devices",
-                    "freezer",
-                    "net_cls",
-                    "blkio",
-                    "perf_event",
-                    "net_prio",
-                    "hugetlb",
-                    "pids",
-                    "rdma",
-                    "misc",
-                ];
-                let controllers = post[2]
-                    .split(',')
-                    .filter(|o| known.contains(o) || o.starts_with("name="))
-                    .map(str::to_string)
-                    .collect();
-                out.push(Hierarchy {
-                    mount_point,
-                    root,
-                    controllers,
-                    v2: false,
-                })
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Undo mountinfo's octal escapes (`\040` for a space).
-fn unescape_mount(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Work out the host's layout.
-pub fn detect_mode(hs: &[Hierarchy]) -> Result<Mode> {
-    let has_v1 = hs.iter().any(|h| !h.v2);
-    let v2_at_root = hs
-        .iter()
-        .any(|h| h.v2 && h.mount_point == Path::new("/sys/fs/cgroup"));
-    match (has_v1, hs.iter().any(|h| h.v2)) {
-        _ if v2_at_root && !has_v1 => Ok(Mode::Unified),
-        (true, true) => Ok(Mode::Hybrid),
-        (true, false) => Ok(Mode::Legacy),
-        (false, true) => Ok(Mode::Unified),
-        (false, false) => Err(CgroupError::NoCgroupFs),
-    }
-}
 
 /// runc's `CleanPath`: lexically clean, and for a relative path, clean it as
 /// if it were absolute first so that `..` cannot climb out.
@@ -457,90 +337,6 @@ pub fn device_rules(
             .filter_map(|l| device_filter::Rule::parse(l, true)),
     );
     Ok(out)
-}
-
-/// Reject values the kernel would refuse half-way through, with the field
-/// named, before anything is written.
-pub fn validate(r: &LinuxResources) -> Result<()> {
-    let bad = |field: &'static str, msg: String| Err(CgroupError::InvalidResource { field, msg });
-    if let Some(m) = r.memory() {
-        for (field, v) in [
-            ("memory.limit", m.limit()),
-            ("memory.reservation", m.reservation()),
-            ("memory.swap", m.swap()),
-        ] {
-            if let Some(v) = v.filter(|v| *v < -1) {
-                return bad(field, format!("{v} is negative (use -1 for unlimited)"));
-            }
-        }
-        if let Some(s) = m.swappiness().filter(|s| *s > 100) {
-            return bad("memory.swappiness", format!("{s} is above 100"));
-        }
-    }
-    if let Some(c) = r.cpu() {
-        if let Some(s) = c.shares().filter(|s| *s != 0 && !(2..=262_144).contains(s)) {
-            return bad("cpu.shares", format!("{s} is outside 2..262144"));
-        }
-        if let Some(q) = c.quota().filter(|q| *q != 0 && *q != -1 && *q < 1000) {
-            return bad(
-                "cpu.quota",
-                format!("{q} is below 1000 microseconds (use -1 for unlimited)"),
-            );
-        }
-        if let Some(p) = c
-            .period()
-            .filter(|p| *p != 0 && !(1000..=1_000_000).contains(p))
-        {
-            return bad(
-                "cpu.period",
-                format!("{p} is outside 1000..1000000 microseconds"),
-            );
-        }
-        for (field, v) in [("cpu.cpus", c.cpus()), ("cpu.mems", c.mems())] {
-            if let Some(v) = v.as_deref().filter(|v| {
-                !v.bytes()
-                    .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
-            }) {
-                return bad(field, format!("{v:?} is not a list like 0-3,5"));
-            }
-        }
-    }
-    if let Some(b) = r.block_io() {
-        if let Some(w) = b.weight().filter(|w| *w != 0 && !(10..=1000).contains(w)) {
-            return bad("blockIO.weight", format!("{w} is outside 10..1000"));
-        }
-    }
-    if let Some(p) = r.pids() {
-        if p.limit() < -1 {
-            return bad(
-                "pids.limit",
-                format!("{} is negative (use -1 for unlimited)", p.limit()),
-            );
-        }
-    }
-    Ok(())
-}
-
-/// `memory.checkBeforeUpdate`: refuse a new limit that is not above what the
-/// container already uses (read from `usage_file`: v1 `memory.usage_in_bytes`,
-/// v2 `memory.current`).
-pub(crate) fn check_before_update(
-    mem: &oci_spec::runtime::LinuxMemory,
-    usage_file: &Path,
-) -> Result<()> {
-    if !mem.check_before_update().unwrap_or(false) {
-        return Ok(());
-    }
-    if let Some(limit) = mem.limit().filter(|l| *l > 0) {
-        let usage: i64 = read(usage_file)?.parse().unwrap_or(0);
-        if usage >= limit {
-            return Err(CgroupError::InvalidResource {
-                field: "memory.limit",
-                msg: format!("new limit {limit} is not above current usage {usage}"),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// The container's cgroup2 directory, if the `controller` is available there
@@ -765,29 +561,5 @@ mod tests {
         assert_eq!(clean_path("a/./b/"), "a/b");
         assert_eq!(clean_path("/../.."), "/");
         assert_eq!(clean_path(""), "");
-    }
-
-    #[test]
-    fn hybrid_layout_is_detected() {
-        let mi = "31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755\n\
-32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
-35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
-40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n\
-41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
-        let hs = parse_mountinfo(mi);
-        assert_eq!(hs.len(), 4);
-        assert_eq!(hs[2].controllers, vec!["name=systemd"]);
-        assert_eq!(detect_mode(&hs).unwrap(), Mode::Hybrid);
-        let unified = "41 23 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            detect_mode(&parse_mountinfo(unified)).unwrap(),
-            Mode::Unified
-        );
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape_mount("/a\\040b"), "/a b");
-        assert_eq!(unescape_mount("/plain"), "/plain");
     }
 }

@@ -213,7 +213,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         (None, Some(fc)) => Some(fc.theirs.try_clone().map_err(CreateError::DupConsole)?),
         _ => None,
     };
-    let exec_fifo = crate::init::ExecFifo::open(&state_dir)?;
+    let exec_fifo = crate::exec_fifo::ExecFifo::open(&state_dir)?;
     let (runtime_end, init_end) = sync::pair()?;
     let child = spawn_init(
         opts,
@@ -324,7 +324,7 @@ fn spawn_init(
     opts: &CreateOptions,
     p: &Prepared,
     ns_files: &[(LinuxNamespaceType, PathBuf, File)],
-    exec_fifo: &crate::init::ExecFifo,
+    exec_fifo: &crate::exec_fifo::ExecFifo,
     console_socket: Option<OwnedFd>,
     runtime_end: i32,
     init_end: Channel,

@@ -6,7 +6,7 @@
 //! namespace first), and forks once more so that it is inside the pid
 //! namespace too (setns on a pid namespace only affects children). Then it
 //! takes on the process's identity exactly like the init does (see
-//! [`crate::init::finalize_process`]) and execs.
+//! [`crate::process::finalize::finalize_process`]) and execs.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -388,8 +388,9 @@ fn join_and_fork(
         .and_then(|l| l.seccomp().as_ref())
         .map(|s| crate::seccomp::build(s, c.state.seccomp_wait_killable_recv))
         .transpose()?;
-    let last = crate::init::finalize_process(process, in_userns, filter.as_ref(), chan)?;
-    let env = crate::init::process_env(process);
+    let last =
+        crate::process::finalize::finalize_process(process, in_userns, filter.as_ref(), chan)?;
+    let env = crate::process::finalize::process_env(process);
     let args = process.args().clone().unwrap_or_default();
     let program = crate::process::exec::find(&args[0], &env)?;
     chan.send(&Msg::Ready)?;

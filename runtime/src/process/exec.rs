@@ -52,7 +52,7 @@ fn cstrings<'a>(items: impl Iterator<Item = &'a [u8]>) -> Vec<CString> {
 
 /// What happens between closing the runtime's descriptors and execve(2):
 /// the seccomp filter, and the capabilities held for loading it (see
-/// [`crate::init::finalize_process`]).
+/// [`super::finalize::finalize_process`]).
 #[derive(Default)]
 pub struct LastSteps<'a> {
     /// The seccomp filter to load last (none, or already loaded because it

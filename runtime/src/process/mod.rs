@@ -5,11 +5,14 @@
 //!   setresgid(2), setresuid(2)), the umask, and `HOME`;
 //! - [`capabilities`]: the five capability sets of capabilities(7);
 //! - [`rlimits`]: resource limits (setrlimit(2));
+//! - [`finalize`]: all of the above in their order, the last steps before
+//!   execve(2), shared by `create` and `exec`;
 //! - [`exec`]: finding the program in the container's `PATH` and execve(2),
 //!   with every runtime file descriptor closed on the way.
 
 pub mod capabilities;
 pub mod exec;
+pub mod finalize;
 pub mod rlimits;
 pub mod user;
 

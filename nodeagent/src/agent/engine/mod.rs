@@ -34,6 +34,7 @@ pub mod etc_files;
 pub mod hooks;
 pub mod image;
 pub mod probes;
+pub mod projected;
 pub mod sandbox;
 pub mod spec;
 pub mod start;
@@ -88,7 +89,7 @@ pub struct Local {
     pub probes: HashMap<String, Vec<JoinHandle<()>>>,
     pub latency_recorded: bool,
     /// The task that writes the pod's projected volumes.
-    pub volumes: Option<volumes::VolumeTask>,
+    pub volumes: Option<projected::VolumeTask>,
 }
 
 /// The workers, by pod uid.

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::super::events::Kind as EventKind;
 use super::super::Agent;
 use super::start::{start_if_due, Due};
-use super::{adopt, deadline, grace_period, restart_policy, sandbox, stop, volumes, Local, Msg};
+use super::{adopt, deadline, grace_period, projected, restart_policy, sandbox, stop, Local, Msg};
 
 pub async fn run(
     agent: Arc<Agent>,
@@ -130,8 +130,8 @@ async fn sync(
     // Projected volumes (secrets, config maps, the downward API, tokens)
     // are fetched while the sandbox is made, and written before any
     // container starts; their task keeps them current after.
-    if volumes::has_projected(&rec) && local.volumes.is_none() {
-        local.volumes = Some(volumes::VolumeTask::start(agent, uid, tx.clone()));
+    if projected::has_projected(&rec) && local.volumes.is_none() {
+        local.volumes = Some(projected::VolumeTask::start(agent, uid, tx.clone()));
     }
     if rec.sandbox.is_none() {
         // Recorded first, so that a kill half-way is undone on adoption.

@@ -8,15 +8,12 @@
 //! `skiff` binary ([`crate::runtime`]); exit statuses come from the exit
 //! monitor, watched by one thread for the shim's whole life.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use containerd_shim::api;
-use containerd_shim::monitor::{monitor_subscribe, Subject, Topic};
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
-    TaskResumed, TaskStart,
+    TaskDelete, TaskExecAdded, TaskExecStarted, TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
@@ -25,8 +22,14 @@ use containerd_shim::protos::ttrpc::{Code, Error as TtrpcError, Status as TtrpcS
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Context, TtrpcContext, TtrpcResult};
 
-use crate::io::{self, ProcessIo, Stdio};
+mod create;
+mod exits;
+mod tasks;
+
+use crate::io::{self, Stdio};
 use crate::runtime::{CallIo, Runtime};
+use create::{read_pid, unmount_rootfs};
+use tasks::{Proc, Status, Tasks};
 
 fn err(code: Code, msg: impl Into<String>) -> TtrpcError {
     TtrpcError::RpcStatus(TtrpcStatus {
@@ -38,85 +41,6 @@ fn err(code: Code, msg: impl Into<String>) -> TtrpcError {
 
 fn now() -> Timestamp {
     containerd_shim::util::timestamp().unwrap_or_default()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Status {
-    Created,
-    Running,
-    Paused,
-    Stopped,
-}
-
-impl Status {
-    fn api(self) -> api::Status {
-        match self {
-            Status::Created => api::Status::CREATED,
-            Status::Running => api::Status::RUNNING,
-            Status::Paused => api::Status::PAUSED,
-            Status::Stopped => api::Status::STOPPED,
-        }
-    }
-}
-
-/// One process: the init (exec id "") or an exec.
-struct Proc {
-    pid: i32,
-    status: Status,
-    exit_status: u32,
-    exited_at: Option<Timestamp>,
-    stdio: Stdio,
-    io: ProcessIo,
-    /// An exec's process.json, written at Exec, used at Start.
-    process_json: Option<PathBuf>,
-    /// An exit seen before Start finished: published right after
-    /// TaskStart / TaskExecStarted, so events stay in order.
-    deferred_exit: Option<TaskExit>,
-    /// Start is running `skiff start` for this (init) process.
-    starting: bool,
-}
-
-impl Proc {
-    fn new(stdio: Stdio) -> Proc {
-        Proc {
-            pid: 0,
-            status: Status::Created,
-            exit_status: 0,
-            exited_at: None,
-            stdio,
-            io: ProcessIo::default(),
-            process_json: None,
-            deferred_exit: None,
-            starting: false,
-        }
-    }
-}
-
-/// An exit not yet matched to a process (see `Tasks::early_exits`).
-struct EarlyExit {
-    pid: i32,
-    code: u32,
-    at: Timestamp,
-    seen: std::time::Instant,
-}
-
-/// How many unmatched exits to remember, and for how long: most are the
-/// shim's own `skiff` commands, and an old entry could belong to a pid
-/// since reused.
-const EARLY_EXITS_KEPT: usize = 64;
-const EARLY_EXIT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
-
-#[derive(Default)]
-struct Tasks {
-    id: String,
-    bundle: PathBuf,
-    rootfs_mounted: bool,
-    procs: HashMap<String, Proc>,
-    /// The container's cgroup, once created (for Stats and OOM watching).
-    cgroup: Option<skiff_runtime::cgroups::CgroupPaths>,
-    /// Exits of pids not (yet) known as ours: a short exec can exit and be
-    /// reaped before `skiff exec` has told us its pid.
-    early_exits: std::collections::VecDeque<EarlyExit>,
 }
 
 /// The task API (`containerd.task.v2.Task`) for the shim's one container,
@@ -157,99 +81,6 @@ impl TaskService {
         svc
     }
 
-    /// One thread for the shim's life: every reaped child's exit status,
-    /// matched to our processes; TaskExit for each.
-    fn watch_exits(&self) {
-        let Ok(sub) = monitor_subscribe(Topic::Pid) else {
-            log::error!("cannot subscribe to process exits");
-            return;
-        };
-        let (tasks, publisher, ns) = (
-            self.tasks.clone(),
-            self.publisher.clone(),
-            self.namespace.clone(),
-        );
-        let ooms = self.ooms.clone();
-        std::thread::spawn(move || {
-            while let Ok(ev) = sub.rx.recv() {
-                let Subject::Pid(pid) = ev.subject else {
-                    continue;
-                };
-                let (lock, cv) = &*tasks;
-                let mut t = lock.lock().unwrap_or_else(|e| e.into_inner());
-                let at = now();
-                let id = t.id.clone();
-                let cgroup = t.cgroup.clone();
-                let found = t
-                    .procs
-                    .iter_mut()
-                    .find(|(_, p)| p.pid == pid && p.status != Status::Stopped);
-                let Some((exec_id, p)) = found else {
-                    if t.early_exits.len() >= EARLY_EXITS_KEPT {
-                        t.early_exits.pop_front();
-                    }
-                    t.early_exits.push_back(EarlyExit {
-                        pid,
-                        code: ev.exit_code as u32,
-                        at,
-                        seen: std::time::Instant::now(),
-                    });
-                    continue;
-                };
-                let starting = p.starting;
-                p.status = Status::Stopped;
-                p.exit_status = ev.exit_code as u32;
-                p.exited_at = Some(at.clone());
-                // An init killed by the OOM killer: report it now, while the
-                // cgroup still exists (containerd deletes it after TaskExit).
-                let oom = exec_id.is_empty() && cgroup.as_ref().is_some_and(|c| ooms.rose(c));
-                let exit = TaskExit {
-                    container_id: id.clone(),
-                    id: if exec_id.is_empty() {
-                        id.clone()
-                    } else {
-                        exec_id.clone()
-                    },
-                    pid: pid as u32,
-                    exit_status: ev.exit_code as u32,
-                    exited_at: MessageField::some(at),
-                    ..Default::default()
-                };
-                cv.notify_all();
-                if starting {
-                    // Start has not returned yet: it publishes this after
-                    // TaskStart. (An OOM at that point is reported with it.)
-                    if let Some((_, p)) = t.procs.iter_mut().find(|(_, p)| p.pid == pid) {
-                        p.deferred_exit = Some(exit);
-                    }
-                    drop(t);
-                    if oom {
-                        let ev = TaskOOM {
-                            container_id: id.clone(),
-                            ..Default::default()
-                        };
-                        publish(&publisher, &ns, topics::TASK_OOM_EVENT_TOPIC, Box::new(ev));
-                    }
-                    continue;
-                }
-                drop(t);
-                if oom {
-                    let ev = TaskOOM {
-                        container_id: id.clone(),
-                        ..Default::default()
-                    };
-                    publish(&publisher, &ns, topics::TASK_OOM_EVENT_TOPIC, Box::new(ev));
-                }
-                publish(
-                    &publisher,
-                    &ns,
-                    topics::TASK_EXIT_EVENT_TOPIC,
-                    Box::new(exit),
-                );
-            }
-        });
-    }
-
     fn runtime(&self, bundle: &Path) -> Runtime {
         Runtime::new(&self.namespace, bundle)
     }
@@ -274,41 +105,6 @@ impl TaskService {
 
     fn publish(&self, topic: &str, ev: Box<dyn MessageDyn>) {
         publish(&self.publisher, &self.namespace, topic, ev);
-    }
-
-    /// Record that `exec_id` runs as `pid`, taking an exit that came first;
-    /// returns the TaskExit to publish after TaskExecStarted, if any.
-    fn set_pid(&self, exec_id: &str, pid: i32) -> Option<TaskExit> {
-        let mut t = self.lock();
-        t.early_exits
-            .retain(|e| e.seen.elapsed() < EARLY_EXIT_MAX_AGE);
-        let early = t
-            .early_exits
-            .iter()
-            .position(|e| e.pid == pid)
-            .and_then(|i| t.early_exits.remove(i));
-        let id = t.id.clone();
-        let p = t.procs.get_mut(exec_id)?;
-        p.pid = pid;
-        p.status = Status::Running;
-        let exit = match early {
-            Some(e) => {
-                p.status = Status::Stopped;
-                p.exit_status = e.code;
-                p.exited_at = Some(e.at.clone());
-                Some(TaskExit {
-                    container_id: id,
-                    id: exec_id.to_string(),
-                    pid: pid as u32,
-                    exit_status: e.code,
-                    exited_at: MessageField::some(e.at),
-                    ..Default::default()
-                })
-            }
-            None => p.deferred_exit.take(),
-        };
-        self.tasks.1.notify_all();
-        exit
     }
 
     fn state_of(&self, exec_id: &str) -> TtrpcResult<api::StateResponse> {
@@ -338,128 +134,13 @@ impl TaskService {
     }
 }
 
-/// The container's cgroup paths, from skiff's state.
-fn cgroup_of(root: &Path, id: &str) -> Option<skiff_runtime::cgroups::CgroupPaths> {
-    skiff_runtime::container::Container::cgroup_paths(root, id).ok()
-}
-
-fn read_pid(path: &Path) -> Result<i32, String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| format!("read {}: {e}", path.display()))?
-        .trim()
-        .parse()
-        .map_err(|e| format!("pid file {}: {e}", path.display()))
-}
-
-/// Mount the rootfs containerd prepared (usually one overlay) at `target`.
-fn mount_rootfs(
-    mounts: &[containerd_shim::protos::types::mount::Mount],
-    target: &Path,
-) -> Result<(), String> {
-    for m in mounts {
-        containerd_shim::mount::mount_rootfs(
-            Some(m.type_.as_str()).filter(|s| !s.is_empty()),
-            Some(m.source.as_str()).filter(|s| !s.is_empty()),
-            &m.options,
-            target,
-        )
-        .map_err(|e| format!("mount rootfs at {}: {e}", target.display()))?;
-    }
-    Ok(())
-}
-
-fn unmount_rootfs(bundle: &Path) {
-    let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
-}
-
 impl containerd_shim::Task for TaskService {
     fn create(
         &self,
         _ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
-        let bundle = PathBuf::from(&req.bundle);
-        let stdio = Stdio {
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            terminal: req.terminal,
-        };
-        if !req.rootfs.is_empty() {
-            mount_rootfs(&req.rootfs, &bundle.join("rootfs"))
-                .map_err(|e| err(Code::INTERNAL, e))?;
-        }
-        {
-            let mut t = self.lock();
-            t.id = req.id.clone();
-            t.bundle = bundle.clone();
-            t.rootfs_mounted = !req.rootfs.is_empty();
-            t.procs.insert(String::new(), Proc::new(stdio.clone()));
-        }
-        let fail = |msg: String| {
-            if !req.rootfs.is_empty() {
-                unmount_rootfs(&bundle);
-            }
-            self.lock().procs.remove("");
-            err(Code::UNKNOWN, format!("OCI runtime create failed: {msg}"))
-        };
-        let prepared = io::prepare(&stdio).map_err(|e| fail(format!("open stdio: {e}")))?;
-        let pid_file = bundle.join("init.pid");
-        let b = bundle.display().to_string();
-        let pf = pid_file.display().to_string();
-        let mut args = vec!["create", "--bundle", &b, "--pid-file", &pf];
-        let sock_path;
-        if let Some(s) = &prepared.console_socket {
-            sock_path = s.path.display().to_string();
-            args.extend(["--console-socket", sock_path.as_str()]);
-        }
-        args.push(&req.id);
-        let rt = self.runtime(&bundle);
-        rt.call(&args, prepared.call).map_err(fail)?;
-        // From here the container exists: a failure must delete it too.
-        let fail_created = |msg: String| {
-            let _ = rt.call(&["delete", "--force", &req.id], CallIo::default());
-            fail(msg)
-        };
-        let mut keep = prepared.keep;
-        if let Some(s) = prepared.console_socket {
-            s.receive(&stdio, &mut keep)
-                .map_err(|e| fail_created(format!("console: {e}")))?;
-        }
-        let pid = read_pid(&pid_file).map_err(fail_created)?;
-        let cgroup = cgroup_of(&rt.root, &req.id);
-        {
-            let mut t = self.lock();
-            t.cgroup = cgroup.clone();
-            if let Some(p) = t.procs.get_mut("") {
-                p.pid = pid;
-                p.io = keep;
-            }
-        }
-        if let Some(paths) = cgroup {
-            self.watch_oom(paths, &req.id);
-        }
-        self.publish(
-            topics::TASK_CREATE_EVENT_TOPIC,
-            Box::new(TaskCreate {
-                container_id: req.id.clone(),
-                bundle: req.bundle.clone(),
-                rootfs: req.rootfs.clone(),
-                io: MessageField::some(TaskIO {
-                    stdin: req.stdin.clone(),
-                    stdout: req.stdout.clone(),
-                    stderr: req.stderr.clone(),
-                    terminal: req.terminal,
-                    ..Default::default()
-                }),
-                pid: pid as u32,
-                ..Default::default()
-            }),
-        );
-        Ok(api::CreateTaskResponse {
-            pid: pid as u32,
-            ..Default::default()
-        })
+        self.create_task(req)
     }
 
     fn start(
@@ -874,26 +555,6 @@ impl containerd_shim::Task for TaskService {
 }
 
 impl TaskService {
-    fn watch_oom(&self, paths: skiff_runtime::cgroups::CgroupPaths, id: &str) {
-        let tasks = self.tasks.clone();
-        let alive = move || {
-            let t = tasks.0.lock().unwrap_or_else(|e| e.into_inner());
-            t.procs.get("").is_some_and(|p| p.status != Status::Stopped)
-        };
-        let (publisher, ns, id) = (
-            self.publisher.clone(),
-            self.namespace.clone(),
-            id.to_string(),
-        );
-        crate::stats::watch_oom(paths, self.ooms.clone(), alive, move || {
-            let ev = TaskOOM {
-                container_id: id.clone(),
-                ..Default::default()
-            };
-            publish(&publisher, &ns, topics::TASK_OOM_EVENT_TOPIC, Box::new(ev));
-        });
-    }
-
     fn freeze(&self, verb: &str, to: Status) -> TtrpcResult<api::Empty> {
         let (id, bundle) = self.container();
         self.skiff(&bundle, &[verb, &id], CallIo::default(), verb)?;
@@ -921,46 +582,5 @@ impl TaskService {
             );
         }
         Ok(api::Empty::new())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statuses_map_to_containerds() {
-        assert_eq!(Status::Created.api(), api::Status::CREATED);
-        assert_eq!(Status::Running.api(), api::Status::RUNNING);
-        assert_eq!(Status::Paused.api(), api::Status::PAUSED);
-        assert_eq!(Status::Stopped.api(), api::Status::STOPPED);
-    }
-
-    #[test]
-    fn pid_files_are_read_strictly() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("pid");
-        std::fs::write(&f, "4242\n").unwrap();
-        assert_eq!(read_pid(&f).unwrap(), 4242);
-        std::fs::write(&f, "nope").unwrap();
-        assert!(read_pid(&f).unwrap_err().contains("pid file"));
-        assert!(read_pid(&d.path().join("missing"))
-            .unwrap_err()
-            .starts_with("read "));
-    }
-
-    #[test]
-    fn a_containers_cgroup_comes_from_its_state() {
-        let d = tempfile::tempdir().unwrap();
-        assert!(cgroup_of(d.path(), "c1").is_none(), "no state, no cgroup");
-        std::fs::create_dir(d.path().join("c1")).unwrap();
-        std::fs::write(
-            d.path().join("c1/state.json"),
-            r#"{"cgroupPaths": {"mode": "unified", "paths": {"": "/sys/fs/cgroup/x"}}, "config": {}}"#,
-        )
-        .unwrap();
-        let p = cgroup_of(d.path(), "c1").unwrap();
-        assert!(p.is_v2());
-        assert_eq!(p.unified(), Some(Path::new("/sys/fs/cgroup/x")));
     }
 }
