@@ -1,5 +1,5 @@
 //! `skiff-images`: image references, digests, a content store and safe
-//! layer unpacking (DESIGN.md §4).
+//! layer unpacking (docs/ARCHITECTURE.md, "Images").
 //!
 //! An OCI image is a small graph of content-addressed blobs: a *manifest*
 //! lists a *config* (what to run, environment, user...) and *layers* (tar

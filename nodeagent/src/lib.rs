@@ -1,6 +1,8 @@
-//! The node agent `skiff-agent` (DESIGN.md §5): a kubelet for one machine.
+//! The node agent `skiff-agent` (docs/ARCHITECTURE.md, "The node agent"):
+//! a kubelet, for one machine or as a node of a Kubernetes cluster.
 //!
-//! It reads Pod manifests from a directory ([`manifest`]), gives each pod a
+//! It reads Pod manifests from a directory ([`manifest`]) and, with
+//! `--kubeconfig`, the pods the API server binds to its node; gives each pod a
 //! sandbox — a pinned network namespace ([`netns`]) wired by CNI plugins
 //! ([`cni`]) and held by a pause process ([`pause`]) — runs the containers
 //! through the `skiff` runtime, each under its own monitor ([`monitor`],
