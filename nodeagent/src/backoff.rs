@@ -13,9 +13,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+/// A back-off's delays: the first one, and the cap it doubles up to.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
+    /// The first delay (10 s).
     pub initial: Duration,
+    /// The longest delay (300 s).
     pub max: Duration,
 }
 
@@ -28,10 +31,13 @@ impl Default for Policy {
     }
 }
 
+/// One container's back-off entry (kubelet keeps one per container),
+/// saved in its record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Backoff {
     /// The current delay; zero when there is no entry.
     pub delay_ms: u64,
+    /// When the delay was last moved on (the last restart).
     pub last_update: Option<Timestamp>,
 }
 
@@ -64,6 +70,7 @@ impl Backoff {
         self.last_update = Some(now);
     }
 
+    /// The current delay.
     pub fn delay(&self) -> Duration {
         Duration::from_millis(self.delay_ms)
     }

@@ -22,20 +22,45 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
+/// Why a network configuration cannot be loaded, or a plugin failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
+    /// A configuration file or directory cannot be read.
     #[error("read CNI configuration {path}: {err}")]
-    Read { path: PathBuf, err: std::io::Error },
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        err: std::io::Error,
+    },
+    /// A configuration file is not a valid network configuration.
     #[error("CNI configuration {path}: {msg}")]
-    Config { path: PathBuf, msg: String },
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// The directory holds no `.conflist`, `.conf` or `.json` file.
     #[error("no CNI configuration in {0}")]
     NoConfig(PathBuf),
+    /// The default configuration cannot be written.
     #[error("write default CNI configuration {path}: {err}")]
-    Write { path: PathBuf, err: std::io::Error },
+    Write {
+        /// The directory or file.
+        path: PathBuf,
+        /// The underlying error.
+        err: std::io::Error,
+    },
+    /// A plugin failed, ran too long, or answered what is not JSON.
     #[error("CNI plugin {plugin} ({command}): {msg}")]
     Plugin {
+        /// The plugin's `type` (its executable's name).
         plugin: String,
+        /// `ADD`, `DEL` or `CHECK`.
         command: &'static str,
+        /// The plugin's error `msg` (with its `details`), else its stderr or exit
+        /// status.
         msg: String,
     },
 }
@@ -43,19 +68,30 @@ pub enum CniError {
 /// A loaded network configuration list.
 #[derive(Debug, Clone)]
 pub struct Network {
+    /// The network's `name`, given to every plugin.
     pub name: String,
+    /// Its `cniVersion` (`0.4.0` when absent).
     pub version: String,
+    /// The plugins' configurations, in order (a single `.conf` is a list of
+    /// one).
     pub plugins: Vec<Value>,
+    /// The file it was read from.
     pub file: PathBuf,
 }
 
 /// Who the network is for: becomes `CNI_CONTAINERID` and `CNI_ARGS`.
 #[derive(Debug, Clone)]
 pub struct Attachment {
+    /// The sandbox's id (`CNI_CONTAINERID`, and `K8S_POD_INFRA_CONTAINER_ID`
+    /// in `CNI_ARGS`).
     pub container_id: String,
+    /// The pinned network namespace's path (`CNI_NETNS`).
     pub netns: PathBuf,
+    /// `K8S_POD_NAMESPACE` in `CNI_ARGS`.
     pub pod_namespace: String,
+    /// `K8S_POD_NAME` in `CNI_ARGS`.
     pub pod_name: String,
+    /// `K8S_POD_UID` in `CNI_ARGS`.
     pub pod_uid: String,
 }
 
@@ -160,7 +196,9 @@ pub fn load(dir: &Path) -> Result<Network, CniError> {
 /// Runs plugins from one directory.
 #[derive(Debug, Clone)]
 pub struct Cni {
+    /// Where the plugin executables are (`CNI_PATH`).
     pub bin_dir: PathBuf,
+    /// The network pods join.
     pub network: Network,
 }
 

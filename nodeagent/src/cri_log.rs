@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 /// Longest line written as one record; longer ones are split with `P`.
 pub const MAX_LINE: usize = 16 * 1024;
 
+/// Appends records to a container's log file, rotating it by size.
 pub struct Writer {
     path: PathBuf,
     file: File,
@@ -24,6 +25,9 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// Open (or create) the log at `path` for appending. It is rotated when a
+    /// record would take it past `max_size` bytes (0: never), keeping
+    /// `max_files` rotated files (at least 1).
     pub fn open(path: &Path, max_size: u64, max_files: u32) -> io::Result<Writer> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
@@ -118,12 +122,18 @@ pub fn copy_stream(
 
 /// One parsed record of a log file.
 pub struct Record<'a> {
+    /// When the line was written: RFC 3339 with nanoseconds.
     pub time: &'a str,
+    /// `stdout` or `stderr`.
     pub stream: &'a str,
+    /// `F`, the record ends a line; else `P`, a piece of one.
     pub full: bool,
+    /// The text, without the newline.
     pub text: &'a str,
 }
 
+/// Split one line of a log file into its record; `None` when it has fewer
+/// than three fields.
 pub fn parse(line: &str) -> Option<Record<'_>> {
     let mut it = line.splitn(4, ' ');
     let time = it.next()?;

@@ -10,6 +10,8 @@
 //! ([`backoff`]), probes them ([`probe`]), and reports everything through
 //! an HTTP API ([`agent`]).
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod backoff;
 pub mod cni;

@@ -56,6 +56,7 @@ pub struct MonitorArgs {
     /// The bundle to create the container from (not with --adopt)
     #[arg(long, required_unless_present = "adopt")]
     pub bundle: Option<PathBuf>,
+    /// The container id
     #[arg(long)]
     pub id: String,
     /// Directory for state.json, exit.json and skiff.log
@@ -64,8 +65,10 @@ pub struct MonitorArgs {
     /// CRI log file (no log when absent)
     #[arg(long)]
     pub log: Option<PathBuf>,
+    /// Rotate the CRI log when it would grow past this many bytes (0: never)
     #[arg(long, default_value_t = 10 << 20)]
     pub log_max_size: u64,
+    /// How many rotated log files to keep
     #[arg(long, default_value_t = 5)]
     pub log_max_files: u32,
     /// Take over a running container whose monitor died: copy its output
@@ -80,18 +83,25 @@ pub const FIFOS: [(&str, &str); 2] = [("stdout", "stdout.fifo"), ("stderr", "std
 /// `state.json`: the container is running.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Started {
+    /// The container's init pid, on the host.
     pub pid: i32,
+    /// When `skiff start` succeeded.
     pub started_at: jiff::Timestamp,
 }
 
 /// `exit.json`: how the container ended (or failed to start).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Exited {
+    /// The exit status: 128 + the signal's number when a signal killed it,
+    /// 128 when it never started, 255 when the status was lost.
     pub exit_code: i32,
+    /// The signal that killed it, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// When it started; `None` if it never did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<jiff::Timestamp>,
+    /// When the monitor saw it end (or gave up starting it).
     pub finished_at: jiff::Timestamp,
     /// The runtime could not create or start the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,7 +112,9 @@ pub struct Exited {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Report {
+    /// The container runs.
     Started(Started),
+    /// The runtime could not create or start it: its last error.
     Failed(String),
 }
 
@@ -115,6 +127,7 @@ pub fn write_json(dir: &Path, name: &str, value: &impl Serialize) -> std::io::Re
     std::fs::rename(&tmp, dir.join(name))
 }
 
+/// Read and parse a JSON file; `None` if it is missing or does not parse.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }

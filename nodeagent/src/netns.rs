@@ -17,16 +17,36 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
+/// Why a network namespace cannot be made, pinned or removed.
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
+    /// The pin file, or its directory, cannot be made.
     #[error("create network namespace file {path}: {err}")]
-    File { path: PathBuf, err: std::io::Error },
+    File {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        err: std::io::Error,
+    },
+    /// unshare(2) of a new network namespace failed.
     #[error("unshare a network namespace: {0}")]
     Unshare(nix::Error),
+    /// The bind mount that pins the namespace failed.
     #[error("pin network namespace at {path}: {err}")]
-    Pin { path: PathBuf, err: nix::Error },
+    Pin {
+        /// Where it was to be pinned.
+        path: PathBuf,
+        /// The mount(2) error.
+        err: nix::Error,
+    },
+    /// The pin cannot be unmounted.
     #[error("remove network namespace {path}: {err}")]
-    Remove { path: PathBuf, err: nix::Error },
+    Remove {
+        /// The pin.
+        path: PathBuf,
+        /// The umount2(2) error.
+        err: nix::Error,
+    },
 }
 
 /// Make a new network namespace and bind it to `path` (a new empty file).

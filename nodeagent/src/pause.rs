@@ -12,6 +12,8 @@
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 
+/// Hold the namespaces until SIGTERM or SIGINT (exit code 0), reaping
+/// every zombie on SIGCHLD; exit code 1 if those signals cannot be blocked.
 pub fn run() -> i32 {
     let mut set = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {

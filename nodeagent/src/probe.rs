@@ -32,15 +32,20 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 /// What kubelet sends as its User-Agent (with its version).
 pub const USER_AGENT: &str = "kube-probe/1.34";
 
+/// Which of a container's three probes (kubelet's `probe_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// `livenessProbe`: a failure kills the container.
     Liveness,
+    /// `readinessProbe`: sets whether the container is ready.
     Readiness,
+    /// `startupProbe`: holds the other two back until it passes.
     Startup,
 }
 
 impl Kind {
+    /// Its name as events and metrics write it (`Liveness`...).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Liveness => "Liveness",
@@ -50,23 +55,34 @@ impl Kind {
     }
 }
 
+/// The result of one probe attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
+    /// The check passed.
     Success,
+    /// The check failed, with kubelet's message (for the `Unhealthy` event).
     Failure(String),
 }
 
 /// kubelet's defaults applied to a probe.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timing {
+    /// Before the first attempt, from the container's start
+    /// (`initialDelaySeconds`, default 0).
     pub initial_delay: Duration,
+    /// Between attempts (`periodSeconds`: default 10 s, at least 1 s).
     pub period: Duration,
+    /// Each attempt's limit (`timeoutSeconds`: default 1 s, at least 1 s).
     pub timeout: Duration,
+    /// Successes in a row that make the result pass (`successThreshold`,
+    /// default 1).
     pub success_threshold: u32,
+    /// Failures in a row that make it fail (`failureThreshold`, default 3).
     pub failure_threshold: u32,
 }
 
 impl Timing {
+    /// The probe's timing, with kubelet's defaults where it says nothing.
     pub fn of(p: &Probe) -> Timing {
         let secs = |v: Option<i32>, d: i32| Duration::from_secs(v.unwrap_or(d).max(0) as u64);
         Timing {
@@ -82,11 +98,16 @@ impl Timing {
 /// Where and how to reach the container.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The pod's IP: where `httpGet` and `tcpSocket` connect unless they name
+    /// a `host`, and where `grpc` always does.
     pub pod_ip: String,
+    /// The container's ports, to resolve a port given by name.
     pub ports: Vec<ContainerPort>,
     /// The runtime binary, its root and the container id (for `exec`).
     pub skiff: PathBuf,
+    /// The runtime's `--root` (for `exec`).
     pub root: PathBuf,
+    /// The container's id in the runtime (for `exec`).
     pub container_id: String,
 }
 
@@ -406,6 +427,8 @@ async fn grpc(
 /// attempts in a row.
 #[derive(Debug, Clone)]
 pub struct Tracker {
+    /// The current result: `Some(true)` passing, `Some(false)` failing,
+    /// `None` not known yet.
     pub result: Option<bool>,
     last: Option<bool>,
     run: u32,

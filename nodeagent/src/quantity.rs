@@ -5,6 +5,7 @@
 //! `E`) or an exponent (`e3`). Memory is read as bytes, CPU as millicores;
 //! see "Resource units in Kubernetes" in the Kubernetes docs.
 
+/// A quantity that does not parse; holds its text.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid quantity {0:?}")]
 pub struct QuantityError(pub String);

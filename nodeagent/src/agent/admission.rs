@@ -29,7 +29,9 @@ use crate::quantity;
 /// What a pod asks for: millicores, bytes, and one pod.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Requests {
+    /// CPU, in millicores (`500m` is 500).
     pub cpu_milli: u64,
+    /// Memory, in bytes.
     pub memory: u64,
 }
 
@@ -113,8 +115,11 @@ pub fn sysctls(pod: &Pod) -> Result<(), (PodFailureReason, String)> {
 /// What the node can give pods.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Allocatable {
+    /// Allocatable CPU, in millicores.
     pub cpu_milli: u64,
+    /// Allocatable memory, in bytes.
     pub memory: u64,
+    /// Most pods the node runs at once (`--max-pods`).
     pub pods: u64,
 }
 

@@ -39,11 +39,24 @@ use state::Layout;
 /// `skiff-agent serve`'s settings.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The static pods' manifest directory (`--manifests`; kubelet's
+    /// `--pod-manifest-path`).
     pub manifests: PathBuf,
+    /// Disk storage: images, container bundles, emptyDir volumes and logs
+    /// (`--data-dir`, default `/var/lib/skiff`).
     pub data_dir: PathBuf,
+    /// Runtime state, on a tmpfs: pod records, network namespace pins,
+    /// monitors and the runtime's root (`--state-dir`, default
+    /// `/run/skiff/agent`).
     pub state_dir: PathBuf,
+    /// The subnet of the default bridge network, written when `cni_conf_dir`
+    /// holds no configuration (`--pod-cidr`, e.g. `10.88.0.0/16`).
     pub pod_cidr: String,
+    /// Where the CNI plugin executables are (`--cni-bin-dir`; CNI's
+    /// `CNI_PATH`).
     pub cni_bin_dir: PathBuf,
+    /// Where CNI network configurations are read from, the first by file name
+    /// (`--cni-conf-dir`).
     pub cni_conf_dir: PathBuf,
     /// The `skiff` runtime binary.
     pub runtime: PathBuf,
@@ -51,10 +64,21 @@ pub struct Config {
     /// sits next to the agent (small, so cheap to keep resident per
     /// container), else the agent itself.
     pub exe: PathBuf,
+    /// The node's name, reported as each pod's `spec.nodeName` (`--node-name`;
+    /// default the host name, lower-cased).
     pub node_name: String,
+    /// The CrashLoopBackOff delays between restarts of a container (10 s
+    /// doubling to 5 min).
     pub restart_backoff: Policy,
+    /// The ImagePullBackOff delays after failed pulls (the same values as
+    /// `restart_backoff`).
     pub image_backoff: Policy,
+    /// Bytes a container's log file may reach before it is rotated
+    /// (`--container-log-max-size`; kubelet's `containerLogMaxSize`); 0 never
+    /// rotates.
     pub log_max_size: u64,
+    /// How many rotated files (`<restart>.log.1`, `.2`...) a container's log
+    /// keeps besides the live one (`--container-log-max-files`).
     pub log_max_files: u32,
     /// Registries reached over plain HTTP or with unverified TLS.
     pub insecure_registries: Vec<String>,
@@ -65,12 +89,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// Where the agent keeps everything, from `state_dir` and `data_dir`.
     pub fn layout(&self) -> Layout {
         Layout {
             state_dir: self.state_dir.clone(),
             data_dir: self.data_dir.clone(),
         }
     }
+    /// The `skiff --root` of the pods' containers: `runtime/` in the state
+    /// directory.
     pub fn runtime_root(&self) -> PathBuf {
         self.layout().runtime_root()
     }
@@ -79,7 +106,9 @@ impl Config {
 /// Probe counters for `/metrics`.
 #[derive(Debug, Default, Clone)]
 pub struct ProbeStats {
+    /// Attempts counted.
     pub total: u64,
+    /// The time those attempts took, summed, in seconds.
     pub seconds_sum: f64,
 }
 
@@ -92,7 +121,11 @@ pub struct Metrics {
     pub start_latencies: Vec<f64>,
 }
 
+/// The running agent: its settings and everything its tasks share. One
+/// `Arc<Agent>` is handed to the HTTP API, the sources, the pod workers and
+/// node mode.
 pub struct Agent {
+    /// The settings it was started with.
     pub cfg: Config,
     /// The image store in `--data-dir`, opened once.
     pub store: Arc<skiff_images::store::Store>,
@@ -104,11 +137,22 @@ pub struct Agent {
     pub config: sources::PodConfig,
     /// Parsed manifest files.
     pub file_cache: sources::file::Cache,
+    /// Recent events about pods, for `/events` (see `Agent::event`).
     pub events: Mutex<events::Events>,
+    /// What `/metrics` counts besides pod status.
     pub metrics: Mutex<Metrics>,
+    /// The client of `httpGet` probes and hooks (`crate::probe::http_client`):
+    /// no proxy, no redirects followed, certificates not verified.
     pub http: reqwest::Client,
+    /// The CNI plugins and network that pods are wired with, or why pod
+    /// networking is unavailable (a sandbox that needs a network then fails).
     pub cni: Result<Cni, String>,
+    /// Whether `/sys/fs/cgroup` is the unified cgroup v2 hierarchy, which the
+    /// containers' runtime specs follow (cgroup namespace, resource limits).
     pub cgroup_v2: bool,
+    /// The node's address: every pod's `status.hostIP`, and the pod IP of a
+    /// hostNetwork pod (`--node-ip` in node mode, else the source address of
+    /// the default route).
     pub host_ip: String,
     /// Node mode (`--kubeconfig`): the API client and what node mode's
     /// tasks share.
@@ -116,6 +160,9 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Set up an agent from its settings: open the image store, load (or
+    /// write) the CNI configuration, find the host's address. No task is
+    /// started yet.
     pub fn new(
         cfg: Config,
         node: Option<node::NodeHandle>,
@@ -153,10 +200,14 @@ impl Agent {
         }))
     }
 
+    /// The metrics, locked; a lock poisoned by a panicking holder is taken
+    /// all the same.
     pub fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
         self.metrics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The events, locked; a lock poisoned by a panicking holder is taken all
+    /// the same.
     pub fn events(&self) -> std::sync::MutexGuard<'_, events::Events> {
         self.events.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -35,6 +35,7 @@ pub enum WaitingReason {
 }
 
 impl WaitingReason {
+    /// The reason as kubelet writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             WaitingReason::ContainerCreating => "ContainerCreating",
@@ -80,6 +81,7 @@ pub enum TerminatedReason {
 }
 
 impl TerminatedReason {
+    /// The reason as kubelet writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             TerminatedReason::Completed => "Completed",
@@ -115,13 +117,17 @@ pub enum PodFailureReason {
     /// Requests beyond the node's allocatable resources.
     #[serde(rename = "OutOfcpu")]
     OutOfCpu,
+    /// Memory requests beyond what the node can still allocate.
     #[serde(rename = "OutOfmemory")]
     OutOfMemory,
+    /// The node already runs `--max-pods` pods.
     #[serde(rename = "OutOfpods")]
     OutOfPods,
 }
 
 impl PodFailureReason {
+    /// The reason as kubelet writes it (`OutOfcpu`, the resource in lower
+    /// case).
     pub fn as_str(self) -> &'static str {
         match self {
             PodFailureReason::InvalidManifest => "InvalidManifest",

@@ -38,26 +38,39 @@ use crate::backoff::Backoff;
 /// above.
 #[derive(Debug, Clone)]
 pub struct Layout {
+    /// The state directory (`--state-dir`, a tmpfs): records, network
+    /// namespace pins, monitors, the runtime's root.
     pub state_dir: PathBuf,
+    /// The data directory (`--data-dir`, on disk): bundles, volumes, logs.
     pub data_dir: PathBuf,
 }
 
 impl Layout {
+    /// `pods/<uid>` in the state directory: the pod's `pod.json`, and its
+    /// instances' monitors.
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
         self.state_dir.join("pods").join(uid)
     }
+    /// The pause container's bundle, `pods/<uid>/sandbox`; its monitor's
+    /// directory is `monitor/` inside.
     pub fn sandbox_dir(&self, uid: &str) -> PathBuf {
         self.pod_dir(uid).join("sandbox")
     }
+    /// The monitor directory of container instance `id` (`state.json`,
+    /// `exit.json`, the FIFOs).
     pub fn monitor_dir(&self, uid: &str, id: &str) -> PathBuf {
         self.pod_dir(uid).join("containers").join(id)
     }
+    /// The pod's hosts, hostname and resolv.conf, shared by its containers.
     pub fn etc_dir(&self, uid: &str) -> PathBuf {
         self.pod_dir(uid).join("etc")
     }
+    /// Where the pod's network namespace is pinned: `netns/<uid>` in the state
+    /// directory.
     pub fn netns(&self, uid: &str) -> PathBuf {
         self.state_dir.join("netns").join(uid)
     }
+    /// `skiff --root`: the runtime's state of every container.
     pub fn runtime_root(&self) -> PathBuf {
         self.state_dir.join("runtime")
     }
@@ -65,12 +78,16 @@ impl Layout {
     pub fn pod_data(&self, uid: &str) -> PathBuf {
         self.data_dir.join("pods").join(uid)
     }
+    /// The bundle of container instance `id` (`config.json`, the rootfs
+    /// overlay), on disk.
     pub fn bundle_dir(&self, uid: &str, id: &str) -> PathBuf {
         self.pod_data(uid).join("containers").join(id)
     }
+    /// The pod's emptyDir volumes, one directory each, on disk.
     pub fn volumes_dir(&self, uid: &str) -> PathBuf {
         self.pod_data(uid).join("volumes")
     }
+    /// `pod-logs` in the data directory: Skiff's `/var/log/pods`.
     pub fn log_root(&self) -> PathBuf {
         self.data_dir.join("pod-logs")
     }
@@ -79,6 +96,8 @@ impl Layout {
         self.log_root()
             .join(format!("{}_{}_{}", rec.namespace, rec.name, rec.uid))
     }
+    /// The CRI log of attempt `restart` of `container`:
+    /// `<container>/<restart>.log` in the pod's log directory.
     pub fn log_file(&self, rec: &PodRecord, container: &str, restart: u32) -> PathBuf {
         self.pod_logs(rec)
             .join(container)
@@ -86,10 +105,16 @@ impl Layout {
     }
 }
 
+/// Everything the agent knows of one pod, saved as `pod.json` (see the
+/// module docs); its `v1` status is computed from it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PodRecord {
+    /// The pod's uid (`metadata.uid`; derived from file and name for a static
+    /// pod).
     pub uid: String,
+    /// The pod's namespace.
     pub namespace: String,
+    /// The pod's name.
     pub name: String,
     /// The source that wants the pod.
     #[serde(default)]
@@ -97,6 +122,9 @@ pub struct PodRecord {
     /// Its manifest file, for a static pod.
     #[serde(default)]
     pub file: PathBuf,
+    /// A hash of the pod's spec, 16 hex digits (`manifest::spec_hash`): a
+    /// change makes a new pod. Shown as the `kubernetes.io/config.hash`
+    /// annotation.
     pub spec_hash: String,
     /// The validated pod; `None` when the manifest was rejected.
     pub pod: Option<Pod>,
@@ -107,17 +135,29 @@ pub struct PodRecord {
     /// fault (`OutOfcpu`...).
     #[serde(default)]
     pub rejected: Option<PodFailureReason>,
+    /// When the agent first saw the pod (shown as its `creationTimestamp`).
     pub created_at: Timestamp,
+    /// When its sandbox first became ready (`status.startTime`).
     #[serde(default)]
     pub start_time: Option<Timestamp>,
+    /// The pod's sandbox, from the moment its making begins until it is taken
+    /// down (or its making failed).
     #[serde(default)]
     pub sandbox: Option<Sandbox>,
+    /// The pod's IP (`status.podIP`): the first IPv4 address of the CNI
+    /// result, or the node's for a hostNetwork pod.
     #[serde(default)]
     pub pod_ip: Option<String>,
+    /// The pod's conditions by type (`Initialized`,
+    /// `PodReadyToStartContainers`), kept for their transition times: the
+    /// status computes each value afresh, and takes the time from here when
+    /// the value agrees.
     #[serde(default)]
     pub conditions: BTreeMap<String, Condition>,
+    /// The init containers' records, in spec order.
     #[serde(default)]
     pub init: Vec<ContainerRecord>,
+    /// The app containers' records, in spec order.
     #[serde(default)]
     pub containers: Vec<ContainerRecord>,
     /// The pod is being stopped (manifest removed or changed).
@@ -148,18 +188,29 @@ pub struct PodRecord {
 /// Why the node failed a pod it was running (`status.reason`, `message`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PodFailure {
+    /// kubelet's reason (`DeadlineExceeded`...).
     pub reason: PodFailureReason,
+    /// kubelet's message, in a sentence.
     pub message: String,
 }
 
+/// A pod sandbox (CRI's `PodSandbox`): the pinned network namespace, its
+/// CNI attachment, and the pause container that holds the namespaces.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sandbox {
+    /// The pause container's id (`k8s_POD_...`, see
+    /// `engine::sandbox::sandbox_id`).
     pub id: String,
+    /// The pause container's bundle directory (`Layout::sandbox_dir`).
     pub dir: PathBuf,
     /// Pinned network namespace (none for hostNetwork pods).
     pub netns: Option<PathBuf>,
+    /// The pause process's pid, on the host; 0 until it runs.
     pub pid: i32,
+    /// The pid of the pause container's monitor; 0 until it runs.
     pub monitor_pid: i32,
+    /// The CNI `ADD` result (interfaces, `ips`, routes), kept for `CHECK` and
+    /// `DEL`.
     #[serde(default)]
     pub cni_result: Option<serde_json::Value>,
     /// Every step of its making is done. A sandbox is recorded before its
@@ -174,41 +225,64 @@ fn complete_by_default() -> bool {
     true
 }
 
+/// One pod condition as last set (a `v1` `PodCondition`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Condition {
+    /// Whether the condition holds (`True` or `False` in the API).
     pub status: bool,
+    /// When `status` last changed (`lastTransitionTime`).
     pub last_transition: Timestamp,
+    /// A CamelCase word for why.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Why, in a sentence.
     #[serde(default)]
     pub message: Option<String>,
 }
 
+/// A container's state, kubelet's `ContainerState`: waiting, running or
+/// terminated.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum CState {
+    /// Not running: not started yet, or held back.
     Waiting {
+        /// Why (`ContainerCreating`, `CrashLoopBackOff`...).
         reason: WaitingReason,
+        /// The details, such as a pull's error.
         #[serde(default)]
         message: Option<String>,
     },
+    /// The current instance runs.
     Running {
+        /// When it started.
         started_at: Timestamp,
     },
+    /// The last instance ended, and none runs now.
     Terminated(Terminated),
 }
 
+/// How an instance ended (a `v1` `ContainerStateTerminated`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Terminated {
+    /// Its exit status: 128 + the signal's number when a signal killed it,
+    /// 128 when it could not start, 255 when the status was lost.
     pub exit_code: i32,
+    /// The signal that killed it, if one did.
     #[serde(default)]
     pub signal: Option<i32>,
+    /// `Completed`, `Error`, `OOMKilled` or `StartError`.
     pub reason: TerminatedReason,
+    /// The termination message (the file at `terminationMessagePath`, or the
+    /// log's tail with `FallbackToLogsOnError`), or the runtime's error.
     #[serde(default)]
     pub message: Option<String>,
+    /// When it started; `None` if it never did.
     #[serde(default)]
     pub started_at: Option<Timestamp>,
+    /// When it ended.
     pub finished_at: Timestamp,
+    /// The instance's id, as `skiff://<id>` (`containerID`).
     #[serde(default)]
     pub container_id: Option<String>,
 }
@@ -216,23 +290,37 @@ pub struct Terminated {
 /// One running (or just exited) instance of a container.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Instance {
+    /// The container's id in the runtime (`k8s_<container>_<pod>_...`).
     pub id: String,
+    /// Its bundle directory, on disk.
     pub bundle: PathBuf,
     /// The monitor's directory (state.json, exit.json).
     pub dir: PathBuf,
+    /// Its CRI log file.
     pub log: PathBuf,
+    /// The container's init pid, on the host.
     pub pid: i32,
+    /// The pid of its monitor.
     pub monitor_pid: i32,
+    /// When it started, as its monitor reported.
     pub started_at: Timestamp,
 }
 
+/// Everything the agent knows of one container of a pod, across its
+/// restarts: its `v1` `ContainerStatus` is computed from it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerRecord {
+    /// The container's name in the spec.
     pub name: String,
+    /// The image, as the spec names it.
     pub image: String,
+    /// The image the last attempt ran, as `registry/repository@digest`
+    /// (`imageID`).
     #[serde(default)]
     pub image_id: Option<String>,
+    /// Restarts so far (kubelet's `restartCount`).
     pub restart_count: u32,
+    /// The current state.
     pub state: CState,
     /// The latest termination.
     #[serde(default)]
@@ -241,14 +329,22 @@ pub struct ContainerRecord {
     /// terminated).
     #[serde(default)]
     pub previous: Option<Terminated>,
+    /// The instance running now (or just exited, its exit not yet handled).
     #[serde(default)]
     pub current: Option<Instance>,
+    /// The readiness probe's last result; not used when there is no readiness
+    /// probe.
     #[serde(default)]
     pub ready: bool,
+    /// The instance counts as started (`started`): at once without a startup
+    /// probe, else once that passes.
     #[serde(default)]
     pub started: bool,
+    /// The CrashLoopBackOff entry: how long restarts are held back.
     #[serde(default)]
     pub backoff: Backoff,
+    /// The ImagePullBackOff entry: how long pulls are held back after
+    /// failures.
     #[serde(default)]
     pub image_backoff: Backoff,
     /// Log file of each attempt by restart number (for `logs --previous`).
@@ -265,15 +361,22 @@ pub struct ContainerRecord {
 /// A container start under way (see [`ContainerRecord::launching`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Launching {
+    /// The container id the attempt uses.
     pub id: String,
+    /// The attempt's number (the restart count it will have).
     pub restart: u32,
+    /// The image it runs (`registry/repository@digest`).
     pub image_id: String,
+    /// Its bundle directory, on disk.
     pub bundle: PathBuf,
+    /// Its monitor's directory.
     pub monitor_dir: PathBuf,
+    /// Its CRI log file.
     pub log: PathBuf,
 }
 
 impl ContainerRecord {
+    /// A container not started yet, waiting with `reason`.
     pub fn new(name: &str, image: &str, reason: WaitingReason) -> ContainerRecord {
         ContainerRecord {
             name: name.to_string(),
@@ -293,10 +396,12 @@ impl ContainerRecord {
         }
     }
 
+    /// Whether its state is running.
     pub fn running(&self) -> bool {
         matches!(self.state, CState::Running { .. })
     }
 
+    /// How it ended, when its state is terminated.
     pub fn terminated(&self) -> Option<&Terminated> {
         match &self.state {
             CState::Terminated(t) => Some(t),
@@ -306,17 +411,18 @@ impl ContainerRecord {
 }
 
 impl CState {
+    /// Waiting for `reason`, with an optional message.
     pub fn waiting(reason: WaitingReason, message: Option<String>) -> CState {
         CState::Waiting { reason, message }
     }
 }
 
 impl PodRecord {
+    /// `namespace/name`, for messages and lookups.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
 
-    /// Where the pod came from, for messages.
     /// Why the pod is refused (`status.reason`), when it is.
     pub fn failure_reason(&self) -> PodFailureReason {
         match (self.rejected, &self.source) {
@@ -326,6 +432,7 @@ impl PodRecord {
         }
     }
 
+    /// Where the pod came from, for messages.
     pub fn origin(&self) -> String {
         match self.source {
             Source::File => self.file.display().to_string(),
@@ -333,6 +440,8 @@ impl PodRecord {
         }
     }
 
+    /// The record of init container (`init`) or app container `name`, to
+    /// change.
     pub fn container_mut(&mut self, init: bool, name: &str) -> Option<&mut ContainerRecord> {
         let list = if init {
             &mut self.init
@@ -361,6 +470,8 @@ impl PodRecord {
         c.reason = reason.map(str::to_string);
     }
 
+    /// Write `pod.json` into the pod's directory (made if needed),
+    /// atomically.
     pub fn save(&self, layout: &Layout) -> std::io::Result<()> {
         let dir = layout.pod_dir(&self.uid);
         std::fs::create_dir_all(&dir)?;

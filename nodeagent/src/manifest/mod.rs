@@ -28,10 +28,20 @@ mod fields;
 use checks::check;
 use fields::{leaves, supported, unknown_fields};
 
+/// Why a manifest document is not a pod Skiff will run.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ManifestError {
+    /// The file is not YAML or JSON.
     #[error("{file}: {msg}")]
-    Syntax { file: String, msg: String },
+    Syntax {
+        /// The manifest file.
+        file: String,
+        /// The parser's error.
+        msg: String,
+    },
+    /// The document is not a valid `v1` Pod, has fields unknown or not
+    /// implemented, or values that do not fit together; the message gives the
+    /// path.
     #[error("{0}")]
     Invalid(String),
 }
@@ -39,8 +49,12 @@ pub enum ManifestError {
 /// One document of a manifest file: a valid pod, or why it is not one.
 #[derive(Debug, Clone)]
 pub struct Doc {
+    /// `metadata.namespace`; `default` when absent.
     pub namespace: String,
+    /// `metadata.name`; without one, derived from the file's name (with
+    /// `-<index>` when the file holds several documents).
     pub name: String,
+    /// The validated pod, or why it is not one.
     pub pod: Result<Pod, ManifestError>,
 }
 

@@ -36,7 +36,10 @@ use super::Agent;
 /// Where the API listens.
 #[derive(Debug, Clone)]
 pub enum Listen {
+    /// A unix socket at this path, mode 0600 (root only); no token.
     Unix(PathBuf),
+    /// A loopback TCP address, and the bearer token every request must carry
+    /// (`--token-file`; required).
     Tcp(std::net::SocketAddr, Option<String>),
 }
 
@@ -69,6 +72,8 @@ pub fn read_token(path: &std::path::Path) -> Result<String, std::io::Error> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("read {}: {e}", path.display())))
 }
 
+/// The API's routes (see the module docs). With `token`, a request without
+/// `Authorization: Bearer <token>` is answered 401.
 pub fn router(agent: Shared, token: Option<String>) -> Router {
     let r = Router::new()
         .route("/healthz", get(|| async { "ok" }))

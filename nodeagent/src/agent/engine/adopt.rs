@@ -102,6 +102,9 @@ pub async fn check_network(
     }
 }
 
+/// Watch the sandbox's pause container through its monitor, as any
+/// instance is watched: its end reaches the worker as `Msg::Exited` with
+/// the sandbox id.
 pub fn watch_sandbox(agent: &Arc<Agent>, tx: &mpsc::UnboundedSender<Msg>, sb: &state::Sandbox) {
     container::watch(
         agent,

@@ -31,7 +31,9 @@ use std::path::{Component, Path, PathBuf};
 /// One file of a payload: its bytes and permission bits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct File {
+    /// The file's content.
     pub data: Vec<u8>,
+    /// Its permission bits (`0o644`...).
     pub mode: u32,
 }
 
@@ -44,11 +46,20 @@ const DATA_TMP: &str = "..data_tmp";
 /// Errors of writing a payload.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
+    /// A payload path that is not allowed (see `check_path`).
     #[error("invalid path {path:?} in volume payload: {why}")]
-    Path { path: String, why: &'static str },
+    Path {
+        /// The path.
+        path: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Writing into the volume's directory failed.
     #[error("write volume {dir}: {source}")]
     Io {
+        /// The volume's directory.
         dir: PathBuf,
+        /// The underlying error.
         #[source]
         source: io::Error,
     },

@@ -23,9 +23,15 @@ use crate::monitor::{self, Exited, Report, Started};
 
 /// Everything a monitor needs, and where it writes.
 pub struct Launch<'a> {
+    /// The container's id in the runtime.
     pub id: &'a str,
+    /// The bundle to create it from (`config.json` and the root filesystem).
     pub bundle: &'a Path,
+    /// The monitor's directory: `state.json`, `exit.json`, the FIFOs, and
+    /// the logs of skiff and of the monitor.
     pub dir: &'a Path,
+    /// The CRI log file the container's output goes to; `None` for a pause
+    /// container, which has no log.
     pub log: Option<&'a Path>,
 }
 
@@ -129,6 +135,8 @@ async fn wait_exit(pid: i32) -> Option<WaitStatus> {
     }
 }
 
+/// Whether process `pid` exists and has not exited (a zombie has exited);
+/// 0 and negative pids never count.
 pub fn alive(pid: i32) -> bool {
     pid > 0
         && nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()

@@ -29,35 +29,55 @@ use crate::quantity;
 /// Why an environment cannot be made, in kubelet's words.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
+    /// A ConfigMap or Secret the container refers to could not be had.
     #[error("couldn't get {what} {namespace}/{name}: {source}")]
     Get {
+        /// `configMap` or `secret`, as kubelet's message says.
         what: &'static str,
+        /// The object's namespace (the pod's).
         namespace: String,
+        /// The object's name.
         name: String,
+        /// Why not: not found, a static pod, no answer in time.
         #[source]
         source: ObjectError,
     },
+    /// The object exists, but lacks the key a `configMapKeyRef` or
+    /// `secretKeyRef` names (and the reference is not optional).
     #[error("couldn't find key {key} in {what} {namespace}/{name}")]
     NoKey {
+        /// `ConfigMap` or `Secret`.
         what: &'static str,
+        /// The missing key.
         key: String,
+        /// The object's namespace.
         namespace: String,
+        /// The object's name.
         name: String,
     },
+    /// A `fieldRef` or `resourceFieldRef` that cannot be read (an unsupported
+    /// path, an unknown container...).
     #[error("{0}")]
     Field(String),
 }
 
 /// What a fieldRef or resourceFieldRef reads, besides the pod itself.
 pub struct Facts<'a> {
+    /// The pod, for the `metadata.*` and `spec.*` paths.
     pub pod: &'a Pod,
+    /// The pod's uid (`metadata.uid`), which a static pod's manifest need not
+    /// carry.
     pub uid: &'a str,
+    /// The node's name (`spec.nodeName`).
     pub node_name: &'a str,
+    /// The pod's IP (`status.podIP`); empty while the pod has none.
     pub pod_ip: &'a str,
+    /// The node's address (`status.hostIP`).
     pub host_ip: &'a str,
     /// The node's allocatable cpu (millicores) and memory (bytes): the
     /// value of a limit the container does not set.
     pub node_cpu_milli: u64,
+    /// The node's allocatable memory, in bytes (see `node_cpu_milli`).
     pub node_memory: u64,
 }
 

@@ -26,8 +26,14 @@ use k8s_openapi::api::core::v1::Pod;
 /// `--resolv-conf`).
 #[derive(Debug, Clone)]
 pub struct NodeDns {
+    /// The cluster DNS service's addresses (`--cluster-dns`); with none,
+    /// `ClusterFirst` falls back to `Default`.
     pub cluster_dns: Vec<String>,
+    /// The cluster's DNS domain (`--cluster-domain`, `cluster.local`), for
+    /// search paths and the hosts file.
     pub cluster_domain: String,
+    /// The node's resolver file (`--resolv-conf`), which `dnsPolicy: Default`
+    /// copies.
     pub resolv_conf: std::path::PathBuf,
 }
 
@@ -55,7 +61,9 @@ impl NodeDns {
 /// The DNS settings a pod's files are made from.
 #[derive(Debug, Clone)]
 pub struct DnsSettings {
+    /// The nameservers of `ClusterFirst` pods; empty when the node has none.
     pub cluster_dns: Vec<String>,
+    /// The cluster's DNS domain (`cluster.local`).
     pub cluster_domain: String,
     /// The node's own resolver file.
     pub host_resolv: String,
@@ -64,12 +72,18 @@ pub struct DnsSettings {
 /// The parts of a resolv.conf.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resolv {
+    /// `nameserver` addresses, in order (the resolver reads the first 3).
     pub nameservers: Vec<String>,
+    /// The `search` domains (a `domain` line counts as one; the last such line
+    /// wins).
     pub searches: Vec<String>,
+    /// `options` values, such as `ndots:5` or `edns0`.
     pub options: Vec<String>,
 }
 
 impl Resolv {
+    /// Read a resolv.conf(5); lines other than `nameserver`, `search`,
+    /// `domain` and `options` are ignored.
     pub fn parse(text: &str) -> Resolv {
         let mut r = Resolv::default();
         for line in text.lines() {
@@ -86,6 +100,8 @@ impl Resolv {
         r
     }
 
+    /// Write it out as resolv.conf: the nameservers, then `search` and
+    /// `options` lines unless empty.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for n in &self.nameservers {

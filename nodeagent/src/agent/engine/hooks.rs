@@ -27,11 +27,17 @@ use crate::probe::{self, Outcome, Target};
 /// What a preStop hook needs, taken before the container is stopped.
 #[derive(Debug, Clone)]
 pub struct PreStop {
+    /// The container's `lifecycle.preStop` handler (`exec`, `httpGet`,
+    /// `tcpSocket` or `sleep`).
     pub handler: LifecycleHandler,
+    /// Where the handler reaches the container: the pod's IP and ports, and
+    /// the runtime for `exec`.
     pub target: Target,
     /// For the failure event: the pod uid, container and field path.
     pub uid: String,
+    /// The container's name.
     pub container: String,
+    /// The container's `fieldPath` (`spec.containers{name}`).
     pub field: String,
 }
 

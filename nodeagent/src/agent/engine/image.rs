@@ -17,7 +17,10 @@ use super::super::Agent;
 
 /// An image in the store, ready to run.
 pub struct ImageReady {
+    /// The image's record in the store (name, manifest, config, layers).
     pub record: skiff_images::store::ImageRecord,
+    /// Its OCI image config: entrypoint, command, environment, user, working
+    /// directory.
     pub config: oci_spec::image::ImageConfiguration,
     /// `registry/repository@digest`, as kubelet reports `imageID`.
     pub image_id: String,
@@ -28,7 +31,10 @@ pub struct ImageReady {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct ImageError {
+    /// The container's waiting reason (`ErrImagePull`, `ErrImageNeverPull`,
+    /// `InvalidImageName`...).
     pub reason: WaitingReason,
+    /// The waiting message, in kubelet's words.
     pub message: String,
 }
 

@@ -58,17 +58,28 @@ use super::Agent;
 #[derive(Debug)]
 pub enum Msg {
     /// A container instance's monitor (or the instance) ended.
-    Exited { id: String },
+    Exited {
+        /// The container id of the instance (or of the pod's sandbox) that
+        /// ended.
+        id: String,
+    },
     /// A liveness or startup probe failed: kill and maybe restart.
     Kill {
+        /// The instance to kill, by container id.
         id: String,
+        /// The `Killing` event's message (`Container c failed liveness probe,
+        /// will be restarted`).
         reason: String,
         /// The probe's `terminationGracePeriodSeconds`, if it has one.
         grace: Option<Duration>,
     },
     /// Stop the pod (removed, or changed and to be recreated), within
     /// `grace` when its deletion asked for a grace period of its own.
-    Stop { grace: Option<Duration> },
+    Stop {
+        /// The grace period the deletion gave, if any; else the spec's
+        /// `terminationGracePeriodSeconds` applies.
+        grace: Option<Duration>,
+    },
     /// Look again (a probe result changed...).
     Wake,
 }
@@ -86,7 +97,11 @@ struct Worker {
 /// What a worker holds besides the record: probe tasks per instance.
 #[derive(Default)]
 pub struct Local {
+    /// The probe tasks of each running instance, by container id; aborted
+    /// when the instance stops.
     pub probes: HashMap<String, Vec<JoinHandle<()>>>,
+    /// The pod's start latency (from first seen to every container running)
+    /// has gone into `/metrics`.
     pub latency_recorded: bool,
     /// The task that writes the pod's projected volumes.
     pub volumes: Option<projected::VolumeTask>,

@@ -35,14 +35,20 @@ use super::volumes::{dir, fs_group, projected_kind};
 /// Errors of building a projected volume, in kubelet's words.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
+    /// A Secret or ConfigMap could not be had, or a service-account token
+    /// requested.
     #[error(transparent)]
     Object(#[from] ObjectError),
+    /// An `items` entry names a key the ConfigMap lacks; holds the key.
     #[error("configmap references non-existent config key: {0}")]
     NoConfigKey(String),
+    /// An `items` entry names a key the Secret lacks; holds the key.
     #[error("references non-existent secret key: {0}")]
     NoSecretKey(String),
+    /// A downward API `fieldRef` or `resourceFieldRef` that cannot be read.
     #[error("{0}")]
     Field(String),
+    /// The files could not be written into the volume.
     #[error(transparent)]
     Write(#[from] atomic_writer::WriteError),
 }

@@ -23,6 +23,8 @@ use super::super::Agent;
 use super::container::{self, Launch};
 use crate::cni::Attachment;
 
+/// Whether the pod runs in the node's network namespace
+/// (`spec.hostNetwork`): then it gets no network namespace and no CNI.
 pub fn host_network(pod: &Pod) -> bool {
     pod.spec
         .as_ref()
@@ -35,6 +37,9 @@ pub fn cgroup_parent(uid: &str) -> String {
     format!("/skiff-agent/pod{uid}")
 }
 
+/// The pause container's id:
+/// `k8s_POD_<name>_<namespace>_<uid[..8]><hash[..4]>_<n>`, where `n` counts
+/// the pod's sandboxes (dockershim's naming, shortened).
 pub fn sandbox_id(rec: &PodRecord) -> String {
     format!(
         "k8s_POD_{}_{}_{}{}_{}",
@@ -46,6 +51,8 @@ pub fn sandbox_id(rec: &PodRecord) -> String {
     )
 }
 
+/// What CNI is told of sandbox `id` of the pod, pinned at `netns`:
+/// `CNI_CONTAINERID`, `CNI_NETNS` and the `K8S_POD_*` arguments.
 pub fn attachment(rec: &PodRecord, netns: &Path, id: &str) -> Attachment {
     Attachment {
         container_id: id.to_string(),
@@ -56,6 +63,7 @@ pub fn attachment(rec: &PodRecord, netns: &Path, id: &str) -> Attachment {
     }
 }
 
+/// The directory of the pod's shared hosts, hostname and resolv.conf.
 pub fn etc_dir(agent: &Agent, uid: &str) -> PathBuf {
     agent.cfg.layout().etc_dir(uid)
 }

@@ -20,22 +20,30 @@ use serde_json::{json, Value};
 
 use crate::quantity;
 
+/// Why a container's runtime spec cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
+    /// The image's config cannot be turned into a spec.
     #[error(transparent)]
     Image(#[from] skiff_images::runtime_spec::SpecError),
+    /// The pod's settings cannot apply: no command at all, `runAsNonRoot`
+    /// with a root user, a quantity that does not parse...
     #[error("{0}")]
     Config(String),
 }
 
 /// Everything besides the container that shapes its spec.
 pub struct PodContext<'a> {
+    /// The pod the container belongs to.
     pub pod: &'a Pod,
+    /// The pod's uid, for the `io.kubernetes.pod.uid` annotation.
     pub uid: &'a str,
     /// The pod's hostname ([`super::etc_files::hostname`]).
     pub hostname: &'a str,
     /// The pause process, whose namespaces the container joins.
     pub sandbox_pid: i32,
+    /// The pod uses the node's network (`hostNetwork`): the container joins no
+    /// network or UTS namespace of the sandbox.
     pub host_network: bool,
     /// The environment the pod gives the container ([`super::env`]).
     pub env: &'a [(String, String)],
@@ -45,7 +53,11 @@ pub struct PodContext<'a> {
     pub etc_dir: &'a Path,
     /// The file bound at `terminationMessagePath`.
     pub termination_log: Option<&'a Path>,
+    /// The node has the cgroup v2 hierarchy: the container gets a cgroup
+    /// namespace and v2 limits.
     pub cgroup_v2: bool,
+    /// The pod's cgroup (`sandbox::cgroup_parent`), below which the
+    /// container's goes.
     pub cgroup_parent: &'a str,
 }
 

@@ -29,8 +29,14 @@ use super::{bundle, container_spec, probes, Local, Msg};
 
 /// What [`start_if_due`] did.
 pub enum Due {
+    /// The container runs (though a failed postStart hook may already have
+    /// had it killed).
     Started,
+    /// The runtime could not start it: it is recorded as terminated with
+    /// `StartError`; look again at once.
     Failed,
+    /// Held back (a back-off, the image, its configuration) or not found;
+    /// worth another look after this long.
     Later(Duration),
 }
 
@@ -265,10 +271,17 @@ fn config_failed(
 /// One start attempt: its number (the restart count it will have), the
 /// container id, and where its bundle, monitor and log go.
 pub struct Attempt {
+    /// The attempt's number: the restart count the container will have (0
+    /// for its first run).
     pub restart: u32,
+    /// The instance's container id:
+    /// `k8s_<container>_<pod>_<namespace>_<uid[..8]><hash[..4]>_<restart>`.
     pub id: String,
+    /// Where its bundle goes, on disk.
     pub bundle: PathBuf,
+    /// Its monitor's directory, in the state directory.
     pub monitor_dir: PathBuf,
+    /// Its CRI log file, `<restart>.log`.
     pub log: PathBuf,
 }
 
@@ -285,6 +298,8 @@ impl Attempt {
         }
     }
 
+    /// The next attempt of container `c` of pod `rec`: a restart if it has
+    /// run before.
     pub fn new(agent: &Agent, rec: &PodRecord, name: &str, c: &ContainerRecord) -> Attempt {
         let restart = c.restart_count + u32::from(c.last_state.is_some());
         let id = format!(

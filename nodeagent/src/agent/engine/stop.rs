@@ -155,6 +155,7 @@ fn termination_message(
     Some(tail[start..].to_string()).filter(|t| !t.is_empty())
 }
 
+/// Abort the probes of instance `id` (a container id).
 pub fn stop_probes(local: &mut Local, id: &str) {
     if let Some(hs) = local.probes.remove(id) {
         hs.iter().for_each(|h| h.abort());

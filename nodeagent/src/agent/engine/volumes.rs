@@ -166,8 +166,12 @@ pub fn remove(agent: &Agent, uid: &str) {
 /// One bind mount of a container.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bind {
+    /// The host directory: the volume's, or a `subPath` in it.
     pub source: PathBuf,
+    /// Where it appears in the container (`mountPath`).
     pub destination: String,
+    /// Mounted read-only: the mount says `readOnly`, or the volume is a
+    /// Secret, ConfigMap, downward API or projected one.
     pub read_only: bool,
 }
 

@@ -21,6 +21,10 @@ use super::super::Agent;
 use super::start::{start_if_due, Due};
 use super::{adopt, deadline, grace_period, projected, restart_policy, sandbox, stop, Local, Msg};
 
+/// The worker of pod `uid`: adopt what a previous agent left, then sync
+/// the pod pass after pass, handling what `rx` brings in between, until
+/// the pod is stopped; then tear it down and forget it. `tx` is the
+/// worker's own sender, handed to the watchers and probes it starts.
 pub async fn run(
     agent: Arc<Agent>,
     uid: String,

@@ -39,9 +39,11 @@ pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 /// A mirror pod as the watch saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seen {
+    /// The mirror pod's uid.
     pub uid: String,
     /// Its `kubernetes.io/config.mirror` value: the static pod's hash.
     pub hash: String,
+    /// Its deletion has begun (`deletionTimestamp` is set).
     pub deleting: bool,
 }
 
@@ -94,7 +96,9 @@ pub fn mirror_pod(rec: &PodRecord, node: &str, node_uid: &str) -> Option<Pod> {
 /// these mirrors (namespace, name, uid).
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
+    /// Uids of the static pods whose mirror pod is to be created.
     pub create: Vec<String>,
+    /// The mirror pods to delete, as (namespace, name, uid).
     pub delete: Vec<(String, String, String)>,
 }
 

@@ -65,8 +65,12 @@ pub struct NodeConfig {
 /// What node mode shares with the engine: the API client, and the state
 /// its tasks share.
 pub struct NodeHandle {
+    /// The API client, authenticated as the node (`system:node:NAME`).
     pub client: kube::Client,
+    /// The node-mode settings.
     pub config: NodeConfig,
+    /// What node mode's tasks share: the Node's uid, mirror pods, the event
+    /// queue.
     pub shared: Shared,
     /// The Secrets and ConfigMaps pods use, and their tokens.
     pub objects: objects::Objects,
@@ -148,12 +152,16 @@ async fn client(kubeconfig: &std::path::Path) -> Result<kube::Client, NodeError>
 /// Errors of node mode's set-up.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// The kubeconfig cannot be read, or describes no usable client.
     #[error("read kubeconfig {path}")]
     Kubeconfig {
+        /// The kubeconfig file.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// No API client could be made from the kubeconfig.
     #[error("make an API client")]
     Client(#[source] Box<kube::Error>),
 }

@@ -35,7 +35,9 @@ use tokio::sync::watch;
 /// Which kind of object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
+    /// A `v1` Secret.
     Secret,
+    /// A `v1` ConfigMap.
     ConfigMap,
 }
 
@@ -59,6 +61,7 @@ pub enum State {
     Unknown,
     /// The API server says there is no such object.
     Missing,
+    /// The object exists, with these keys and values.
     Present(Data),
 }
 
@@ -73,16 +76,32 @@ struct Entry {
 /// Errors of fetching what a pod refers to, in kubelet's words.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ObjectError {
+    /// The object does not exist (and the reference is not optional).
     #[error("{} {name:?} not found", kind.noun())]
-    NotFound { kind: Kind, name: String },
+    NotFound {
+        /// Secret or ConfigMap.
+        kind: Kind,
+        /// The object's name.
+        name: String,
+    },
+    /// The object's watch gave no first answer within 15 s.
     #[error("failed to sync {} cache: timed out waiting for the condition", kind.noun())]
-    Timeout { kind: Kind },
+    Timeout {
+        /// Secret or ConfigMap.
+        kind: Kind,
+    },
+    /// A static pod refers to an API object (`secret "x"`, as named here),
+    /// which only pods from the API server may do.
     #[error("{0} needs node mode (--kubeconfig): a static pod cannot refer to API objects")]
     NotInNodeMode(String),
+    /// A TokenRequest for a service-account token failed.
     #[error("request a token for service account {namespace}/{name}: {message}")]
     Token {
+        /// The service account's namespace.
         namespace: String,
+        /// The service account's name.
         name: String,
+        /// The API server's answer.
         message: String,
     },
 }
@@ -97,6 +116,7 @@ pub struct Objects {
 const FIRST_ANSWER: Duration = Duration::from_secs(15);
 
 impl Objects {
+    /// Nothing watched yet: a watch starts when a pod first uses an object.
     pub fn new(client: kube::Client) -> Objects {
         Objects {
             client,

@@ -45,9 +45,13 @@ const MAX_IMAGES: usize = 50;
 /// What the machine has, read from the kernel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Capacity {
+    /// CPUs online.
     pub cpus: u64,
+    /// Memory, in bytes (`MemTotal`).
     pub memory: u64,
+    /// The size of the data directory's file system, in bytes.
     pub ephemeral_storage: u64,
+    /// Most pods the node runs (`--max-pods`).
     pub pods: u32,
 }
 

@@ -27,8 +27,12 @@ use tokio::sync::watch;
 /// A service as its variables need it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Svc {
+    /// The Service's namespace.
     pub namespace: String,
+    /// The Service's name, which names its variables (`MY_SVC_SERVICE_HOST`
+    /// for `my-svc`).
     pub name: String,
+    /// Its `spec.clusterIP`.
     pub cluster_ip: String,
     /// (name, port, protocol), in order.
     pub ports: Vec<(Option<String>, i32, String)>,

@@ -48,9 +48,15 @@ pub enum Source {
 /// A pod as a source wants it.
 #[derive(Debug, Clone)]
 pub struct DesiredPod {
+    /// The pod's uid: the API object's, or for a static pod derived from its
+    /// file and name (`manifest::pod_uid`).
     pub uid: String,
+    /// The pod's namespace (`default` when the manifest gives none).
     pub namespace: String,
+    /// The pod's name (for a manifest without one, derived from its file's
+    /// name).
     pub name: String,
+    /// The source that wants it.
     pub source: Source,
     /// The manifest file, for a static pod.
     pub file: PathBuf,
@@ -132,10 +138,14 @@ impl DesiredPod {
 /// One change for the engine.
 #[derive(Debug)]
 pub enum PodUpdate {
+    /// A pod that was not in its source's last set.
     Add(DesiredPod),
     /// The pod's spec (or file) changed: it is recreated.
     Update(DesiredPod),
+    /// The source no longer wants the pod: it is gone from the source's set,
+    /// or its deletion has begun.
     Remove {
+        /// The pod's uid.
         uid: String,
         /// The grace period the deletion gave, over the spec's.
         grace: Option<std::time::Duration>,

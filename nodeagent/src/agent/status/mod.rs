@@ -29,11 +29,15 @@ use super::state::{Layout, PodRecord};
 /// A pod's status changed (or the pod is gone: `status` is `None`).
 #[derive(Debug, Clone)]
 pub struct StatusChange {
+    /// The pod's uid.
     pub uid: String,
+    /// The pod's namespace.
     pub namespace: String,
+    /// The pod's name.
     pub name: String,
     /// The source the pod came from.
     pub source: Source,
+    /// The new `v1` status; `None` when the pod is gone.
     pub status: Option<PodStatus>,
     /// The pod is gone because its deletion was asked for through the
     /// API: the object is to be deleted now that its containers are.
@@ -55,6 +59,8 @@ impl StatusChange {
     }
 }
 
+/// The owner of every pod's record, by uid: every change goes through it,
+/// and on to the state files and the subscribers.
 pub struct StatusManager {
     layout: Layout,
     node_name: String,
@@ -68,6 +74,8 @@ pub struct StatusManager {
 }
 
 impl StatusManager {
+    /// A manager with no pods yet, saving records under `layout`; `node_name`
+    /// and `host_ip` go into the statuses it computes.
     pub fn new(layout: Layout, node_name: String, host_ip: String) -> StatusManager {
         StatusManager {
             layout,
@@ -104,6 +112,7 @@ impl StatusManager {
         self.changed.notify_waiters();
     }
 
+    /// A copy of pod `uid`'s record, if the node has the pod.
     pub fn record(&self, uid: &str) -> Option<PodRecord> {
         self.pods().get(uid).cloned()
     }
