@@ -95,7 +95,8 @@ skiff_apt_run() {
       return 1
     fi
     if [ "$waited" -ge "$timeout" ]; then
-      skiff_say "apt is locked by another process ($(tail -n 5 "$log" | grep -oE 'held by process [0-9]+[^)]*' | tail -1)) for over ${timeout} s; run again when it has finished (SKIFF_APT_LOCK_TIMEOUT sets the wait)"
+      local holder; holder=$(tail -n 5 "$log" | grep -oE 'process [0-9]+( \([^)]*\))?' | tail -1)
+      skiff_say "apt is locked by another process (${holder:-unknown}) for over ${timeout} s; run again when it has finished (SKIFF_APT_LOCK_TIMEOUT sets the wait)"
       return 2
     fi
     [ "$waited" = 0 ] && skiff_say "apt is busy in another process; waiting up to ${timeout} s"

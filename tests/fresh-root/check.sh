@@ -20,7 +20,9 @@
 #    line: the demo, then the tests (which, seeing SKIFF_FRESH_ROOT, run
 #    their stages there: lint, host, vm). A command that needs a package
 #    scripts/packages.txt does not list fails here, because nothing else is
-#    installed. One cache crosses in, as the base root's does: the
+#    installed. Then tests/fresh-root/bad-input.sh runs them as another
+#    user, on another distribution, without Rust and with apt locked. One
+#    cache crosses in, as the base root's does: the
 #    Kubernetes control plane that tests/k8s/control-plane.sh builds from
 #    Debian's source package (7 minutes on 2 cores; SKIFF_K8S_CACHE, default
 #    /var/cache/skiff-k8s). When this machine has none yet, the run inside
@@ -133,6 +135,12 @@ for cmd in "$@"; do
   echo "fresh-root: took $(( $(date +%s) - t0 )) s: $cmd" >&2
   [ $status = 0 ] || break
 done
+# Then the same commands on a machine that is not ready for them.
+if [ $status = 0 ]; then
+  /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+    PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    /root/skiff/tests/fresh-root/bad-input.sh || status=$?
+fi
 exit $status
 EOF
 )

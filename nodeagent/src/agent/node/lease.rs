@@ -85,36 +85,49 @@ pub async fn run(agent: Arc<Agent>) {
     }
     loop {
         let uid = node.shared.node_uid.get().map(String::as_str);
-        let result = match last.take() {
-            // The usual case: one update of the lease we wrote last.
-            Some(l) => {
-                leases
-                    .replace(&name, &PostParams::default(), &desired(&name, uid, Some(l)))
-                    .await
-            }
-            // First time, or after a failure: read it (or create it).
-            None => match leases.get_opt(&name).await {
-                Ok(Some(l)) => {
+        let attempt = async {
+            match last.take() {
+                // The usual case: one update of the lease we wrote last.
+                Some(l) => {
                     leases
                         .replace(&name, &PostParams::default(), &desired(&name, uid, Some(l)))
                         .await
                 }
-                Ok(None) => {
-                    leases
-                        .create(&PostParams::default(), &desired(&name, uid, None))
-                        .await
-                }
-                Err(e) => Err(e),
-            },
+                // First time, or after a failure: read it (or create it).
+                None => match leases.get_opt(&name).await {
+                    Ok(Some(l)) => {
+                        leases
+                            .replace(&name, &PostParams::default(), &desired(&name, uid, Some(l)))
+                            .await
+                    }
+                    Ok(None) => {
+                        leases
+                            .create(&PostParams::default(), &desired(&name, uid, None))
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
+            }
         };
-        match result {
-            Ok(l) => {
+        // kubelet's heartbeat client gives up on a request after 10 s: a
+        // connection that stopped answering must not stop the heartbeat.
+        // Dropping the request drops its connection; the next attempt
+        // reads the lease afresh on a new one.
+        match tokio::time::timeout(super::HEARTBEAT_TIMEOUT, attempt).await {
+            Ok(Ok(l)) => {
                 last = Some(l);
                 backoff.reset();
                 tokio::time::sleep(RENEW_INTERVAL).await;
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!("renew lease {NAMESPACE}/{name}: {e}");
+                backoff.wait().await;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "renew lease {NAMESPACE}/{name}: no answer within {:?}",
+                    super::HEARTBEAT_TIMEOUT
+                );
                 backoff.wait().await;
             }
         }

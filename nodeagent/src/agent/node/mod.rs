@@ -194,6 +194,11 @@ pub fn start(agent: &Arc<Agent>) {
     }
 }
 
+/// How long one heartbeat request (a lease renewal, a node status update)
+/// may take before it is dropped and tried again: kubelet's heartbeat
+/// client uses its node status update frequency, 10 s.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Retry delays after failures: 0.5 s doubling to 30 s.
 pub struct Backoff(Duration);
 

@@ -384,16 +384,24 @@ pub async fn run(agent: Arc<Agent>) {
         if due {
             let st = status(&agent, node, &f, &transitions);
             let patch = serde_json::json!({ "status": st });
-            match nodes
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
+            // Bounded as the lease's renewal is (see `lease`).
+            let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+            let update = nodes.patch_status(&name, &params, &patch);
+            match tokio::time::timeout(super::HEARTBEAT_TIMEOUT, update).await {
+                Ok(Ok(_)) => {
                     last = Some((f, Instant::now()));
                     backoff.reset();
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!("update node {name} status: {e}");
+                    backoff.wait().await;
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "update node {name} status: no answer within {:?}",
+                        super::HEARTBEAT_TIMEOUT
+                    );
                     backoff.wait().await;
                     continue;
                 }
