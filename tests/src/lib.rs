@@ -57,6 +57,7 @@
 
 pub mod agent;
 pub mod containerd;
+pub mod fault;
 pub mod images;
 pub mod k8s;
 

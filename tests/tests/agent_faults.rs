@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use skiff_tests::agent::{condition, container, pod_yaml, Agent};
+use skiff_tests::fault::Rng;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -19,32 +20,6 @@ fn trials() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10)
-}
-
-/// A small xorshift, seeded from the clock (printed).
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let seed = std::env::var("SKIFF_FAULT_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        eprintln!("agent fault seed: SKIFF_FAULT_SEED={seed}");
-        Rng(seed)
-    }
-    fn below(&mut self, n: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        Duration::from_micros(self.0 % (n.as_micros() as u64).max(1))
-    }
 }
 
 /// Two pods, one with an init container, both with an HTTP readiness
@@ -120,7 +95,7 @@ fn assert_exactly_once(a: &Agent, what: &str) {
 /// they are torn down; restarted each time, it converges.
 #[test]
 fn agent_killed_while_pods_start_and_stop_converges() {
-    let mut rng = Rng::new();
+    let rng = Rng::new("agent fault");
     let mut a = Agent::start();
     // How long a start takes here, to spread the kills over it.
     let t0 = Instant::now();
@@ -130,7 +105,7 @@ fn agent_killed_while_pods_start_and_stop_converges() {
     a.stop_all();
     a.assert_clean();
     for trial in 0..trials() {
-        let at = rng.below(span);
+        let at = rng.within(span);
         a.manifest("f.yaml", &manifest());
         std::thread::sleep(at);
         a.kill9();
@@ -148,7 +123,7 @@ fn agent_killed_while_pods_start_and_stop_converges() {
         }
         assert_exactly_once(&a, &what);
 
-        let at = rng.below(Duration::from_millis(2500));
+        let at = rng.within(Duration::from_millis(2500));
         a.remove_manifest("f.yaml");
         std::thread::sleep(at);
         a.kill9();

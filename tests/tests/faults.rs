@@ -16,10 +16,11 @@
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use skiff_tests::fault::Rng;
 use skiff_tests::*;
 
 fn trials() -> usize {
@@ -27,36 +28,6 @@ fn trials() -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(100)
-}
-
-/// xorshift64*, seeded from the clock (printed, and `SKIFF_FAULT_SEED`
-/// replays a run).
-struct Rng(AtomicU64);
-
-impl Rng {
-    fn new() -> Rng {
-        let seed = std::env::var("SKIFF_FAULT_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        eprintln!("fault seed: SKIFF_FAULT_SEED={seed}");
-        Rng(AtomicU64::new(seed))
-    }
-
-    fn below(&self, n: u64) -> u64 {
-        let mut x = self.0.load(Ordering::Relaxed);
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0.store(x, Ordering::Relaxed);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -262,7 +233,7 @@ fn kill_trials(make: fn() -> Runtime, verb: Verb, rng: &Rng) -> Tally {
                     let id = unique_id();
                     let marker = format!("{id}-m");
                     let args = prepare(&rt, &b, &id, verb);
-                    let delay = Duration::from_micros(rng.below(span.as_micros() as u64));
+                    let delay = rng.within(span);
                     let mut child = spawn_verb(&rt, &args, &marker);
                     std::thread::sleep(delay);
                     let _ = child.kill();
@@ -289,7 +260,7 @@ fn kill_trials(make: fn() -> Runtime, verb: Verb, rng: &Rng) -> Tally {
 }
 
 fn sigkill_during(verb: Verb) {
-    let rng = Rng::new();
+    let rng = Rng::new("fault");
     let skiff = kill_trials(Runtime::skiff, verb, &rng);
     let runc = kill_trials(Runtime::runc, verb, &rng);
     eprintln!(

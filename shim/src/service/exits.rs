@@ -73,22 +73,16 @@ impl TaskService {
                     ..Default::default()
                 };
                 cv.notify_all();
-                if starting {
-                    // Start has not returned yet: it publishes this after
-                    // TaskStart. (An OOM at that point is reported with it.)
+                // Start has not returned yet: it publishes the exit after
+                // TaskStart. (An OOM is reported now either way.)
+                let exit = if starting {
                     if let Some((_, p)) = t.procs.iter_mut().find(|(_, p)| p.pid == pid) {
                         p.deferred_exit = Some(exit);
                     }
-                    drop(t);
-                    if oom {
-                        let ev = TaskOOM {
-                            container_id: id.clone(),
-                            ..Default::default()
-                        };
-                        publish(&publisher, &ns, topics::TASK_OOM_EVENT_TOPIC, Box::new(ev));
-                    }
-                    continue;
-                }
+                    None
+                } else {
+                    Some(exit)
+                };
                 drop(t);
                 if oom {
                     let ev = TaskOOM {
@@ -97,12 +91,14 @@ impl TaskService {
                     };
                     publish(&publisher, &ns, topics::TASK_OOM_EVENT_TOPIC, Box::new(ev));
                 }
-                publish(
-                    &publisher,
-                    &ns,
-                    topics::TASK_EXIT_EVENT_TOPIC,
-                    Box::new(exit),
-                );
+                if let Some(exit) = exit {
+                    publish(
+                        &publisher,
+                        &ns,
+                        topics::TASK_EXIT_EVENT_TOPIC,
+                        Box::new(exit),
+                    );
+                }
             }
         });
     }
