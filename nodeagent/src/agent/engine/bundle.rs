@@ -41,16 +41,7 @@ pub async fn prepare_bundle(
     let pod = rec.pod.as_ref().ok_or("no pod")?;
     // What may fail for want of an API object comes first, before any
     // snapshot is made.
-    let cap = crate::agent::node::register::Capacity::read(agent, 110).allocatable();
-    let facts = super::env::Facts {
-        pod,
-        uid: &rec.uid,
-        node_name: &agent.cfg.node_name,
-        pod_ip: rec.pod_ip.as_deref().unwrap_or(""),
-        host_ip: &agent.host_ip,
-        node_cpu_milli: cap.cpus * 1000,
-        node_memory: cap.memory,
-    };
+    let facts = super::env::Facts::of(agent, rec, pod);
     let env = super::env::container_env(agent, rec, c, &facts)
         .await
         .map_err(|e| e.to_string())?;

@@ -81,6 +81,27 @@ pub struct Facts<'a> {
     pub node_memory: u64,
 }
 
+impl<'a> Facts<'a> {
+    /// The facts of pod `pod` (recorded as `rec`) on this node, with the
+    /// node's allocatable cpu and memory read now.
+    pub fn of(
+        agent: &'a crate::agent::Agent,
+        rec: &'a crate::agent::state::PodRecord,
+        pod: &'a Pod,
+    ) -> Facts<'a> {
+        let cap = crate::agent::node::register::Capacity::read(agent, 110).allocatable();
+        Facts {
+            pod,
+            uid: &rec.uid,
+            node_name: &agent.cfg.node_name,
+            pod_ip: rec.pod_ip.as_deref().unwrap_or(""),
+            host_ip: &agent.host_ip,
+            node_cpu_milli: cap.cpus * 1000,
+            node_memory: cap.memory,
+        }
+    }
+}
+
 /// `metadata.labels['k']` and `metadata.annotations['k']`: the map and key.
 fn subscript(path: &str) -> Option<(&str, &str)> {
     let (map, rest) = path.split_once("['")?;

@@ -340,16 +340,7 @@ impl Projector {
         let Some(pod) = rec.pod.as_ref() else {
             return Ok(None);
         };
-        let cap = super::super::node::register::Capacity::read(agent, 110).allocatable();
-        let facts = Facts {
-            pod,
-            uid: &rec.uid,
-            node_name: &agent.cfg.node_name,
-            pod_ip: rec.pod_ip.as_deref().unwrap_or(""),
-            host_ip: &agent.host_ip,
-            node_cpu_milli: cap.cpus * 1000,
-            node_memory: cap.memory,
-        };
+        let facts = Facts::of(agent, rec, pod);
         let gid = fs_group(pod);
         for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
             if !projected_kind(v) {
