@@ -288,22 +288,9 @@ async fn object(
         name: name.to_string(),
         source,
     };
-    let Some(node) = agent
-        .node
-        .as_ref()
-        .filter(|_| rec.source == super::super::sources::Source::ApiServer)
-    else {
-        return Err(fail(ObjectError::NotInNodeMode(format!("{what} {name:?}"))));
-    };
-    match node.objects.get(kind, &rec.namespace, name, &rec.uid).await {
-        Ok(Some(d)) => Ok(Some(d)),
-        Ok(None) if optional => Ok(None),
-        Ok(None) => Err(fail(ObjectError::NotFound {
-            kind,
-            name: name.to_string(),
-        })),
-        Err(e) => Err(fail(e)),
-    }
+    super::super::node::objects::for_pod(agent, rec, kind, name, optional)
+        .await
+        .map_err(fail)
 }
 
 /// The variables the pod gives container `c` (after the image's).

@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, Volume, 
 use tokio::sync::{mpsc, watch};
 
 use super::super::events::Kind as EventKind;
-use super::super::node::objects::{Kind, ObjectError};
+use super::super::node::objects::{self, Kind, ObjectError};
 use super::super::sources::Source;
 use super::super::state::PodRecord;
 use super::super::Agent;
@@ -127,26 +127,7 @@ impl Projector {
         name: &str,
         optional: bool,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ProjectError> {
-        let Some(node) = agent
-            .node
-            .as_ref()
-            .filter(|_| rec.source == Source::ApiServer)
-        else {
-            return Err(ObjectError::NotInNodeMode(format!("{} {name:?}", kind.noun())).into());
-        };
-        match node
-            .objects
-            .get(kind, &rec.namespace, name, &rec.uid)
-            .await?
-        {
-            Some(d) => Ok(Some(d)),
-            None if optional => Ok(None),
-            None => Err(ObjectError::NotFound {
-                kind,
-                name: name.to_string(),
-            }
-            .into()),
-        }
+        Ok(objects::for_pod(agent, rec, kind, name, optional).await?)
     }
 
     fn downward(

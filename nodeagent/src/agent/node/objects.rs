@@ -341,6 +341,41 @@ pub fn configmap_data(c: &ConfigMap) -> Data {
     d
 }
 
+/// Object `name` of `kind` in the namespace of pod `rec`, as the pod sees
+/// it: fetched (and then watched) for pods from the API server only; `None`
+/// when it is missing and the pod's reference is `optional`. Shared by env
+/// (`secretKeyRef`, `envFrom`) and projected volumes.
+pub async fn for_pod(
+    agent: &crate::agent::Agent,
+    rec: &crate::agent::state::PodRecord,
+    kind: Kind,
+    name: &str,
+    optional: bool,
+) -> Result<Option<Data>, ObjectError> {
+    let Some(node) = agent
+        .node
+        .as_ref()
+        .filter(|_| rec.source == crate::agent::sources::Source::ApiServer)
+    else {
+        return Err(ObjectError::NotInNodeMode(format!(
+            "{} {name:?}",
+            kind.noun()
+        )));
+    };
+    match node
+        .objects
+        .get(kind, &rec.namespace, name, &rec.uid)
+        .await?
+    {
+        Some(d) => Ok(Some(d)),
+        None if optional => Ok(None),
+        None => Err(ObjectError::NotFound {
+            kind,
+            name: name.to_string(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
