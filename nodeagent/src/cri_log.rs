@@ -148,16 +148,47 @@ pub fn parse(line: &str) -> Option<Record<'_>> {
     })
 }
 
+/// A log's files, oldest first: the rotated ones (`0.log.N` ... `0.log.1`)
+/// that exist, then `path` itself.
+pub fn files(path: &Path) -> Vec<PathBuf> {
+    let mut rotated: Vec<(u32, PathBuf)> = Vec::new();
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        let prefix = format!("{}.", name.to_string_lossy());
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if let Some(k) = n.strip_prefix(&prefix).and_then(|k| k.parse().ok()) {
+                rotated.push((k, e.path()));
+            }
+        }
+    }
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let mut out: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
+    out.push(path.to_path_buf());
+    out
+}
+
+/// Append a record's text to `out` as `kubectl logs` shows it: with its
+/// time first when `timestamps`, and a newline when it ends a line.
+pub fn render(r: &Record<'_>, timestamps: bool, out: &mut Vec<u8>) {
+    if timestamps {
+        out.extend_from_slice(r.time.as_bytes());
+        out.push(b' ');
+    }
+    out.extend_from_slice(r.text.as_bytes());
+    if r.full {
+        out.push(b'\n');
+    }
+}
+
 /// The text of a log file as the container wrote it (`kubectl logs`).
 pub fn plain(path: &Path, out: &mut impl Write) -> io::Result<()> {
     let f = File::open(path)?;
     for line in BufReader::new(f).lines() {
         let line = line?;
         if let Some(r) = parse(&line) {
-            out.write_all(r.text.as_bytes())?;
-            if r.full {
-                out.write_all(b"\n")?;
-            }
+            let mut buf = Vec::with_capacity(r.text.len() + 1);
+            render(&r, false, &mut buf);
+            out.write_all(&buf)?;
         }
     }
     Ok(())

@@ -22,3 +22,4 @@ pub mod netns;
 pub mod pause;
 pub mod probe;
 pub mod quantity;
+pub mod spdy;

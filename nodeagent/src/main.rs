@@ -51,6 +51,17 @@ pub struct ServeArgs {
     /// the default route)
     #[arg(long)]
     node_ip: Option<std::net::IpAddr>,
+    /// The kubelet API's serving certificate, PEM (default: a self-signed
+    /// one in the state directory, for the node's name and address)
+    #[arg(long, requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The key of --tls-cert-file, PEM
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// The CA whose client certificates the kubelet API accepts (the API
+    /// server's kubelet client); without it, only bearer tokens are
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
     /// Images, container layers, volumes and logs
     #[arg(long, default_value = "/var/lib/skiff")]
     data_dir: PathBuf,
@@ -262,6 +273,9 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         max_pods: a.max_pods,
         kubelet_port: a.kubelet_port,
         ip: a.node_ip.map(|i| i.to_string()),
+        tls_cert_file: a.tls_cert_file.map(abs),
+        tls_private_key_file: a.tls_private_key_file.map(abs),
+        client_ca_file: a.client_ca_file.map(abs),
     });
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

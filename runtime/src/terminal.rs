@@ -314,3 +314,75 @@ fn terminal_size() -> Result<(u16, u16), nix::Error> {
     unsafe { tiocgwinsz(0, &mut ws) }?;
     Ok((ws.ws_row, ws.ws_col))
 }
+
+/// The receiving end of a console socket, for a program that drives the
+/// terminal of a process `skiff` starts (`--console-socket PATH`): the
+/// containerd shim, and the node agent's `kubectl exec -t`.
+pub struct ConsoleSocket {
+    path: PathBuf,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl ConsoleSocket {
+    /// Listen in a fresh directory only root can enter (mkdtemp(3):
+    /// unique, mode 0700) under the temporary directory, so nobody can swap
+    /// the socket or connect first; the path is short, as `sun_path` holds
+    /// 108 bytes.
+    pub fn new() -> std::io::Result<ConsoleSocket> {
+        let dir = nix::unistd::mkdtemp(&std::env::temp_dir().join("skiff-console-XXXXXX"))
+            .map_err(std::io::Error::from)?;
+        let path = dir.join("console.sock");
+        match std::os::unix::net::UnixListener::bind(&path) {
+            Ok(listener) => Ok(ConsoleSocket { path, listener }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// The path to pass as `--console-socket`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accept the runtime's connection and take the pty master it sends
+    /// (`SCM_RIGHTS`), waiting at most `timeout` for the connection.
+    pub fn receive(&self, timeout: std::time::Duration) -> std::io::Result<OwnedFd> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        if poll(&mut fds, ms).map_err(std::io::Error::from)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no pty master on {} in time", self.path.display()),
+            ));
+        }
+        let (conn, _) = self.listener.accept()?;
+        crate::sync::recv_fd(conn.as_raw_fd()).map_err(std::io::Error::other)
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Set the window size of the terminal whose master (or slave) is `fd`
+/// (TIOCSWINSZ, see ioctl_tty(2)); the kernel sends SIGWINCH to its
+/// foreground process group.
+pub fn set_window_size(fd: &impl AsFd, cols: u16, rows: u16) -> std::io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the call.
+    unsafe { tiocswinsz(fd.as_fd().as_raw_fd(), &ws) }.map_err(std::io::Error::from)?;
+    Ok(())
+}

@@ -15,9 +15,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 /// The fifo paths containerd gave (empty: not attached).
@@ -113,93 +111,43 @@ fn copy_stdin(fifo: &str, writer: Arc<Mutex<Option<File>>>) {
     writer.lock().unwrap_or_else(|e| e.into_inner()).take();
 }
 
-/// A unix socket skiff connects to with the pty master.
-pub struct ConsoleSocket {
-    /// The socket's path, in a fresh 0700 directory under the temporary
-    /// directory; removed with its directory on drop.
-    pub path: PathBuf,
-    listener: UnixListener,
-}
+/// The console socket skiff sends the pty master to (see
+/// [`skiff_runtime::terminal::ConsoleSocket`]).
+pub use skiff_runtime::terminal::ConsoleSocket;
 
-impl ConsoleSocket {
-    fn new() -> std::io::Result<ConsoleSocket> {
-        // A fresh directory only root can enter (mkdtemp(3): unique, 0700),
-        // so nobody can swap the socket or connect to it first; and a short
-        // path, as sun_path holds 108 bytes.
-        let dir = nix::unistd::mkdtemp(&std::env::temp_dir().join("skiff-console-XXXXXX"))
-            .map_err(std::io::Error::from)?;
-        let path = dir.join("console.sock");
-        let listener = UnixListener::bind(&path)?;
-        Ok(ConsoleSocket { path, listener })
-    }
+/// How long skiff may take to hand over the pty master once the process
+/// was started.
+const CONSOLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-    /// Accept skiff's connection and take the master it sends; wire it to
-    /// the fifos.
-    pub fn receive(self, stdio: &Stdio, keep: &mut ProcessIo) -> std::io::Result<()> {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-        let (conn, _) = self.listener.accept()?;
-        let mut buf = [0u8; 4096];
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = recvmsg::<()>(
-            conn.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::empty(),
-        )
-        .map_err(std::io::Error::from)?;
-        let mut master = None;
-        for c in msg.cmsgs().map_err(std::io::Error::from)? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                // SAFETY: the descriptor was just received over the socket;
-                // we are its only owner.
-                master = fds.first().map(|fd| unsafe { File::from_raw_fd(*fd) });
+/// Take the pty master skiff sent to `sock` and wire it to the fifos.
+pub fn receive_console(
+    sock: ConsoleSocket,
+    stdio: &Stdio,
+    keep: &mut ProcessIo,
+) -> std::io::Result<()> {
+    let master = Arc::new(File::from(sock.receive(CONSOLE_TIMEOUT)?));
+    drop(sock);
+    if !stdio.stdin.is_empty() {
+        let (m, path) = (master.clone(), stdio.stdin.clone());
+        std::thread::spawn(move || {
+            if let Ok(mut src) = File::open(&path) {
+                let _ = std::io::copy(&mut src, &mut &*m);
             }
-        }
-        let master =
-            Arc::new(master.ok_or_else(|| std::io::Error::other("no pty master received"))?);
-        let _ = std::fs::remove_file(&self.path);
-        if !stdio.stdin.is_empty() {
-            let (m, path) = (master.clone(), stdio.stdin.clone());
-            std::thread::spawn(move || {
-                if let Ok(mut src) = File::open(&path) {
-                    let _ = std::io::copy(&mut src, &mut &*m);
-                }
-            });
-        }
-        if !stdio.stdout.is_empty() {
-            let (m, path) = (master.clone(), stdio.stdout.clone());
-            std::thread::spawn(move || {
-                if let Ok(mut dst) = File::options().write(true).open(&path) {
-                    let _ = std::io::copy(&mut &*m, &mut dst);
-                }
-            });
-        }
-        keep.console = Some(master);
-        Ok(())
+        });
     }
-}
-
-impl Drop for ConsoleSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-        if let Some(dir) = self.path.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
+    if !stdio.stdout.is_empty() {
+        let (m, path) = (master.clone(), stdio.stdout.clone());
+        std::thread::spawn(move || {
+            if let Ok(mut dst) = File::options().write(true).open(&path) {
+                let _ = std::io::copy(&mut &*m, &mut dst);
+            }
+        });
     }
+    keep.console = Some(master);
+    Ok(())
 }
 
 /// Set the terminal's window size (TIOCSWINSZ).
 pub fn resize(master: &File, width: u16, height: u16) -> std::io::Result<()> {
-    let ws = libc::winsize {
-        ws_row: height,
-        ws_col: width,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize struct we own.
-    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    skiff_runtime::terminal::set_window_size(master, width, height)
 }

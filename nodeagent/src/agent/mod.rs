@@ -21,6 +21,7 @@ pub mod admission;
 pub mod api;
 pub mod engine;
 pub mod events;
+pub mod kubelet_api;
 pub mod node;
 pub mod reasons;
 pub mod sources;
@@ -277,6 +278,7 @@ pub async fn serve(
         tracing::warn!("pod networking unavailable: {e}");
     }
     let server = api::serve(agent.clone(), listen).await?;
+    let _kubelet_api = kubelet_api::serve(agent.clone()).await?;
     engine::Engine::adopt(&agent);
     node::start(&agent);
     tokio::spawn(reap_orphans());

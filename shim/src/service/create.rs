@@ -56,7 +56,7 @@ impl TaskService {
         let mut args = vec!["create", "--bundle", &b, "--pid-file", &pf];
         let sock_path;
         if let Some(s) = &prepared.console_socket {
-            sock_path = s.path.display().to_string();
+            sock_path = s.path().display().to_string();
             args.extend(["--console-socket", sock_path.as_str()]);
         }
         args.push(&req.id);
@@ -69,7 +69,7 @@ impl TaskService {
         };
         let mut keep = prepared.keep;
         if let Some(s) = prepared.console_socket {
-            s.receive(&stdio, &mut keep)
+            io::receive_console(s, &stdio, &mut keep)
                 .map_err(|e| fail_created(format!("console: {e}")))?;
         }
         let pid = read_pid(&pid_file).map_err(fail_created)?;

@@ -204,7 +204,7 @@ impl containerd_shim::Task for TaskService {
         let mut args = vec!["exec", "--process", &pjs, "--detach", "--pid-file", &pfs];
         let sock_path;
         if let Some(s) = &prepared.console_socket {
-            sock_path = s.path.display().to_string();
+            sock_path = s.path().display().to_string();
             args.extend(["--console-socket", sock_path.as_str()]);
         }
         args.push(&id);
@@ -220,7 +220,7 @@ impl containerd_shim::Task for TaskService {
         }
         let mut keep = prepared.keep;
         if let Some(s) = prepared.console_socket {
-            s.receive(&stdio, &mut keep)
+            io::receive_console(s, &stdio, &mut keep)
                 .map_err(|e| err(Code::INTERNAL, format!("console: {e}")))?;
         }
         let pid = read_pid(&pid_file).map_err(|e| err(Code::INTERNAL, e))?;

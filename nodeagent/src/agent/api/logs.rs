@@ -23,11 +23,17 @@ pub struct LogQuery {
     previous: bool,
 }
 
-/// Which log file the request means, and the container it belongs to.
-fn log_file(r: &PodRecord, q: &LogQuery) -> Result<(String, PathBuf), (StatusCode, String)> {
+/// Which log file a request for `container` (the only one when `None`)
+/// of pod `r` means, and the container's name: its current (or last)
+/// attempt's, or with `previous` the one before.
+pub(crate) fn log_file(
+    r: &PodRecord,
+    container: Option<&str>,
+    previous: bool,
+) -> Result<(String, PathBuf), (StatusCode, String)> {
     let names: Vec<&str> = r.containers.iter().map(|c| c.name.as_str()).collect();
-    let name = match &q.container {
-        Some(c) => c.clone(),
+    let name = match container {
+        Some(c) => c.to_string(),
         None if names.len() == 1 => names[0].to_string(),
         None => {
             return Err((
@@ -52,7 +58,7 @@ fn log_file(r: &PodRecord, q: &LogQuery) -> Result<(String, PathBuf), (StatusCod
             )
         })?;
     let latest = c.logs.keys().next_back().copied();
-    let n = if q.previous {
+    let n = if previous {
         // The attempt before the current (or last) one.
         latest
             .and_then(|l| c.logs.range(..l).next_back().map(|(k, _)| *k))
@@ -87,7 +93,7 @@ pub async fn logs(
     let Some(r) = find(&agent, &ns, &name) else {
         return err(StatusCode::NOT_FOUND, format!("pods \"{name}\" not found"));
     };
-    let (cname, path) = match log_file(&r, &q) {
+    let (cname, path) = match log_file(&r, q.container.as_deref(), q.previous) {
         Ok(x) => x,
         Err((code, msg)) => return err(code, msg),
     };
@@ -164,10 +170,7 @@ fn read_from(path: &std::path::Path, offset: u64) -> (Vec<u8>, u64) {
     let mut out = Vec::new();
     for line in String::from_utf8_lossy(&buf[..end]).lines() {
         if let Some(r) = cri_log::parse(line) {
-            out.extend_from_slice(r.text.as_bytes());
-            if r.full {
-                out.push(b'\n');
-            }
+            cri_log::render(&r, false, &mut out);
         }
     }
     (out, offset + end as u64 + 1)

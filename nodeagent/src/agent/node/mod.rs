@@ -60,6 +60,14 @@ pub struct NodeConfig {
     /// The node's address (`--node-ip`; else the source address of the
     /// default route).
     pub ip: Option<String>,
+    /// `--tls-cert-file`: the kubelet API's serving certificate (PEM); a
+    /// self-signed one is made without it.
+    pub tls_cert_file: Option<PathBuf>,
+    /// `--tls-private-key-file`: its key.
+    pub tls_private_key_file: Option<PathBuf>,
+    /// `--client-ca-file`: the CA that signs the client certificates the
+    /// kubelet API accepts (the API server's).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// What node mode shares with the engine: the API client, and the state

@@ -1,0 +1,645 @@
+//! `/exec` and `/attach`: a process's standard streams over SPDY.
+//!
+//! The request names the container and, in its query, what to connect:
+//! `command=` (repeated, one per argument, exec only), `input=1`,
+//! `output=1`, `error=1` and `tty=1`. After the upgrade (see
+//! [`super::upgrade`]) the client opens one SPDY stream per channel, each
+//! with a `streamType` header (client-go's `remotecommand` package): `error`
+//! first, then `stdin`, `stdout`, `stderr` as asked, and `resize` with a
+//! terminal. The server waits for all of them (at most 30 s), runs the
+//! command, and copies bytes between the streams and the process.
+//!
+//! With a terminal there is no stderr: the process gets a pseudo-terminal
+//! ([`skiff_runtime::terminal::ConsoleSocket`] receives its master), and
+//! the resize stream carries the client's window size as JSON lines,
+//! `{"Width":80,"Height":24}`, set with TIOCSWINSZ.
+//!
+//! The end is reported on the error stream. In `v4.channel.k8s.io` that
+//! is always a `metav1.Status`: `Success`, or `Failure` with reason
+//! `NonZeroExitCode` and the exit code as a cause (which kubectl turns
+//! into its own exit status). Older protocols write an error text only on
+//! failure. If the client goes away first, the process is killed: nothing
+//! outlives the connection that started it.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{status_error, upgrade};
+use crate::agent::Agent;
+use crate::spdy::{Session, Stream, StreamWriter};
+
+/// The stream protocols served, newest first.
+pub const PROTOCOLS: [&str; 4] = [
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+];
+
+/// How long the client has to open its streams (kubelet's default
+/// `streamCreationTimeout`).
+const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the query asks for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Options {
+    /// The command and its arguments (exec).
+    pub command: Vec<String>,
+    /// Connect stdin.
+    pub stdin: bool,
+    /// Connect stdout.
+    pub stdout: bool,
+    /// Connect stderr (never with a terminal).
+    pub stderr: bool,
+    /// Give the process a terminal.
+    pub tty: bool,
+}
+
+impl Options {
+    /// Parse and check a query string.
+    pub fn parse(query: &str, exec: bool) -> Result<Options, String> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(query).map_err(|e| format!("bad query: {e}"))?;
+        let flag = |name: &str| {
+            pairs
+                .iter()
+                .any(|(k, v)| k == name && matches!(v.as_str(), "1" | "true" | "True"))
+        };
+        let mut o = Options {
+            command: pairs
+                .iter()
+                .filter(|(k, _)| k == "command")
+                .map(|(_, v)| v.clone())
+                .collect(),
+            stdin: flag("input") || flag("stdin"),
+            stdout: flag("output") || flag("stdout"),
+            stderr: flag("error") || flag("stderr"),
+            tty: flag("tty"),
+        };
+        if o.tty {
+            o.stderr = false;
+        }
+        if !(o.stdin || o.stdout || o.stderr) {
+            return Err("you must specify at least 1 of stdin, stdout, stderr".into());
+        }
+        if exec && o.command.is_empty() {
+            return Err("you must specify at least one command for the container".into());
+        }
+        Ok(o)
+    }
+}
+
+/// `POST /exec/{ns}/{pod}/{container}`.
+pub async fn exec(
+    State(agent): State<Arc<Agent>>,
+    Path((ns, pod, container)): super::PodPath,
+    req: Request,
+) -> Response {
+    handle(agent, (ns, pod, None, container), true, req).await
+}
+
+/// `POST /exec/{ns}/{pod}/{uid}/{container}`.
+pub async fn exec_uid(
+    State(agent): State<Arc<Agent>>,
+    Path((ns, pod, uid, container)): Path<(String, String, String, String)>,
+    req: Request,
+) -> Response {
+    handle(agent, (ns, pod, Some(uid), container), true, req).await
+}
+
+/// `POST /attach/{ns}/{pod}/{container}`.
+pub async fn attach(
+    State(agent): State<Arc<Agent>>,
+    Path((ns, pod, container)): super::PodPath,
+    req: Request,
+) -> Response {
+    handle(agent, (ns, pod, None, container), false, req).await
+}
+
+/// `POST /attach/{ns}/{pod}/{uid}/{container}`.
+pub async fn attach_uid(
+    State(agent): State<Arc<Agent>>,
+    Path((ns, pod, uid, container)): Path<(String, String, String, String)>,
+    req: Request,
+) -> Response {
+    handle(agent, (ns, pod, Some(uid), container), false, req).await
+}
+
+/// The container instance a request is for.
+#[derive(Clone)]
+struct Target {
+    agent: Arc<Agent>,
+    /// The runtime's id of the running instance.
+    id: String,
+    /// Its CRI log (attach reads the output from it).
+    log: PathBuf,
+}
+
+async fn handle(
+    agent: Arc<Agent>,
+    (ns, pod, uid, container): (String, String, Option<String>, String),
+    exec: bool,
+    req: Request,
+) -> Response {
+    let opts = match Options::parse(req.uri().query().unwrap_or(""), exec) {
+        Ok(o) => o,
+        Err(e) => return status_error(StatusCode::BAD_REQUEST, e),
+    };
+    let r = match super::find_pod(&agent, &ns, &pod, uid.as_deref()) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let Some(c) = r
+        .init
+        .iter()
+        .chain(&r.containers)
+        .find(|c| c.name == container)
+    else {
+        return status_error(
+            StatusCode::NOT_FOUND,
+            format!("container {container} is not valid for pod {pod}"),
+        );
+    };
+    let Some(inst) = &c.current else {
+        return status_error(
+            StatusCode::BAD_REQUEST,
+            format!("container {container} is not running"),
+        );
+    };
+    if upgrade::is_websocket(req.headers()) {
+        return status_error(
+            StatusCode::BAD_REQUEST,
+            "WebSocket streams are not served yet: use SPDY/3.1",
+        );
+    }
+    let protocol = match upgrade::negotiate(req.headers(), &PROTOCOLS) {
+        Ok(p) => p,
+        Err(resp) => return *resp,
+    };
+    let target = Target {
+        agent,
+        id: inst.id.clone(),
+        log: inst.log.clone(),
+    };
+    upgrade::spdy(req, protocol, move |session| {
+        serve(session, protocol, opts, target, exec)
+    })
+}
+
+/// The streams of one request, by type.
+#[derive(Default)]
+struct Streams {
+    error: Option<Stream>,
+    stdin: Option<Stream>,
+    stdout: Option<Stream>,
+    stderr: Option<Stream>,
+    resize: Option<Stream>,
+}
+
+/// Wait for the client's streams: all that `o` and the protocol call for.
+async fn streams(session: &mut Session, protocol: &str, o: &Options) -> Option<Streams> {
+    let resize = o.tty && matches!(protocol, "v4.channel.k8s.io" | "v3.channel.k8s.io");
+    let want = 1 + o.stdin as usize + o.stdout as usize + o.stderr as usize + resize as usize;
+    let mut s = Streams::default();
+    let mut got = 0;
+    let deadline = tokio::time::sleep(STREAM_CREATION_TIMEOUT);
+    tokio::pin!(deadline);
+    while got < want {
+        let st = tokio::select! {
+            st = session.accept() => st?,
+            _ = &mut deadline => {
+                tracing::info!("kubelet API: timed out waiting for client streams");
+                return None;
+            }
+        };
+        let slot = match st.header("streamtype").unwrap_or("") {
+            "error" => &mut s.error,
+            "stdin" => &mut s.stdin,
+            "stdout" => &mut s.stdout,
+            "stderr" => &mut s.stderr,
+            "resize" => &mut s.resize,
+            other => {
+                tracing::debug!("kubelet API: ignoring stream of type {other:?}");
+                continue;
+            }
+        };
+        if slot.is_none() {
+            got += 1;
+        }
+        *slot = Some(st);
+    }
+    Some(s)
+}
+
+async fn serve(mut session: Session, protocol: &'static str, o: Options, t: Target, exec: bool) {
+    let Some(s) = streams(&mut session, protocol, &o).await else {
+        session.close(Duration::from_secs(1)).await;
+        return;
+    };
+    let result = if exec {
+        run_exec(&session, &o, &t, s.stdin, &s.stdout, &s.stderr, s.resize).await
+    } else {
+        run_attach(&session, &t, &s.stdout, &s.stderr).await
+    };
+    for w in [&s.stdout, &s.stderr].into_iter().flatten() {
+        let _ = w.writer.close().await;
+    }
+    if let Some(e) = &s.error {
+        if let Some(text) = status(protocol, &o.command, &result) {
+            let _ = e.writer.write(text.as_bytes()).await;
+        }
+        let _ = e.writer.close().await;
+    }
+    session.close(Duration::from_secs(5)).await;
+}
+
+/// How a command ended, for the error stream.
+enum Ended {
+    /// With this exit code.
+    Exited(i32),
+    /// It could not be run.
+    Failed(String),
+    /// The client went away; nothing to report.
+    Gone,
+}
+
+/// The error stream's text for `result`, in `protocol`'s form.
+fn status(protocol: &str, command: &[String], result: &Ended) -> Option<String> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusCause, StatusDetails};
+    let failure = match result {
+        Ended::Gone => return None,
+        Ended::Exited(0) => None,
+        Ended::Exited(code) => Some(Status {
+            status: Some("Failure".into()),
+            message: Some(format!(
+                "command terminated with non-zero exit code: command '{}' exited with {code}",
+                command.join(" ")
+            )),
+            reason: Some("NonZeroExitCode".into()),
+            details: Some(StatusDetails {
+                causes: Some(vec![StatusCause {
+                    reason: Some("ExitCode".into()),
+                    message: Some(code.to_string()),
+                    field: None,
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        Ended::Failed(msg) => Some(Status {
+            status: Some("Failure".into()),
+            message: Some(msg.clone()),
+            reason: Some("InternalError".into()),
+            code: Some(500),
+            details: Some(StatusDetails {
+                causes: Some(vec![StatusCause {
+                    message: Some(msg.clone()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    if protocol == "v4.channel.k8s.io" {
+        let st = failure.unwrap_or_else(|| Status {
+            status: Some("Success".into()),
+            ..Default::default()
+        });
+        // kubelet writes the bare object, without apiVersion and kind.
+        let mut v = serde_json::to_value(&st).ok()?;
+        if let Some(m) = v.as_object_mut() {
+            m.remove("apiVersion");
+            m.remove("kind");
+        }
+        return serde_json::to_string(&v).ok();
+    }
+    failure.and_then(|f| f.message)
+}
+
+/// A unique path for an exec's pid file, in the agent's private state
+/// directory.
+fn pid_file(agent: &Agent) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    agent.cfg.state_dir.join(format!(
+        "exec-{}-{}.pid",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Copy a stream's bytes into `w` until the client half-closes it.
+async fn pump_in(mut s: Stream, mut w: impl tokio::io::AsyncWrite + Unpin) {
+    while let Some(b) = s.reader.read().await {
+        tracing::debug!("kubelet API: stdin {} bytes", b.len());
+        if w.write_all(&b).await.is_err() {
+            break;
+        }
+        let _ = w.flush().await;
+    }
+}
+
+/// Copy what `r` yields to a stream until its end.
+async fn pump_out(mut r: impl tokio::io::AsyncRead + Unpin, w: Option<StreamWriter>) {
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if let Some(w) = &w {
+                    if w.write(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Apply the window sizes the resize stream sends.
+async fn pump_resize(mut s: Stream, master: Arc<OwnedFd>) {
+    #[derive(serde::Deserialize)]
+    struct Size {
+        #[serde(rename = "Width")]
+        width: u16,
+        #[serde(rename = "Height")]
+        height: u16,
+    }
+    let mut buf = Vec::new();
+    while let Some(b) = s.reader.read().await {
+        buf.extend_from_slice(&b);
+        // One JSON object per line (a Go json.Encoder); tolerate none.
+        let mut de = serde_json::Deserializer::from_slice(&buf).into_iter::<Size>();
+        let mut used = 0;
+        while let Some(Ok(sz)) = de.next() {
+            used = de.byte_offset();
+            let r = skiff_runtime::terminal::set_window_size(&*master, sz.width, sz.height);
+            tracing::debug!("kubelet API: resize to {}x{}: {r:?}", sz.width, sz.height);
+        }
+        buf.drain(..used);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_exec(
+    session: &Session,
+    o: &Options,
+    t: &Target,
+    stdin: Option<Stream>,
+    stdout: &Option<Stream>,
+    stderr: &Option<Stream>,
+    resize: Option<Stream>,
+) -> Ended {
+    use std::process::Stdio;
+    let agent = &t.agent;
+    let pidf = pid_file(agent);
+    let mut cmd = tokio::process::Command::new(&agent.cfg.runtime);
+    cmd.arg("--root")
+        .arg(agent.cfg.runtime_root())
+        .arg("exec")
+        .arg("--pid-file")
+        .arg(&pidf);
+    let console = if o.tty {
+        match skiff_runtime::terminal::ConsoleSocket::new() {
+            Ok(c) => {
+                cmd.arg("--tty").arg("--console-socket").arg(c.path());
+                Some(c)
+            }
+            Err(e) => return Ended::Failed(format!("console socket: {e}")),
+        }
+    } else {
+        None
+    };
+    cmd.arg(&t.id).args(&o.command);
+    let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
+    cmd.stdin(piped(o.stdin && !o.tty))
+        .stdout(piped(o.stdout && !o.tty))
+        // skiff's own errors come here too: piped even when not asked for.
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Ended::Failed(format!("run {}: {e}", agent.cfg.runtime.display())),
+    };
+    let writer = |s: &Option<Stream>| s.as_ref().map(|s| s.writer.clone());
+    let mut outputs = Vec::new();
+    let mut inputs = Vec::new();
+    // skiff's stderr: the process's when asked for, else only kept as the
+    // failure's message.
+    let (err_tx, mut err_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    if let Some(e) = child.stderr.take() {
+        let w = writer(stderr);
+        outputs.push(tokio::spawn(async move {
+            if w.is_some() {
+                pump_out(e, w).await;
+            } else {
+                let mut e = e;
+                let mut v = Vec::new();
+                let _ = (&mut e).take(4096).read_to_end(&mut v).await;
+                let _ = err_tx.send(v).await;
+                pump_out(e, None).await;
+            }
+        }));
+    }
+    if let Some(out) = child.stdout.take() {
+        outputs.push(tokio::spawn(pump_out(out, writer(stdout))));
+    }
+    let mut stdin = stdin;
+    if let Some(i) = child.stdin.take() {
+        if let Some(s) = stdin.take() {
+            inputs.push(tokio::spawn(pump_in(s, i)));
+        }
+    }
+    if let Some(c) = console {
+        // The process's terminal: skiff sends its master once it runs.
+        let recv = tokio::task::spawn_blocking(move || c.receive(Duration::from_secs(10)));
+        let master = tokio::select! {
+            m = recv => m.ok().and_then(|r| r.ok()),
+            _ = child.wait() => None,
+        };
+        let Some(master) = master else {
+            kill_exec(&pidf);
+            let _ = child.wait().await;
+            let _ = std::fs::remove_file(&pidf);
+            let msg = match tokio::time::timeout(Duration::from_secs(1), err_rx.recv()).await {
+                Ok(Some(v)) => String::from_utf8_lossy(&v).trim().to_string(),
+                _ => String::new(),
+            };
+            return Ended::Failed(format!("OCI runtime exec failed: {msg}"));
+        };
+        let master = Arc::new(master);
+        let file = |m: &OwnedFd| {
+            m.try_clone()
+                .map(|fd| tokio::fs::File::from_std(std::fs::File::from(fd)))
+        };
+        if let Ok(rd) = file(&master) {
+            outputs.push(tokio::spawn(pump_out(rd, writer(stdout))));
+        }
+        if let (Some(s), Ok(wr)) = (stdin.take(), file(&master)) {
+            inputs.push(tokio::spawn(pump_in(s, wr)));
+        }
+        if let Some(r) = resize {
+            inputs.push(tokio::spawn(pump_resize(r, master.clone())));
+        }
+    }
+    let ended = session.ended();
+    tokio::pin!(ended);
+    let code = tokio::select! {
+        st = child.wait() => st.ok().and_then(|s| s.code()).unwrap_or(-1),
+        _ = &mut ended => {
+            kill_exec(&pidf);
+            let _ = child.wait().await;
+            let _ = std::fs::remove_file(&pidf);
+            for h in inputs.iter().chain(&outputs) {
+                h.abort();
+            }
+            return Ended::Gone;
+        }
+    };
+    let _ = std::fs::remove_file(&pidf);
+    // The output is complete once every writer closed the pipes; a
+    // process left in the background may hold them open, so the wait is
+    // bounded.
+    for h in outputs {
+        let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
+    }
+    for h in inputs {
+        h.abort();
+    }
+    if code == 255 {
+        if let Ok(v) = err_rx.try_recv() {
+            let msg = String::from_utf8_lossy(&v).trim().to_string();
+            if !msg.is_empty() {
+                return Ended::Failed(format!("OCI runtime exec failed: {msg}"));
+            }
+        }
+    }
+    Ended::Exited(code)
+}
+
+/// Kill what an exec started (its pid file names it on the host).
+fn kill_exec(pidf: &std::path::Path) {
+    if let Some(pid) = std::fs::read_to_string(pidf)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|p| *p > 0)
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Attach: the container's output as it is written, from its log (the
+/// monitor that holds the container's stdio writes every line there),
+/// each record to the stream it came from, until the container exits or
+/// the client goes. The container's stdin is not offered.
+async fn run_attach(
+    session: &Session,
+    t: &Target,
+    stdout: &Option<Stream>,
+    stderr: &Option<Stream>,
+) -> Ended {
+    let Some(mut follower) = super::logs::Follower::at_end(&t.log) else {
+        return Ended::Failed(format!("open {}", t.log.display()));
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(bool, Vec<u8>)>(16);
+    let (agent, id) = (t.agent.clone(), t.id.clone());
+    let reader = tokio::task::spawn_blocking(move || {
+        let running = || {
+            agent.status.list().iter().any(|rec| {
+                rec.init
+                    .iter()
+                    .chain(&rec.containers)
+                    .any(|c| c.current.as_ref().is_some_and(|i| i.id == id))
+            })
+        };
+        follower.follow(
+            |f| {
+                let mut outs: Vec<(bool, Vec<u8>)> = Vec::new();
+                while f.step(|r| {
+                    let mut b = Vec::new();
+                    crate::cri_log::render(r, false, &mut b);
+                    outs.push((r.stream == "stderr", b));
+                }) {}
+                outs.into_iter().all(|o| tx.blocking_send(o).is_ok()) && !tx.is_closed()
+            },
+            running,
+        );
+    });
+    let ended = session.ended();
+    tokio::pin!(ended);
+    loop {
+        tokio::select! {
+            m = rx.recv() => {
+                let Some((err, bytes)) = m else { break };
+                // With a terminal (or no stderr asked for) everything goes
+                // to stdout.
+                let w = if err { stderr.as_ref().or(stdout.as_ref()) } else { stdout.as_ref() };
+                if let Some(w) = w {
+                    if w.writer.write(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            _ = &mut ended => {
+                // The follower sees the channel closed and stops.
+                drop(rx);
+                drop(reader);
+                return Ended::Gone;
+            }
+        }
+    }
+    Ended::Exited(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_as_kubectl_sends_them() {
+        let o = Options::parse(
+            "command=sh&command=-c&command=exit+3&input=1&output=1&error=1",
+            true,
+        )
+        .unwrap();
+        assert_eq!(o.command, ["sh", "-c", "exit 3"]);
+        assert!(o.stdin && o.stdout && o.stderr && !o.tty);
+        let t = Options::parse("command=sh&output=1&error=1&tty=1", true).unwrap();
+        assert!(t.tty && !t.stderr, "a terminal has no stderr");
+        assert!(Options::parse("command=sh", true)
+            .unwrap_err()
+            .contains("at least 1 of"));
+        assert!(Options::parse("output=1", true)
+            .unwrap_err()
+            .contains("command"));
+        assert!(Options::parse("output=1", false).is_ok());
+    }
+
+    #[test]
+    fn the_error_stream_in_each_protocol() {
+        let cmd = vec!["sh".to_string()];
+        let v4 = |r| status("v4.channel.k8s.io", &cmd, &r).unwrap();
+        let ok: serde_json::Value = serde_json::from_str(&v4(Ended::Exited(0))).unwrap();
+        assert_eq!(ok, serde_json::json!({"metadata": {}, "status": "Success"}));
+        let f: serde_json::Value = serde_json::from_str(&v4(Ended::Exited(3))).unwrap();
+        assert_eq!(f["reason"], "NonZeroExitCode");
+        assert_eq!(f["details"]["causes"][0]["reason"], "ExitCode");
+        assert_eq!(f["details"]["causes"][0]["message"], "3");
+        assert_eq!(status("v2.channel.k8s.io", &cmd, &Ended::Exited(0)), None);
+        assert!(status("channel.k8s.io", &cmd, &Ended::Exited(1))
+            .unwrap()
+            .contains("exited with 1"));
+        assert_eq!(status("v4.channel.k8s.io", &cmd, &Ended::Gone), None);
+    }
+}
