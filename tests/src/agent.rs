@@ -286,6 +286,10 @@ impl Agent {
                 format!("skiff-test={}", n.label),
                 "--node-ip".into(),
                 n.ip.clone(),
+                // The kubelet API trusts the cluster CA's client
+                // certificates (the API server's kubelet client).
+                "--client-ca-file".into(),
+                crate::k8s::cluster().env("CA_CERT"),
             ],
         }
     }

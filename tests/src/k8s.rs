@@ -102,6 +102,18 @@ impl Cluster {
         self.env("APISERVER")
     }
 
+    /// kubectl as cluster admin (inside the control plane's namespace), to
+    /// spawn.
+    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.env("NETNS_PATH")))
+            .arg(self.env("KUBECTL"))
+            .arg("--kubeconfig")
+            .arg(self.env("KUBECONFIG"))
+            .args(args);
+        c
+    }
+
     /// Run kubectl as cluster admin (inside the control plane's namespace).
     pub fn kubectl(&self, args: &[&str]) -> Output {
         Command::new("nsenter")
