@@ -637,3 +637,126 @@ fn a_client_that_goes_away_leaves_nothing_behind() {
     );
     assert!(procs(&format!("exec --pid-file {}", a.path("state").display())).is_empty());
 }
+
+/// A counter of the container's cgroup, as the kernel keeps it: CPU time
+/// (ns) and memory in use (bytes).
+fn cgroup_counters(pod_uid: &str, id: &str) -> (u64, u64) {
+    let rel = format!("skiff-agent/pod{pod_uid}/{id}");
+    let read = |p: String| {
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("read {p}: {e}"))
+            .trim()
+            .to_string()
+    };
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let stat = read(format!("/sys/fs/cgroup/{rel}/cpu.stat"));
+        let usec: u64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        let mem = read(format!("/sys/fs/cgroup/{rel}/memory.current"));
+        (usec * 1000, mem.parse().unwrap())
+    } else {
+        let cpu = read(format!("/sys/fs/cgroup/cpuacct/{rel}/cpuacct.usage"));
+        let mem = read(format!("/sys/fs/cgroup/memory/{rel}/memory.usage_in_bytes"));
+        (cpu.parse().unwrap(), mem.parse().unwrap())
+    }
+}
+
+#[test]
+fn stats_summary_has_what_metrics_server_reads_from_the_cgroups() {
+    let l = label();
+    let a = Agent::start_node(&l, &[]);
+    let node = a.node_name();
+    let ns = Namespace::new();
+    // Some CPU time, then idle: the counters stand still while we compare.
+    pod(
+        &ns,
+        &node,
+        "idle",
+        "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 100000",
+        "",
+    );
+    let p = cluster()
+        .get_json(&["pod", "idle", "-n", &ns.name])
+        .expect("pod");
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let id = p["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("skiff://")
+        .to_string();
+    std::thread::sleep(Duration::from_secs(1));
+    let raw = format!("/api/v1/nodes/{node}/proxy/stats/summary");
+    let (cpu0, mem0) = cgroup_counters(&uid, &id);
+    let s: serde_json::Value =
+        serde_json::from_str(&cluster().kubectl_ok(&["get", "--raw", &raw])).unwrap();
+    let (cpu1, mem1) = cgroup_counters(&uid, &id);
+    // What metrics-server reads.
+    let n = &s["node"];
+    assert_eq!(n["nodeName"], node.as_str());
+    assert!(
+        n["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap() > 0,
+        "{n}"
+    );
+    assert!(n["memory"]["workingSetBytes"].as_u64().unwrap() > 0, "{n}");
+    assert!(n["cpu"]["time"].is_string() && n["startTime"].is_string());
+    assert!(n["fs"]["capacityBytes"].as_u64().unwrap() > 0);
+    let pod = s["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["uid"] == uid.as_str())
+        .unwrap_or_else(|| panic!("no pod {uid} in {s}"));
+    assert_eq!(pod["podRef"]["name"], "idle");
+    assert_eq!(pod["podRef"]["namespace"], ns.name.as_str());
+    let c = &pod["containers"][0];
+    assert_eq!(c["name"], "c");
+    let cpu = c["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap();
+    assert!(
+        cpu0 <= cpu && cpu <= cpu1 && cpu > 0,
+        "{cpu0} <= {cpu} <= {cpu1}"
+    );
+    let mem = c["memory"]["usageBytes"].as_u64().unwrap();
+    let lo = mem0.min(mem1).saturating_sub(64 << 10);
+    let hi = mem0.max(mem1) + (64 << 10);
+    assert!(
+        lo <= mem && mem <= hi,
+        "memory {mem} vs the cgroup's {mem0}..{mem1}"
+    );
+    assert!(c["memory"]["workingSetBytes"].as_u64().unwrap() <= mem);
+    assert!(c["startTime"].is_string() && c["memory"]["time"].is_string());
+    // The pod's cgroup holds the container's: at least as much.
+    assert!(pod["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap() >= cpu);
+    assert!(pod["network"]["name"] == "eth0", "{pod}");
+    assert!(pod["process_stats"]["process_count"].as_u64().unwrap() >= 1);
+    // A second reading has a rate.
+    let s2: serde_json::Value =
+        serde_json::from_str(&cluster().kubectl_ok(&["get", "--raw", &raw])).unwrap();
+    assert!(
+        s2["node"]["cpu"]["usageNanoCores"].is_u64(),
+        "{}",
+        s2["node"]
+    );
+    // The same numbers as Prometheus metrics.
+    let m = cluster().kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/metrics/resource"),
+    ]);
+    let line = format!(
+        "container_cpu_usage_seconds_total{{container=\"c\",namespace=\"{}\",pod=\"idle\"}} ",
+        ns.name
+    );
+    let secs: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {line} in\n{m}"));
+    assert!(
+        (secs * 1e9 - cpu as f64).abs() < 1e7,
+        "{secs} s vs {cpu} ns"
+    );
+    assert!(m.contains("\nnode_memory_working_set_bytes "), "{m}");
+}

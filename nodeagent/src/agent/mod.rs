@@ -158,6 +158,9 @@ pub struct Agent {
     /// Node mode (`--kubeconfig`): the API client and what node mode's
     /// tasks share.
     pub node: Option<node::NodeHandle>,
+    /// The last CPU reading of each cgroup, for the rates the kubelet
+    /// API's stats report.
+    pub stats_samples: kubelet_api::stats::Samples,
 }
 
 impl Agent {
@@ -198,6 +201,7 @@ impl Agent {
             cfg,
             http: crate::probe::http_client(),
             cni,
+            stats_samples: Default::default(),
         }))
     }
 

@@ -27,12 +27,14 @@
 //!   them);
 //! - `/containerLogs/{ns}/{pod}/{container}` ([`logs`]);
 //! - `/exec/...`, `/attach/...` ([`remotecommand`]) and `/portForward/...`
-//!   ([`portforward`]), streams over SPDY/3.1 ([`crate::spdy`]).
+//!   ([`portforward`]), streams over SPDY/3.1 ([`crate::spdy`]);
+//! - `/stats/summary` and `/metrics/resource` ([`stats`]).
 
 pub mod auth;
 pub mod logs;
 pub mod portforward;
 pub mod remotecommand;
+pub mod stats;
 pub mod tls;
 pub mod upgrade;
 
@@ -147,6 +149,8 @@ pub fn router(agent: Arc<Agent>, auth: Arc<auth::Auth>) -> Router {
         .route("/pods", get(pods))
         .route("/pods/", get(pods))
         .route("/runningpods/", get(running_pods))
+        .route("/stats/summary", get(stats::stats_summary))
+        .route("/metrics/resource", get(stats::metrics_resource))
         .route(
             "/containerLogs/{ns}/{pod}/{container}",
             get(logs::container_logs),
