@@ -760,3 +760,177 @@ fn stats_summary_has_what_metrics_server_reads_from_the_cgroups() {
     );
     assert!(m.contains("\nnode_memory_working_set_bytes "), "{m}");
 }
+
+/// A WebSocket to the API server (as cluster admin), from a thread in the
+/// control plane's network namespace; `f` runs there with it.
+fn with_websocket<R: Send + 'static>(
+    path: &str,
+    protocol: &str,
+    f: impl FnOnce(
+            Result<
+                tungstenite::WebSocket<
+                    rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+                >,
+                tungstenite::Error,
+            >,
+        ) -> R
+        + Send
+        + 'static,
+) -> R {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let c = cluster();
+    let ca = c.env("CA_CERT");
+    let (crt, key) = (
+        ca.replace("ca.crt", "admin.crt"),
+        ca.replace("ca.crt", "admin.key"),
+    );
+    let netns = c.env("NETNS_PATH");
+    let api = c.apiserver();
+    let host = api.trim_start_matches("https://").to_string();
+    let (path, protocol) = (path.to_string(), protocol.to_string());
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&netns).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let chain: Vec<_> = CertificateDer::pem_file_iter(&crt)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+        let ip = host.split(':').next().unwrap().to_string();
+        let name = ServerName::try_from(ip).unwrap();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+        let tcp = std::net::TcpStream::connect(&host).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let tls = rustls::StreamOwned::new(conn, tcp);
+        let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "wss://{host}{path}"
+        ))
+        .unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        let ws = tungstenite::client(req, tls)
+            .map(|(ws, _)| ws)
+            .map_err(|e| match e {
+                tungstenite::HandshakeError::Failure(e) => e,
+                tungstenite::HandshakeError::Interrupted(_) => tungstenite::Error::ConnectionClosed,
+            });
+        f(ws)
+    })
+    .join()
+    .unwrap()
+}
+
+/// Every message until the server closes: (channel, data), base64
+/// decoded for the base64 protocols.
+fn channels<S: std::io::Read + std::io::Write>(
+    ws: &mut tungstenite::WebSocket<S>,
+    until: impl Fn(&[(u8, Vec<u8>)]) -> bool,
+) -> Vec<(u8, Vec<u8>)> {
+    use base64::Engine;
+    let mut out = Vec::new();
+    while !until(&out) {
+        match ws.read() {
+            Ok(tungstenite::Message::Binary(b)) if !b.is_empty() => {
+                out.push((b[0], b[1..].to_vec()))
+            }
+            Ok(tungstenite::Message::Text(t)) if !t.is_empty() => {
+                let t = t.as_str().as_bytes();
+                let d = base64::engine::general_purpose::STANDARD
+                    .decode(&t[1..])
+                    .unwrap();
+                out.push((t[0] - b'0', d))
+            }
+            Ok(tungstenite::Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    out
+}
+
+fn joined(msgs: &[(u8, Vec<u8>)], ch: u8) -> String {
+    let v: Vec<u8> = msgs
+        .iter()
+        .filter(|(c, _)| *c == ch)
+        .flat_map(|(_, d)| d.clone())
+        .collect();
+    String::from_utf8_lossy(&v).into_owned()
+}
+
+#[test]
+fn websocket_exec_and_port_forward() {
+    let l = label();
+    let a = Agent::start_node(&l, &[]);
+    let node = a.node_name();
+    let ns = Namespace::new();
+    pod(
+        &ns,
+        &node,
+        "web",
+        "mkdir -p /www && echo served-from-the-pod > /www/index.html && exec httpd -f -p 8080 -h /www",
+        "",
+    );
+    let exec = format!(
+        "/api/v1/namespaces/{}/pods/web/exec?command=sh&command=-c&command=echo+out%3B+echo+err+%3E%262%3B+exit+3&stdout=true&stderr=true",
+        ns.name
+    );
+    for protocol in ["v4.channel.k8s.io", "v4.base64.channel.k8s.io"] {
+        let msgs = with_websocket(&exec, protocol, |ws| {
+            let mut ws = ws.expect("websocket handshake");
+            channels(&mut ws, |_| false)
+        });
+        assert_eq!(joined(&msgs, 1), "out\n", "{protocol}: {msgs:?}");
+        assert_eq!(joined(&msgs, 2), "err\n", "{protocol}");
+        let st: serde_json::Value = serde_json::from_str(&joined(&msgs, 3)).unwrap();
+        assert_eq!(st["reason"], "NonZeroExitCode", "{st}");
+        assert_eq!(st["details"]["causes"][0]["message"], "3");
+    }
+    // The old protocol: text on the error channel, only on failure.
+    let msgs = with_websocket(&exec, "channel.k8s.io", |ws| {
+        channels(&mut ws.expect("handshake"), |_| false)
+    });
+    assert!(joined(&msgs, 3).contains("exited with 3"), "{msgs:?}");
+    // A protocol nobody speaks: refused, so that a client may fall back.
+    let refused = with_websocket(&exec, "v99.channel.k8s.io", |ws| match ws {
+        Err(tungstenite::Error::Http(r)) => r.status().as_u16(),
+        Err(e) => panic!("{e}"),
+        Ok(_) => 101,
+    });
+    assert_eq!(refused, 403);
+
+    // Port-forward: channel 0 carries port 8080's bytes, 1 its errors;
+    // each starts with the port.
+    let pf = format!(
+        "/api/v1/namespaces/{}/pods/web/portforward?ports=8080",
+        ns.name
+    );
+    let msgs = with_websocket(&pf, "v4.channel.k8s.io", |ws| {
+        let mut ws = ws.expect("handshake");
+        let first = channels(&mut ws, |m| m.len() >= 2);
+        let mut req = vec![0u8];
+        req.extend_from_slice(b"GET / HTTP/1.0\r\n\r\n");
+        ws.send(tungstenite::Message::Binary(req.into())).unwrap();
+        let rest = channels(&mut ws, |m| joined(m, 0).contains("served-from-the-pod"));
+        let _ = ws.close(None);
+        [first, rest].concat()
+    });
+    assert_eq!(msgs[0], (0, 8080u16.to_le_bytes().to_vec()));
+    assert_eq!(msgs[1], (1, 8080u16.to_le_bytes().to_vec()));
+    let body = joined(&msgs[2..], 0);
+    assert!(
+        body.starts_with("HTTP/1.") && body.contains("served-from-the-pod"),
+        "{body}"
+    );
+}

@@ -64,6 +64,11 @@ impl StreamReader {
     pub async fn read(&mut self) -> Option<Vec<u8>> {
         self.rx.recv().await
     }
+
+    /// The channel the bytes arrive on.
+    pub fn into_inner(self) -> mpsc::Receiver<Vec<u8>> {
+        self.rx
+    }
 }
 
 /// This side of a stream. Clones write to the same stream.

@@ -37,6 +37,7 @@ pub mod remotecommand;
 pub mod stats;
 pub mod tls;
 pub mod upgrade;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -251,6 +252,34 @@ async fn running_pods(State(agent): State<Arc<Agent>>) -> Response {
         .collect();
     Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}))
         .into_response()
+}
+
+/// Where output goes: a SPDY stream, or a channel of a WebSocket.
+#[derive(Clone)]
+pub(crate) enum Sink {
+    /// A SPDY stream.
+    Spdy(crate::spdy::StreamWriter),
+    /// A WebSocket channel: the connection's outgoing queue, and the
+    /// channel number.
+    Ws(tokio::sync::mpsc::Sender<(u8, Vec<u8>)>, u8),
+}
+
+impl Sink {
+    /// Half-close: a SPDY stream gets FIN; a WebSocket channel has no such
+    /// thing.
+    pub(crate) async fn close(&self) {
+        if let Sink::Spdy(w) = self {
+            let _ = w.close().await;
+        }
+    }
+
+    /// Send `b`; an error once the client is gone.
+    pub(crate) async fn write(&self, b: &[u8]) -> Result<(), ()> {
+        match self {
+            Sink::Spdy(w) => w.write(b).await.map_err(|_| ()),
+            Sink::Ws(tx, ch) => tx.send((*ch, b.to_vec())).await.map_err(|_| ()),
+        }
+    }
 }
 
 /// `{ns}/{pod}/{container}` of a streaming route, and the pod's uid when

@@ -24,12 +24,15 @@ use axum::extract::{Path, Request, State};
 use axum::response::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::upgrade;
+use super::{upgrade, ws, Sink};
 use crate::agent::Agent;
 use crate::spdy::{Session, Stream};
 
 /// The stream protocol served.
 pub const PROTOCOLS: [&str; 1] = ["portforward.k8s.io"];
+
+/// The WebSocket subprotocols served (see [`ws`]).
+pub const WS_PROTOCOLS: [&str; 2] = ["v4.channel.k8s.io", "v4.base64.channel.k8s.io"];
 
 /// How long one direction of a connection may go on after the other ended.
 const LINGER: Duration = Duration::from_secs(1);
@@ -43,7 +46,7 @@ pub async fn port_forward(
     Path((ns, pod)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    handle(agent, ns, pod, None, req)
+    handle(agent, ns, pod, None, req).await
 }
 
 /// `POST /portForward/{ns}/{pod}/{uid}`.
@@ -52,10 +55,10 @@ pub async fn port_forward_uid(
     Path((ns, pod, uid)): Path<(String, String, String)>,
     req: Request,
 ) -> Response {
-    handle(agent, ns, pod, Some(uid), req)
+    handle(agent, ns, pod, Some(uid), req).await
 }
 
-fn handle(
+async fn handle(
     agent: Arc<Agent>,
     ns: String,
     pod: String,
@@ -72,19 +75,24 @@ fn handle(
             format!("pod {pod} has no running sandbox"),
         );
     };
+    let target = Target {
+        netns: sandbox.netns.clone(),
+        uid: r.uid.clone(),
+    };
     if upgrade::is_websocket(req.headers()) {
-        return super::status_error(
-            axum::http::StatusCode::BAD_REQUEST,
-            "WebSocket streams are not served yet: use SPDY/3.1",
-        );
+        let ports = match ports(req.uri().query().unwrap_or("")) {
+            Ok(p) => p,
+            Err(e) => return super::status_error(axum::http::StatusCode::BAD_REQUEST, e),
+        };
+        let protocol = match ws::negotiate(&req, &WS_PROTOCOLS) {
+            Ok(p) => p,
+            Err(resp) => return *resp,
+        };
+        return ws::upgrade(req, protocol, move |ch| serve_ws(ch, target, ports)).await;
     }
     let protocol = match upgrade::negotiate(req.headers(), &PROTOCOLS) {
         Ok(p) => p,
         Err(resp) => return *resp,
-    };
-    let target = Target {
-        netns: sandbox.netns.clone(),
-        uid: r.uid.clone(),
     };
     upgrade::spdy(req, protocol, move |session| serve(session, target))
 }
@@ -190,28 +198,91 @@ async fn expire(pending: &mut HashMap<String, Pending>) {
     }
 }
 
-/// One forwarded connection.
-async fn forward(t: Target, port: u16, mut data: Stream, error: Stream) {
+/// One forwarded connection over a SPDY pair.
+async fn forward(t: Target, port: u16, data: Stream, error: Stream) {
+    let (rx, w) = (data.reader.into_inner(), Sink::Spdy(data.writer));
+    copy(&t, port, rx, &w, &Sink::Spdy(error.writer.clone())).await;
+    // kubectl waits for the error stream's end, connection by connection.
+    let _ = error.writer.close().await;
+}
+
+/// Serve port-forwarding over a WebSocket: port i's data on channel 2i,
+/// its errors on 2i+1, one connection per port.
+async fn serve_ws(ch: ws::Channels, t: Target, ports: Vec<u16>) {
+    let ended = ch.ended();
+    let out = ch.output;
+    // Each channel starts with its port, little endian.
+    for (i, p) in ports.iter().enumerate() {
+        for c in [2 * i as u8, 2 * i as u8 + 1] {
+            let _ = out.send((c, p.to_le_bytes().to_vec())).await;
+        }
+    }
+    let chans: Vec<u8> = (0..ports.len()).map(|i| 2 * i as u8).collect();
+    let mut inputs = ws::demux(ch.input, &chans);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, port) in ports.into_iter().enumerate() {
+        let c = 2 * i as u8;
+        let Some(rx) = inputs.remove(&c) else {
+            continue;
+        };
+        let (data, err) = (Sink::Ws(out.clone(), c), Sink::Ws(out.clone(), c + 1));
+        let t = t.clone();
+        tasks.spawn(async move { copy(&t, port, rx, &data, &err).await });
+    }
+    drop(out);
+    tokio::select! {
+        _ = ended => tasks.shutdown().await,
+        _ = async { while tasks.join_next().await.is_some() {} } => {}
+    }
+}
+
+/// The ports of a WebSocket request: `port=80,8080` (repeatable).
+fn ports(query: &str) -> Result<Vec<u16>, String> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query).map_err(|e| format!("bad query: {e}"))?;
+    let mut out = Vec::new();
+    for v in pairs.iter().filter(|(k, _)| k == "port").map(|(_, v)| v) {
+        for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match p.parse::<u16>() {
+                Ok(n) if n > 0 => out.push(n),
+                _ => return Err(format!("unable to parse \"{p}\" as a port")),
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("query parameter \"port\" is required".into());
+    }
+    Ok(out)
+}
+
+/// Connect to the pod's `port` and copy both ways between the connection
+/// and the client's data channel; a failure goes to the error channel.
+async fn copy(
+    t: &Target,
+    port: u16,
+    mut input: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    data: &Sink,
+    error: &Sink,
+) {
     match connect(t.netns.clone(), port).await {
         Ok(tcp) => {
             let (mut rd, mut wr) = tcp.into_split();
-            let w = data.writer.clone();
             let down = async move {
                 let mut buf = vec![0u8; 32 << 10];
                 loop {
                     match rd.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            if w.write(&buf[..n]).await.is_err() {
+                            if data.write(&buf[..n]).await.is_err() {
                                 break;
                             }
                         }
                     }
                 }
-                let _ = w.close().await;
+                data.close().await;
             };
             let up = async move {
-                while let Some(b) = data.reader.read().await {
+                while let Some(b) = input.recv().await {
                     if wr.write_all(&b).await.is_err() {
                         break;
                     }
@@ -230,11 +301,10 @@ async fn forward(t: Target, port: u16, mut data: Stream, error: Stream) {
         Err(e) => {
             let msg = format!("error forwarding port {port} to pod {}, uid : {e}", t.uid);
             tracing::info!("kubelet API: {msg}");
-            let _ = error.writer.write(msg.as_bytes()).await;
-            let _ = data.writer.close().await;
+            let _ = error.write(msg.as_bytes()).await;
+            data.close().await;
         }
     }
-    let _ = error.writer.close().await;
 }
 
 /// Connect to `localhost:port` in network namespace `netns` (IPv4, then

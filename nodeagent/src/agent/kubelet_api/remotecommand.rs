@@ -32,9 +32,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{status_error, upgrade};
+use super::{status_error, upgrade, ws, Sink};
 use crate::agent::Agent;
-use crate::spdy::{Session, Stream, StreamWriter};
+use crate::spdy::{Session, Stream};
 
 /// The stream protocols served, newest first.
 pub const PROTOCOLS: [&str; 4] = [
@@ -42,6 +42,14 @@ pub const PROTOCOLS: [&str; 4] = [
     "v3.channel.k8s.io",
     "v2.channel.k8s.io",
     "channel.k8s.io",
+];
+
+/// The WebSocket subprotocols served (see [`ws`]).
+pub const WS_PROTOCOLS: [&str; 4] = [
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
 ];
 
 /// How long the client has to open its streams (kubelet's default
@@ -135,7 +143,7 @@ pub async fn attach_uid(
 
 /// The container instance a request is for.
 #[derive(Clone)]
-struct Target {
+pub(crate) struct Target {
     agent: Arc<Agent>,
     /// The runtime's id of the running instance.
     id: String,
@@ -174,20 +182,24 @@ async fn handle(
             format!("container {container} is not running"),
         );
     };
-    if upgrade::is_websocket(req.headers()) {
-        return status_error(
-            StatusCode::BAD_REQUEST,
-            "WebSocket streams are not served yet: use SPDY/3.1",
-        );
-    }
-    let protocol = match upgrade::negotiate(req.headers(), &PROTOCOLS) {
-        Ok(p) => p,
-        Err(resp) => return *resp,
-    };
     let target = Target {
         agent,
         id: inst.id.clone(),
         log: inst.log.clone(),
+    };
+    if upgrade::is_websocket(req.headers()) {
+        let protocol = match ws::negotiate(&req, &WS_PROTOCOLS) {
+            Ok(p) => p,
+            Err(resp) => return *resp,
+        };
+        return ws::upgrade(req, protocol, move |ch| {
+            serve_ws(ch, protocol.unwrap_or("channel.k8s.io"), opts, target, exec)
+        })
+        .await;
+    }
+    let protocol = match upgrade::negotiate(req.headers(), &PROTOCOLS) {
+        Ok(p) => p,
+        Err(resp) => return *resp,
     };
     upgrade::spdy(req, protocol, move |session| {
         serve(session, protocol, opts, target, exec)
@@ -244,11 +256,15 @@ async fn serve(mut session: Session, protocol: &'static str, o: Options, t: Targ
         session.close(Duration::from_secs(1)).await;
         return;
     };
-    let result = if exec {
-        run_exec(&session, &o, &t, s.stdin, &s.stdout, &s.stderr, s.resize).await
-    } else {
-        run_attach(&session, &t, &s.stdout, &s.stderr).await
+    let sink = |s: &Option<Stream>| s.as_ref().map(|s| Sink::Spdy(s.writer.clone()));
+    let io = Io {
+        stdin: s.stdin.map(|s| s.reader.into_inner()),
+        resize: s.resize.map(|s| s.reader.into_inner()),
+        stdout: sink(&s.stdout),
+        stderr: sink(&s.stderr),
+        ended: Box::pin(session.ended()),
     };
+    let result = run(io, &o, &t, exec).await;
     for w in [&s.stdout, &s.stderr].into_iter().flatten() {
         let _ = w.writer.close().await;
     }
@@ -261,8 +277,59 @@ async fn serve(mut session: Session, protocol: &'static str, o: Options, t: Targ
     session.close(Duration::from_secs(5)).await;
 }
 
+/// Serve a command over a WebSocket's channels: 0 stdin, 1 stdout,
+/// 2 stderr, 3 the status, 4 resize.
+async fn serve_ws(ch: ws::Channels, protocol: &'static str, o: Options, t: Target, exec: bool) {
+    let ended = ch.ended();
+    let out = ch.output;
+    // "Ready": one empty message on the first channel the client reads.
+    let first = if o.stdout {
+        1
+    } else if o.stderr {
+        2
+    } else {
+        3
+    };
+    let _ = out.send((first, Vec::new())).await;
+    let mut inputs = ws::demux(ch.input, &[0, 4]);
+    let io = Io {
+        stdin: inputs.remove(&0).filter(|_| o.stdin),
+        resize: inputs.remove(&4).filter(|_| o.tty),
+        stdout: o.stdout.then(|| Sink::Ws(out.clone(), 1)),
+        stderr: o.stderr.then(|| Sink::Ws(out.clone(), 2)),
+        ended: Box::pin(ended),
+    };
+    let result = run(io, &o, &t, exec).await;
+    if let Some(text) = status(protocol, &o.command, &result) {
+        let _ = out.send((3, text.into_bytes())).await;
+    }
+}
+
+/// The client's side of a command, whatever carries it.
+pub(crate) struct Io {
+    /// Bytes for the process's stdin (ends when the client closes it).
+    pub stdin: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
+    /// Terminal sizes, JSON lines.
+    pub resize: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
+    /// The process's stdout (with a terminal, all its output).
+    pub stdout: Option<Sink>,
+    /// Its stderr.
+    pub stderr: Option<Sink>,
+    /// Resolves when the client is gone.
+    pub ended: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+/// Run the command (exec) or follow the container (attach).
+pub(crate) async fn run(io: Io, o: &Options, t: &Target, exec: bool) -> Ended {
+    if exec {
+        run_exec(io, o, t).await
+    } else {
+        run_attach(io, t).await
+    }
+}
+
 /// How a command ended, for the error stream.
-enum Ended {
+pub(crate) enum Ended {
     /// With this exit code.
     Exited(i32),
     /// It could not be run.
@@ -272,7 +339,7 @@ enum Ended {
 }
 
 /// The error stream's text for `result`, in `protocol`'s form.
-fn status(protocol: &str, command: &[String], result: &Ended) -> Option<String> {
+pub(crate) fn status(protocol: &str, command: &[String], result: &Ended) -> Option<String> {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusCause, StatusDetails};
     let failure = match result {
         Ended::Gone => return None,
@@ -309,7 +376,7 @@ fn status(protocol: &str, command: &[String], result: &Ended) -> Option<String> 
             ..Default::default()
         }),
     };
-    if protocol == "v4.channel.k8s.io" {
+    if protocol.starts_with("v4.") {
         let st = failure.unwrap_or_else(|| Status {
             status: Some("Success".into()),
             ..Default::default()
@@ -336,10 +403,12 @@ fn pid_file(agent: &Agent) -> PathBuf {
     ))
 }
 
-/// Copy a stream's bytes into `w` until the client half-closes it.
-async fn pump_in(mut s: Stream, mut w: impl tokio::io::AsyncWrite + Unpin) {
-    while let Some(b) = s.reader.read().await {
-        tracing::debug!("kubelet API: stdin {} bytes", b.len());
+/// Copy the client's bytes into `w` until it closes its side.
+async fn pump_in(
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    mut w: impl tokio::io::AsyncWrite + Unpin,
+) {
+    while let Some(b) = rx.recv().await {
         if w.write_all(&b).await.is_err() {
             break;
         }
@@ -347,8 +416,8 @@ async fn pump_in(mut s: Stream, mut w: impl tokio::io::AsyncWrite + Unpin) {
     }
 }
 
-/// Copy what `r` yields to a stream until its end.
-async fn pump_out(mut r: impl tokio::io::AsyncRead + Unpin, w: Option<StreamWriter>) {
+/// Copy what `r` yields to the client until its end.
+async fn pump_out(mut r: impl tokio::io::AsyncRead + Unpin, w: Option<Sink>) {
     let mut buf = vec![0u8; 32 << 10];
     loop {
         match r.read(&mut buf).await {
@@ -365,7 +434,7 @@ async fn pump_out(mut r: impl tokio::io::AsyncRead + Unpin, w: Option<StreamWrit
 }
 
 /// Apply the window sizes the resize stream sends.
-async fn pump_resize(mut s: Stream, master: Arc<OwnedFd>) {
+async fn pump_resize(mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>, master: Arc<OwnedFd>) {
     #[derive(serde::Deserialize)]
     struct Size {
         #[serde(rename = "Width")]
@@ -374,7 +443,7 @@ async fn pump_resize(mut s: Stream, master: Arc<OwnedFd>) {
         height: u16,
     }
     let mut buf = Vec::new();
-    while let Some(b) = s.reader.read().await {
+    while let Some(b) = rx.recv().await {
         buf.extend_from_slice(&b);
         // One JSON object per line (a Go json.Encoder); tolerate none.
         let mut de = serde_json::Deserializer::from_slice(&buf).into_iter::<Size>();
@@ -388,16 +457,14 @@ async fn pump_resize(mut s: Stream, master: Arc<OwnedFd>) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_exec(
-    session: &Session,
-    o: &Options,
-    t: &Target,
-    stdin: Option<Stream>,
-    stdout: &Option<Stream>,
-    stderr: &Option<Stream>,
-    resize: Option<Stream>,
-) -> Ended {
+async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
+    let Io {
+        stdin,
+        resize,
+        stdout,
+        stderr,
+        ended,
+    } = io;
     use std::process::Stdio;
     let agent = &t.agent;
     let pidf = pid_file(agent);
@@ -429,14 +496,13 @@ async fn run_exec(
         Ok(c) => c,
         Err(e) => return Ended::Failed(format!("run {}: {e}", agent.cfg.runtime.display())),
     };
-    let writer = |s: &Option<Stream>| s.as_ref().map(|s| s.writer.clone());
     let mut outputs = Vec::new();
     let mut inputs = Vec::new();
     // skiff's stderr: the process's when asked for, else only kept as the
     // failure's message.
     let (err_tx, mut err_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     if let Some(e) = child.stderr.take() {
-        let w = writer(stderr);
+        let w = stderr.clone();
         outputs.push(tokio::spawn(async move {
             if w.is_some() {
                 pump_out(e, w).await;
@@ -450,7 +516,7 @@ async fn run_exec(
         }));
     }
     if let Some(out) = child.stdout.take() {
-        outputs.push(tokio::spawn(pump_out(out, writer(stdout))));
+        outputs.push(tokio::spawn(pump_out(out, stdout.clone())));
     }
     let mut stdin = stdin;
     if let Some(i) = child.stdin.take() {
@@ -481,7 +547,7 @@ async fn run_exec(
                 .map(|fd| tokio::fs::File::from_std(std::fs::File::from(fd)))
         };
         if let Ok(rd) = file(&master) {
-            outputs.push(tokio::spawn(pump_out(rd, writer(stdout))));
+            outputs.push(tokio::spawn(pump_out(rd, stdout.clone())));
         }
         if let (Some(s), Ok(wr)) = (stdin.take(), file(&master)) {
             inputs.push(tokio::spawn(pump_in(s, wr)));
@@ -490,8 +556,7 @@ async fn run_exec(
             inputs.push(tokio::spawn(pump_resize(r, master.clone())));
         }
     }
-    let ended = session.ended();
-    tokio::pin!(ended);
+    let mut ended = ended;
     let code = tokio::select! {
         st = child.wait() => st.ok().and_then(|s| s.code()).unwrap_or(-1),
         _ = &mut ended => {
@@ -543,12 +608,13 @@ fn kill_exec(pidf: &std::path::Path) {
 /// monitor that holds the container's stdio writes every line there),
 /// each record to the stream it came from, until the container exits or
 /// the client goes. The container's stdin is not offered.
-async fn run_attach(
-    session: &Session,
-    t: &Target,
-    stdout: &Option<Stream>,
-    stderr: &Option<Stream>,
-) -> Ended {
+async fn run_attach(io: Io, t: &Target) -> Ended {
+    let Io {
+        stdout,
+        stderr,
+        mut ended,
+        ..
+    } = io;
     let Some(mut follower) = super::logs::Follower::at_end(&t.log) else {
         return Ended::Failed(format!("open {}", t.log.display()));
     };
@@ -576,8 +642,6 @@ async fn run_attach(
             running,
         );
     });
-    let ended = session.ended();
-    tokio::pin!(ended);
     loop {
         tokio::select! {
             m = rx.recv() => {
@@ -586,7 +650,7 @@ async fn run_attach(
                 // to stdout.
                 let w = if err { stderr.as_ref().or(stdout.as_ref()) } else { stdout.as_ref() };
                 if let Some(w) = w {
-                    if w.writer.write(&bytes).await.is_err() {
+                    if w.write(&bytes).await.is_err() {
                         break;
                     }
                 }
