@@ -320,3 +320,163 @@ async fn a_reset_stream_refuses_writes_and_a_dropped_peer_ends_the_session() {
         .expect("the session sees its peer go");
     assert!(s.accept().await.is_none());
 }
+
+fn captured(bytes: &[u8]) -> Vec<Frame> {
+    let mut dec = Decoder::default();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some((f, n)) = dec.decode(&bytes[at..]).unwrap() {
+        out.push(f);
+        at += n;
+    }
+    assert_eq!(at, bytes.len(), "whole frames only");
+    out
+}
+
+fn testdata(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/src/spdy/testdata/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn stream_types(frames: &[Frame]) -> Vec<(u32, String)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::SynStream { id, headers, .. } => {
+                Some((*id, header(headers, "streamtype").unwrap_or("").to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+// The testdata files are what kubectl 1.20 sent to the agent (through the
+// API server's upgrade proxy), byte for byte, in three sessions.
+
+#[test]
+fn kubectl_exec_with_stdin() {
+    // echo hi | kubectl exec -i POD -- sh -c 'cat; exit 3'
+    let f = captured(&testdata("kubectl-exec-stdin.bin"));
+    assert_eq!(
+        stream_types(&f),
+        [(1, "error"), (3, "stdin"), (5, "stdout"), (7, "stderr")].map(|(i, t)| (i, t.to_string()))
+    );
+    assert_eq!(
+        &f[4..],
+        [
+            Frame::Data {
+                id: 3,
+                flags: 0,
+                data: b"hi\n".to_vec()
+            },
+            Frame::Data {
+                id: 3,
+                flags: FLAG_FIN,
+                data: vec![]
+            }
+        ]
+    );
+}
+
+#[test]
+fn kubectl_exec_with_a_terminal() {
+    // kubectl exec -it POD -- sh (a 120x40 terminal, resized to 132x50)
+    let f = captured(&testdata("kubectl-exec-tty.bin"));
+    assert_eq!(
+        stream_types(&f),
+        [(1, "error"), (3, "stdin"), (5, "stdout"), (7, "resize")].map(|(i, t)| (i, t.to_string()))
+    );
+    let on = |id: u32| -> Vec<u8> {
+        f.iter()
+            .filter_map(|x| match x {
+                Frame::Data { id: i, data, .. } if *i == id => Some(data.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    assert_eq!(
+        String::from_utf8(on(7)).unwrap(),
+        "{\"Width\":120,\"Height\":40}\n{\"Width\":132,\"Height\":50}\n"
+    );
+    assert_eq!(on(3), b"abc\rdef\r");
+}
+
+#[test]
+fn kubectl_port_forward_opens_an_error_and_a_data_stream_per_connection() {
+    let f = captured(&testdata("kubectl-port-forward.bin"));
+    let Frame::SynStream { id: 1, headers, .. } = &f[0] else {
+        panic!("{:?}", f[0]);
+    };
+    assert_eq!(header(headers, "streamType"), Some("error"));
+    assert_eq!(header(headers, "port"), Some("8080"));
+    assert_eq!(header(headers, "requestID"), Some("0"));
+    // kubectl writes nothing on the error stream: FIN at once.
+    assert_eq!(
+        f[1],
+        Frame::Data {
+            id: 1,
+            flags: FLAG_FIN,
+            data: vec![]
+        }
+    );
+    let Frame::SynStream { id: 3, headers, .. } = &f[2] else {
+        panic!("{:?}", f[2]);
+    };
+    assert_eq!(header(headers, "streamtype"), Some("data"));
+    assert_eq!(header(headers, "requestid"), Some("0"));
+    assert!(
+        matches!(&f[3], Frame::Data { id: 3, data, .. } if data.starts_with(b"GET / HTTP/1.1\r\n"))
+    );
+    assert!(matches!(
+        &f[4],
+        Frame::Data {
+            id: 3,
+            flags: FLAG_FIN,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_session_serves_kubectls_bytes() {
+    use tokio::io::AsyncWriteExt;
+    let (a, mut b) = tokio::io::duplex(1 << 16);
+    let mut s = Session::new(a);
+    b.write_all(&testdata("kubectl-exec-stdin.bin"))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let st = s.accept().await.unwrap();
+        got.push(st);
+    }
+    let types: Vec<_> = got
+        .iter()
+        .map(|s| s.header("streamtype").unwrap().to_string())
+        .collect();
+    assert_eq!(types, ["error", "stdin", "stdout", "stderr"]);
+    assert_eq!(got[1].reader.read().await, Some(b"hi\n".to_vec()));
+    assert_eq!(got[1].reader.read().await, None);
+    // Our replies decode as kubectl's decoder (the zlib stream with the
+    // dictionary) would read them.
+    let mut peer = Peer {
+        io: b,
+        enc: Encoder::default(),
+        dec: Decoder::default(),
+        buf: vec![],
+    };
+    for id in [1, 3, 5, 7] {
+        assert_eq!(
+            peer.recv().await,
+            Some(Frame::SynReply {
+                id,
+                flags: 0,
+                headers: vec![]
+            })
+        );
+    }
+}
