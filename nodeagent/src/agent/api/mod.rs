@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::state::PodRecord;
-pub(crate) mod logs;
+mod logs;
 mod manifests;
 mod metrics;
 

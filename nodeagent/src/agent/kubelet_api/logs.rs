@@ -25,6 +25,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::status_error;
+use crate::agent::state::PodRecord;
 use crate::agent::Agent;
 use crate::cri_log;
 
@@ -32,6 +33,9 @@ use crate::cri_log;
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogOptions {
+    /// The container (the agent's own API; the kubelet API has it in the
+    /// path).
+    pub container: Option<String>,
     #[serde(default)]
     follow: bool,
     #[serde(default)]
@@ -98,15 +102,88 @@ pub async fn container_logs(
     UrlPath((ns, pod, container)): super::PodPath,
     Query(q): Query<LogOptions>,
 ) -> Response {
-    let r = match super::find_pod(&agent, &ns, &pod, None) {
-        Ok(r) => r,
-        Err(resp) => return *resp,
+    match super::find_pod(&agent, &ns, &pod, None) {
+        Ok(r) => respond(agent, &r, Some(&container), &q),
+        Err(resp) => *resp,
+    }
+}
+
+/// Which log file a request for `container` (the only one when `None`)
+/// of pod `r` means, and the container's name: its current (or last)
+/// attempt's, or with `previous` the one before.
+fn log_file(
+    r: &PodRecord,
+    container: Option<&str>,
+    previous: bool,
+) -> Result<(String, PathBuf), (StatusCode, String)> {
+    let names: Vec<&str> = r.containers.iter().map(|c| c.name.as_str()).collect();
+    let name = match container {
+        Some(c) => c.to_string(),
+        None if names.len() == 1 => names[0].to_string(),
+        None => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "a container name must be specified for pod {}, choose one of: [{}]",
+                    r.name,
+                    names.join(" ")
+                ),
+            ))
+        }
     };
+    let c = r
+        .init
+        .iter()
+        .chain(&r.containers)
+        .find(|c| c.name == name)
+        .ok_or_else(|| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("container {name} is not valid for pod {}", r.name),
+            )
+        })?;
+    let latest = c.logs.keys().next_back().copied();
+    let n = if previous {
+        // The attempt before the current (or last) one.
+        latest
+            .and_then(|l| c.logs.range(..l).next_back().map(|(k, _)| *k))
+            .ok_or_else(|| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "previous terminated container \"{name}\" in pod \"{}\" not found",
+                        r.name
+                    ),
+                )
+            })?
+    } else {
+        latest.ok_or_else(|| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "container \"{name}\" in pod \"{}\" is waiting to start",
+                    r.name
+                ),
+            )
+        })?
+    };
+    Ok((name, c.logs[&n].clone()))
+}
+
+/// Answer a log request for `container` of pod `r` (the only container
+/// when `None`): the window of its log `q` asks for, then, when
+/// following, what it writes until it exits.
+pub(crate) fn respond(
+    agent: Arc<Agent>,
+    r: &PodRecord,
+    container: Option<&str>,
+    q: &LogOptions,
+) -> Response {
     let window = match q.window(jiff::Timestamp::now()) {
         Ok(w) => w,
         Err(e) => return status_error(StatusCode::BAD_REQUEST, e),
     };
-    let (cname, path) = match crate::agent::api::logs::log_file(&r, Some(&container), q.previous) {
+    let (cname, path) = match log_file(r, container, q.previous) {
         Ok(x) => x,
         Err((code, msg)) => return status_error(code, msg),
     };
@@ -155,7 +232,7 @@ pub async fn container_logs(
             .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
     });
     Response::builder()
-        .header("content-type", "text/plain")
+        .header("content-type", "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|e| status_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
