@@ -149,6 +149,8 @@ pub(crate) struct Target {
     id: String,
     /// Its CRI log (attach reads the output from it).
     log: PathBuf,
+    /// When the request arrived.
+    received: std::time::Instant,
 }
 
 async fn handle(
@@ -186,6 +188,7 @@ async fn handle(
         agent,
         id: inst.id.clone(),
         log: inst.log.clone(),
+        received: std::time::Instant::now(),
     };
     if upgrade::is_websocket(req.headers()) {
         let protocol = match ws::negotiate(&req, &WS_PROTOCOLS) {
@@ -252,10 +255,12 @@ async fn streams(session: &mut Session, protocol: &str, o: &Options) -> Option<S
 }
 
 async fn serve(mut session: Session, protocol: &'static str, o: Options, t: Target, exec: bool) {
+    let upgraded = std::time::Instant::now();
     let Some(s) = streams(&mut session, protocol, &o).await else {
         session.close(Duration::from_secs(1)).await;
         return;
     };
+    let waited = upgraded.elapsed();
     let sink = |s: &Option<Stream>| s.as_ref().map(|s| Sink::Spdy(s.writer.clone()));
     let io = Io {
         stdin: s.stdin.map(|s| s.reader.into_inner()),
@@ -275,6 +280,16 @@ async fn serve(mut session: Session, protocol: &'static str, o: Options, t: Targ
         let _ = e.writer.close().await;
     }
     session.close(Duration::from_secs(5)).await;
+    // The agent's own share of the request: all of it but the wait for
+    // the client to open its streams (a network round trip away).
+    let total = t.received.elapsed();
+    tracing::debug!(
+        "kubelet API: {} {}: {:.2} ms in the agent ({:.2} ms more waiting for the client's streams)",
+        if exec { "exec" } else { "attach" },
+        t.id,
+        (total - waited).as_secs_f64() * 1e3,
+        waited.as_secs_f64() * 1e3,
+    );
 }
 
 /// Serve a command over a WebSocket's channels: 0 stdin, 1 stdout,

@@ -249,6 +249,56 @@ mod tests {
         assert_eq!(cn, "node-a@skiff-agent");
     }
 
+    fn config(dir: &Path) -> NodeConfig {
+        NodeConfig {
+            kubeconfig: dir.join("kubeconfig"),
+            labels: Default::default(),
+            taints: vec![],
+            max_pods: 110,
+            kubelet_port: 10250,
+            ip: None,
+            tls_cert_file: None,
+            tls_private_key_file: None,
+            client_ca_file: None,
+        }
+    }
+
+    #[test]
+    fn given_certificate_and_client_ca_are_used() {
+        let d = tempfile::tempdir().unwrap();
+        let ip: IpAddr = "10.9.9.9".parse().unwrap();
+        // A certificate of the operator's, and a CA for clients.
+        let k = rcgen::KeyPair::generate().unwrap();
+        let c = rcgen::CertificateParams::new(vec!["given".into()])
+            .unwrap()
+            .self_signed(&k)
+            .unwrap();
+        std::fs::write(d.path().join("tls.crt"), c.pem()).unwrap();
+        std::fs::write(d.path().join("tls.key"), k.serialize_pem()).unwrap();
+        let mut ca = rcgen::CertificateParams::new(vec![]).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cak = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(d.path().join("ca.crt"), ca.self_signed(&cak).unwrap().pem()).unwrap();
+        let mut cfg = config(d.path());
+        cfg.tls_cert_file = Some(d.path().join("tls.crt"));
+        cfg.tls_private_key_file = Some(d.path().join("tls.key"));
+        cfg.client_ca_file = Some(d.path().join("ca.crt"));
+        server_config(&cfg, &d.path().join("state"), "n", ip).unwrap();
+        // Nothing was generated: the given certificate serves.
+        assert!(!d.path().join("state/pki").exists());
+        // A client CA file without a certificate is an error naming it.
+        std::fs::write(d.path().join("empty.crt"), "").unwrap();
+        cfg.client_ca_file = Some(d.path().join("empty.crt"));
+        let e = server_config(&cfg, &d.path().join("state"), "n", ip)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty.crt"), "{e}");
+        // Without a given certificate, one is made for the node.
+        let cfg = config(d.path());
+        server_config(&cfg, &d.path().join("state"), "n", ip).unwrap();
+        assert!(d.path().join("state/pki/kubelet.crt").exists());
+    }
+
     #[test]
     fn bad_files_are_named_in_the_error() {
         let d = tempfile::tempdir().unwrap();
