@@ -20,7 +20,13 @@ pid=""
 kc() { nsenter --net="$NETNS_PATH" "$KUBECTL" --kubeconfig "$KUBECONFIG" "$@"; }
 
 cleanup() {
+  local rc=$?
   set +e
+  if [ "$rc" != 0 ] && [ -n "$pid" ]; then
+    echo "failed ($rc); the pods and the agent's log:" >&2
+    kc get pods -o wide >&2
+    tail -n 30 "$work/agent.log" >&2
+  fi
   if [ -n "$pid" ]; then
     kc delete pods --all --grace-period=0 --force >/dev/null 2>&1
     for _ in $(seq 600); do

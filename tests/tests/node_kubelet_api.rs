@@ -561,6 +561,13 @@ fn fds(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
+/// Threads of process `pid`.
+fn threads(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 /// Processes whose command line contains `needle`.
 fn procs(needle: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
@@ -601,6 +608,7 @@ fn a_client_that_goes_away_leaves_nothing_behind() {
     // Warm up (the first request makes the API client's connections).
     ok(&ns, &["exec", "web", "--", "true"]);
     let base = fds(a.pid());
+    let base_threads = threads(a.pid());
 
     // exec: kubectl killed while the command runs.
     let marker = format!("sleep 1{}", std::process::id() % 1000 + 1000);
@@ -635,6 +643,10 @@ fn a_client_that_goes_away_leaves_nothing_behind() {
         "the agent's descriptors to return to where they were",
         || fds(a.pid()) <= base,
     );
+    // Threads a blocking task used idle out after 10 s.
+    settle("the agent's threads to return to where they were", || {
+        threads(a.pid()) <= base_threads
+    });
     assert!(procs(&format!("exec --pid-file {}", a.path("state").display())).is_empty());
 }
 

@@ -507,6 +507,7 @@ async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
         // skiff's own errors come here too: piped even when not asked for.
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    let spawned = std::time::Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Ended::Failed(format!("run {}: {e}", agent.cfg.runtime.display())),
@@ -585,6 +586,11 @@ async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
         }
     };
     let _ = std::fs::remove_file(&pidf);
+    tracing::debug!(
+        "kubelet API: skiff exec in {} ran {:.2} ms",
+        t.id,
+        spawned.elapsed().as_secs_f64() * 1e3
+    );
     // The output is complete once every writer closed the pipes; a
     // process left in the background may hold them open, so the wait is
     // bounded.
