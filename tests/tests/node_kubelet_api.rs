@@ -81,6 +81,21 @@ fn line_no(l: &str) -> Option<u64> {
     l.trim().strip_prefix("line ")?.parse().ok()
 }
 
+/// A node, a namespace, and in it pod `web` on that node: an httpd on port
+/// 8080 that serves "served-from-the-pod".
+fn node_with_web() -> (Agent, Namespace) {
+    let a = Agent::start_node(&label(), &[]);
+    let ns = Namespace::new();
+    pod(
+        &ns,
+        &a.node_name(),
+        "web",
+        "mkdir -p /www && echo served-from-the-pod > /www/index.html && exec httpd -f -p 8080 -h /www",
+        "",
+    );
+    (a, ns)
+}
+
 const TALKER: &str = "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done";
 
 #[test]
@@ -306,17 +321,7 @@ fn kubectl_exec_cp_and_attach() {
 
 #[test]
 fn kubectl_port_forward_reaches_a_server_in_the_pod() {
-    let l = label();
-    let a = Agent::start_node(&l, &[]);
-    let node = a.node_name();
-    let ns = Namespace::new();
-    pod(
-        &ns,
-        &node,
-        "web",
-        "mkdir -p /www && echo served-from-the-pod > /www/index.html && exec httpd -f -p 8080 -h /www",
-        "",
-    );
+    let (_node, ns) = node_with_web();
     // A local port of our own in the control plane's namespace.
     let port = 20000 + (std::process::id() % 20000) as u16;
     let spec = format!("{port}:8080");
@@ -594,17 +599,7 @@ fn settle(what: &str, f: impl Fn() -> bool) {
 
 #[test]
 fn a_client_that_goes_away_leaves_nothing_behind() {
-    let l = label();
-    let a = Agent::start_node(&l, &[]);
-    let node = a.node_name();
-    let ns = Namespace::new();
-    pod(
-        &ns,
-        &node,
-        "web",
-        "mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 8080 -h /www",
-        "",
-    );
+    let (a, ns) = node_with_web();
     // Warm up (the first request makes the API client's connections).
     ok(&ns, &["exec", "web", "--", "true"]);
     let base = fds(a.pid());
@@ -635,7 +630,7 @@ fn a_client_that_goes_away_leaves_nothing_behind() {
         "10",
         &format!("http://127.0.0.1:{port}/"),
     ]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "served-from-the-pod\n");
     pf.0.kill().unwrap();
     let _ = pf.0.wait();
 
@@ -883,17 +878,7 @@ fn joined(msgs: &[(u8, Vec<u8>)], ch: u8) -> String {
 
 #[test]
 fn websocket_exec_and_port_forward() {
-    let l = label();
-    let a = Agent::start_node(&l, &[]);
-    let node = a.node_name();
-    let ns = Namespace::new();
-    pod(
-        &ns,
-        &node,
-        "web",
-        "mkdir -p /www && echo served-from-the-pod > /www/index.html && exec httpd -f -p 8080 -h /www",
-        "",
-    );
+    let (_node, ns) = node_with_web();
     let exec = format!(
         "/api/v1/namespaces/{}/pods/web/exec?command=sh&command=-c&command=echo+out%3B+echo+err+%3E%262%3B+exit+3&stdout=true&stderr=true",
         ns.name

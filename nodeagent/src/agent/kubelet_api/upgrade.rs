@@ -17,28 +17,43 @@ use axum::response::{IntoResponse, Response};
 
 use super::status_error;
 
+/// The protocols a client offers in header `name` (repeated, or
+/// comma-separated), in its order of preference.
+pub(crate) fn offered(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The first of the client's offers that the server supports: the client's
+/// preference wins, as in apimachinery's `httpstream.Handshake`.
+pub(crate) fn first_supported(
+    offered: &[String],
+    supported: &[&'static str],
+) -> Option<&'static str> {
+    offered
+        .iter()
+        .find_map(|o| supported.iter().find(|s| **s == o).copied())
+}
+
 /// The stream protocol the client and we both speak.
 pub fn negotiate(
     headers: &HeaderMap,
     supported: &[&'static str],
 ) -> Result<&'static str, Box<Response>> {
-    let offered: Vec<String> = headers
-        .get_all("x-stream-protocol-version")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-        .filter(|p| !p.is_empty())
-        .collect();
+    let offered = offered(headers, "x-stream-protocol-version");
     if offered.is_empty() {
         return Err(Box::new(status_error(
             StatusCode::BAD_REQUEST,
             "unable to upgrade: X-Stream-Protocol-Version is required",
         )));
     }
-    for o in &offered {
-        if let Some(p) = supported.iter().find(|s| **s == o) {
-            return Ok(p);
-        }
+    if let Some(p) = first_supported(&offered, supported) {
+        return Ok(p);
     }
     let mut resp = (
         StatusCode::FORBIDDEN,

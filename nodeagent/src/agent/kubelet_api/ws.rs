@@ -33,21 +33,12 @@ pub fn negotiate(
     req: &Request,
     supported: &[&'static str],
 ) -> Result<Option<&'static str>, Box<Response>> {
-    let offered: Vec<String> = req
-        .headers()
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-        .filter(|p| !p.is_empty())
-        .collect();
+    let offered = super::upgrade::offered(req.headers(), "sec-websocket-protocol");
     if offered.is_empty() {
         return Ok(None);
     }
-    for o in &offered {
-        if let Some(p) = supported.iter().find(|s| **s == o) {
-            return Ok(Some(p));
-        }
+    if let Some(p) = super::upgrade::first_supported(&offered, supported) {
+        return Ok(Some(p));
     }
     Err(Box::new(
         (
