@@ -81,30 +81,30 @@ fn line_no(l: &str) -> Option<u64> {
     l.trim().strip_prefix("line ")?.parse().ok()
 }
 
-/// A node, a namespace, and in it pod `web` on that node: an httpd on port
-/// 8080 that serves "served-from-the-pod".
-fn node_with_web() -> (Agent, Namespace) {
+/// A node, a namespace, and in it pod `name` on that node running
+/// `script`, ready.
+fn node_with_pod(name: &str, script: &str) -> (Agent, Namespace) {
     let a = Agent::start_node(&label(), &[]);
     let ns = Namespace::new();
-    pod(
-        &ns,
-        &a.node_name(),
+    pod(&ns, &a.node_name(), name, script, "");
+    (a, ns)
+}
+
+/// A node with pod `web`: an httpd on port 8080 that serves
+/// "served-from-the-pod".
+fn node_with_web() -> (Agent, Namespace) {
+    node_with_pod(
         "web",
         "mkdir -p /www && echo served-from-the-pod > /www/index.html && exec httpd -f -p 8080 -h /www",
-        "",
-    );
-    (a, ns)
+    )
 }
 
 const TALKER: &str = "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done";
 
 #[test]
 fn kubectl_logs_follows_tails_and_reads_the_previous_attempt() {
-    let l = label();
-    let a = Agent::start_node(&l, &[]);
+    let (a, ns) = node_with_pod("talker", TALKER);
     let node = a.node_name();
-    let ns = Namespace::new();
-    pod(&ns, &node, "talker", TALKER, "");
     std::thread::sleep(Duration::from_secs(2));
 
     // --tail: exactly the last lines.
@@ -230,11 +230,7 @@ fn write_pty(master: &std::os::fd::OwnedFd, s: &str) {
 
 #[test]
 fn kubectl_exec_cp_and_attach() {
-    let l = label();
-    let a = Agent::start_node(&l, &[]);
-    let node = a.node_name();
-    let ns = Namespace::new();
-    pod(&ns, &node, "box", TALKER, "");
+    let (_node, ns) = node_with_pod("box", TALKER);
 
     // The exit status comes back through the v4 error stream.
     let o = kubectl(
@@ -673,18 +669,12 @@ fn cgroup_counters(pod_uid: &str, id: &str) -> (u64, u64) {
 
 #[test]
 fn stats_summary_has_what_metrics_server_reads_from_the_cgroups() {
-    let l = label();
-    let a = Agent::start_node(&l, &[]);
-    let node = a.node_name();
-    let ns = Namespace::new();
     // Some CPU time, then idle: the counters stand still while we compare.
-    pod(
-        &ns,
-        &node,
+    let (a, ns) = node_with_pod(
         "idle",
         "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 100000",
-        "",
     );
+    let node = a.node_name();
     let p = cluster()
         .get_json(&["pod", "idle", "-n", &ns.name])
         .expect("pod");

@@ -567,108 +567,97 @@ pub async fn metrics_resource(State(agent): State<Arc<Agent>>) -> Response {
 }
 
 /// The summary in Prometheus' text exposition format, as kubelet's
-/// resource metrics.
+/// resource metrics: one family per metric, one sample per container,
+/// pod or node, each with its value and the time it was read.
 pub fn prometheus(s: &Summary) -> String {
     use std::fmt::Write;
-    let ms = |t: &Timestamp| t.as_millisecond();
-    let secs = |ns: u64| ns as f64 / 1e9;
-    let mut o = String::new();
-    let head = |o: &mut String, name: &str, help: &str, kind: &str| {
-        let _ = writeln!(o, "# HELP {name} [ALPHA] {help}\n# TYPE {name} {kind}");
+    /// (labels, value, time)
+    type Sample = (String, String, Timestamp);
+    let secs = |ns: u64| (ns as f64 / 1e9).to_string();
+    let containers = |f: &dyn Fn(&ContainerStats) -> (String, Timestamp)| -> Vec<Sample> {
+        s.pods
+            .iter()
+            .flat_map(|p| {
+                p.containers.iter().map(move |c| {
+                    let (v, t) = f(c);
+                    let labels = format!(
+                        "{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}}",
+                        c.name, p.pod_ref.namespace, p.pod_ref.name
+                    );
+                    (labels, v, t)
+                })
+            })
+            .collect()
     };
-    head(
-        &mut o,
-        "container_cpu_usage_seconds_total",
-        "Cumulative cpu time consumed by the container in core-seconds",
-        "counter",
-    );
-    for p in &s.pods {
-        for c in &p.containers {
-            let _ = writeln!(
-                o,
-                "container_cpu_usage_seconds_total{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}} {} {}",
-                c.name, p.pod_ref.namespace, p.pod_ref.name, secs(c.cpu.usage_core_nano_seconds), ms(&c.cpu.time)
-            );
+    let pods = |f: &dyn Fn(&PodStats) -> (String, Timestamp)| -> Vec<Sample> {
+        s.pods
+            .iter()
+            .map(|p| {
+                let (v, t) = f(p);
+                let labels = format!(
+                    "{{namespace=\"{}\",pod=\"{}\"}}",
+                    p.pod_ref.namespace, p.pod_ref.name
+                );
+                (labels, v, t)
+            })
+            .collect()
+    };
+    let n = &s.node;
+    let families: [(&str, &str, &str, Vec<Sample>); 6] = [
+        (
+            "container_cpu_usage_seconds_total",
+            "Cumulative cpu time consumed by the container in core-seconds",
+            "counter",
+            containers(&|c| (secs(c.cpu.usage_core_nano_seconds), c.cpu.time)),
+        ),
+        (
+            "container_memory_working_set_bytes",
+            "Current working set of the container in bytes",
+            "gauge",
+            containers(&|c| (c.memory.working_set_bytes.to_string(), c.memory.time)),
+        ),
+        (
+            "node_cpu_usage_seconds_total",
+            "Cumulative cpu time consumed by the node in core-seconds",
+            "counter",
+            vec![(
+                String::new(),
+                secs(n.cpu.usage_core_nano_seconds),
+                n.cpu.time,
+            )],
+        ),
+        (
+            "node_memory_working_set_bytes",
+            "Current working set of the node in bytes",
+            "gauge",
+            vec![(
+                String::new(),
+                n.memory.working_set_bytes.to_string(),
+                n.memory.time,
+            )],
+        ),
+        (
+            "pod_cpu_usage_seconds_total",
+            "Cumulative cpu time consumed by the pod in core-seconds",
+            "counter",
+            pods(&|p| (secs(p.cpu.usage_core_nano_seconds), p.cpu.time)),
+        ),
+        (
+            "pod_memory_working_set_bytes",
+            "Current working set of the pod in bytes",
+            "gauge",
+            pods(&|p| (p.memory.working_set_bytes.to_string(), p.memory.time)),
+        ),
+    ];
+    let mut o = String::new();
+    for (name, help, kind, samples) in families {
+        let _ = writeln!(o, "# HELP {name} [ALPHA] {help}\n# TYPE {name} {kind}");
+        for (labels, value, t) in samples {
+            let _ = writeln!(o, "{name}{labels} {value} {}", t.as_millisecond());
         }
     }
-    head(
-        &mut o,
-        "container_memory_working_set_bytes",
-        "Current working set of the container in bytes",
-        "gauge",
-    );
-    for p in &s.pods {
-        for c in &p.containers {
-            let _ = writeln!(
-                o,
-                "container_memory_working_set_bytes{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}} {} {}",
-                c.name, p.pod_ref.namespace, p.pod_ref.name, c.memory.working_set_bytes, ms(&c.memory.time)
-            );
-        }
-    }
-    head(
-        &mut o,
-        "node_cpu_usage_seconds_total",
-        "Cumulative cpu time consumed by the node in core-seconds",
-        "counter",
-    );
-    let _ = writeln!(
-        o,
-        "node_cpu_usage_seconds_total {} {}",
-        secs(s.node.cpu.usage_core_nano_seconds),
-        ms(&s.node.cpu.time)
-    );
-    head(
-        &mut o,
-        "node_memory_working_set_bytes",
-        "Current working set of the node in bytes",
-        "gauge",
-    );
-    let _ = writeln!(
-        o,
-        "node_memory_working_set_bytes {} {}",
-        s.node.memory.working_set_bytes,
-        ms(&s.node.memory.time)
-    );
-    head(
-        &mut o,
-        "pod_cpu_usage_seconds_total",
-        "Cumulative cpu time consumed by the pod in core-seconds",
-        "counter",
-    );
-    for p in &s.pods {
-        let _ = writeln!(
-            o,
-            "pod_cpu_usage_seconds_total{{namespace=\"{}\",pod=\"{}\"}} {} {}",
-            p.pod_ref.namespace,
-            p.pod_ref.name,
-            secs(p.cpu.usage_core_nano_seconds),
-            ms(&p.cpu.time)
-        );
-    }
-    head(
-        &mut o,
-        "pod_memory_working_set_bytes",
-        "Current working set of the pod in bytes",
-        "gauge",
-    );
-    for p in &s.pods {
-        let _ = writeln!(
-            o,
-            "pod_memory_working_set_bytes{{namespace=\"{}\",pod=\"{}\"}} {} {}",
-            p.pod_ref.namespace,
-            p.pod_ref.name,
-            p.memory.working_set_bytes,
-            ms(&p.memory.time)
-        );
-    }
-    head(
-        &mut o,
-        "scrape_error",
-        "1 if there was an error while getting container metrics, 0 otherwise",
-        "gauge",
-    );
-    o.push_str("scrape_error 0\n");
+    o.push_str("# HELP scrape_error [ALPHA] 1 if there was an error while getting container metrics, 0 otherwise\n");
+    o.push_str("# TYPE scrape_error gauge\nscrape_error 0\n");
     o
 }
 
