@@ -21,20 +21,24 @@
 //! failure. If the client goes away first, the process is killed: nothing
 //! outlives the connection that started it.
 
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{status_error, upgrade, ws, Sink};
+
+mod attach;
+mod exec;
+
 use crate::agent::Agent;
 use crate::spdy::{Session, Stream};
+use attach::run_attach;
+use exec::run_exec;
 
 /// The stream protocols served, newest first.
 pub const PROTOCOLS: [&str; 4] = [
@@ -405,286 +409,6 @@ pub(crate) fn status(protocol: &str, command: &[String], result: &Ended) -> Opti
         return serde_json::to_string(&v).ok();
     }
     failure.and_then(|f| f.message)
-}
-
-/// A unique path for an exec's pid file, in the agent's private state
-/// directory.
-fn pid_file(agent: &Agent) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    agent.cfg.state_dir.join(format!(
-        "exec-{}-{}.pid",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-/// Copy the client's bytes into `w` until it closes its side.
-async fn pump_in(
-    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    mut w: impl tokio::io::AsyncWrite + Unpin,
-) {
-    while let Some(b) = rx.recv().await {
-        if w.write_all(&b).await.is_err() {
-            break;
-        }
-        let _ = w.flush().await;
-    }
-}
-
-/// Copy what `r` yields to the client until its end.
-async fn pump_out(mut r: impl tokio::io::AsyncRead + Unpin, w: Option<Sink>) {
-    let mut buf = vec![0u8; 32 << 10];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if let Some(w) = &w {
-                    if w.write(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Apply the window sizes the resize stream sends.
-async fn pump_resize(mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>, master: Arc<OwnedFd>) {
-    #[derive(serde::Deserialize)]
-    struct Size {
-        #[serde(rename = "Width")]
-        width: u16,
-        #[serde(rename = "Height")]
-        height: u16,
-    }
-    let mut buf = Vec::new();
-    while let Some(b) = rx.recv().await {
-        buf.extend_from_slice(&b);
-        // One JSON object per line (a Go json.Encoder); tolerate none.
-        let mut de = serde_json::Deserializer::from_slice(&buf).into_iter::<Size>();
-        let mut used = 0;
-        while let Some(Ok(sz)) = de.next() {
-            used = de.byte_offset();
-            let r = skiff_runtime::terminal::set_window_size(&*master, sz.width, sz.height);
-            tracing::debug!("kubelet API: resize to {}x{}: {r:?}", sz.width, sz.height);
-        }
-        buf.drain(..used);
-    }
-}
-
-async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
-    let Io {
-        stdin,
-        resize,
-        stdout,
-        stderr,
-        ended,
-    } = io;
-    use std::process::Stdio;
-    let agent = &t.agent;
-    let pidf = pid_file(agent);
-    let mut cmd = tokio::process::Command::new(&agent.cfg.runtime);
-    cmd.arg("--root")
-        .arg(agent.cfg.runtime_root())
-        .arg("exec")
-        .arg("--pid-file")
-        .arg(&pidf);
-    let console = if o.tty {
-        match skiff_runtime::terminal::ConsoleSocket::new() {
-            Ok(c) => {
-                cmd.arg("--tty").arg("--console-socket").arg(c.path());
-                Some(c)
-            }
-            Err(e) => return Ended::Failed(format!("console socket: {e}")),
-        }
-    } else {
-        None
-    };
-    cmd.arg(&t.id).args(&o.command);
-    let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
-    cmd.stdin(piped(o.stdin && !o.tty))
-        .stdout(piped(o.stdout && !o.tty))
-        // skiff's own errors come here too: piped even when not asked for.
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let spawned = std::time::Instant::now();
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return Ended::Failed(format!("run {}: {e}", agent.cfg.runtime.display())),
-    };
-    let mut outputs = Vec::new();
-    let mut inputs = Vec::new();
-    // skiff's stderr: the process's when asked for, else only kept as the
-    // failure's message.
-    let (err_tx, mut err_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-    if let Some(e) = child.stderr.take() {
-        let w = stderr.clone();
-        outputs.push(tokio::spawn(async move {
-            if w.is_some() {
-                pump_out(e, w).await;
-            } else {
-                let mut e = e;
-                let mut v = Vec::new();
-                let _ = (&mut e).take(4096).read_to_end(&mut v).await;
-                let _ = err_tx.send(v).await;
-                pump_out(e, None).await;
-            }
-        }));
-    }
-    if let Some(out) = child.stdout.take() {
-        outputs.push(tokio::spawn(pump_out(out, stdout.clone())));
-    }
-    let mut stdin = stdin;
-    if let Some(i) = child.stdin.take() {
-        if let Some(s) = stdin.take() {
-            inputs.push(tokio::spawn(pump_in(s, i)));
-        }
-    }
-    if let Some(c) = console {
-        // The process's terminal: skiff sends its master once it runs.
-        let recv = tokio::task::spawn_blocking(move || c.receive(Duration::from_secs(10)));
-        let master = tokio::select! {
-            m = recv => m.ok().and_then(|r| r.ok()),
-            _ = child.wait() => None,
-        };
-        let Some(master) = master else {
-            kill_exec(&pidf);
-            let _ = child.wait().await;
-            let _ = std::fs::remove_file(&pidf);
-            let msg = match tokio::time::timeout(Duration::from_secs(1), err_rx.recv()).await {
-                Ok(Some(v)) => String::from_utf8_lossy(&v).trim().to_string(),
-                _ => String::new(),
-            };
-            return Ended::Failed(format!("OCI runtime exec failed: {msg}"));
-        };
-        let master = Arc::new(master);
-        let file = |m: &OwnedFd| {
-            m.try_clone()
-                .map(|fd| tokio::fs::File::from_std(std::fs::File::from(fd)))
-        };
-        if let Ok(rd) = file(&master) {
-            outputs.push(tokio::spawn(pump_out(rd, stdout.clone())));
-        }
-        if let (Some(s), Ok(wr)) = (stdin.take(), file(&master)) {
-            inputs.push(tokio::spawn(pump_in(s, wr)));
-        }
-        if let Some(r) = resize {
-            inputs.push(tokio::spawn(pump_resize(r, master.clone())));
-        }
-    }
-    let mut ended = ended;
-    let code = tokio::select! {
-        st = child.wait() => st.ok().and_then(|s| s.code()).unwrap_or(-1),
-        _ = &mut ended => {
-            kill_exec(&pidf);
-            let _ = child.wait().await;
-            let _ = std::fs::remove_file(&pidf);
-            for h in inputs.iter().chain(&outputs) {
-                h.abort();
-            }
-            return Ended::Gone;
-        }
-    };
-    let _ = std::fs::remove_file(&pidf);
-    tracing::debug!(
-        "kubelet API: skiff exec in {} ran {:.2} ms",
-        t.id,
-        spawned.elapsed().as_secs_f64() * 1e3
-    );
-    // The output is complete once every writer closed the pipes; a
-    // process left in the background may hold them open, so the wait is
-    // bounded.
-    for h in outputs {
-        let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
-    }
-    for h in inputs {
-        h.abort();
-    }
-    if code == 255 {
-        if let Ok(v) = err_rx.try_recv() {
-            let msg = String::from_utf8_lossy(&v).trim().to_string();
-            if !msg.is_empty() {
-                return Ended::Failed(format!("OCI runtime exec failed: {msg}"));
-            }
-        }
-    }
-    Ended::Exited(code)
-}
-
-/// Kill what an exec started (its pid file names it on the host).
-fn kill_exec(pidf: &std::path::Path) {
-    if let Some(pid) = std::fs::read_to_string(pidf)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .filter(|p| *p > 0)
-    {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-}
-
-/// Attach: the container's output as it is written, from its log (the
-/// monitor that holds the container's stdio writes every line there),
-/// each record to the stream it came from, until the container exits or
-/// the client goes. The container's stdin is not offered.
-async fn run_attach(io: Io, t: &Target) -> Ended {
-    let Io {
-        stdout,
-        stderr,
-        mut ended,
-        ..
-    } = io;
-    let Some(mut follower) = super::logs::Follower::at_end(&t.log) else {
-        return Ended::Failed(format!("open {}", t.log.display()));
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(bool, Vec<u8>)>(16);
-    let (agent, id) = (t.agent.clone(), t.id.clone());
-    let reader = tokio::task::spawn_blocking(move || {
-        let running = || {
-            agent.status.list().iter().any(|rec| {
-                rec.init
-                    .iter()
-                    .chain(&rec.containers)
-                    .any(|c| c.current.as_ref().is_some_and(|i| i.id == id))
-            })
-        };
-        follower.follow(
-            |f| {
-                let mut outs: Vec<(bool, Vec<u8>)> = Vec::new();
-                while f.step(|r| {
-                    let mut b = Vec::new();
-                    crate::cri_log::render(r, false, &mut b);
-                    outs.push((r.stream == "stderr", b));
-                }) {}
-                outs.into_iter().all(|o| tx.blocking_send(o).is_ok()) && !tx.is_closed()
-            },
-            running,
-        );
-    });
-    loop {
-        tokio::select! {
-            m = rx.recv() => {
-                let Some((err, bytes)) = m else { break };
-                // With a terminal (or no stderr asked for) everything goes
-                // to stdout.
-                let w = if err { stderr.as_ref().or(stdout.as_ref()) } else { stdout.as_ref() };
-                if let Some(w) = w {
-                    if w.write(&bytes).await.is_err() {
-                        break;
-                    }
-                }
-            }
-            _ = &mut ended => {
-                // The follower sees the channel closed and stops.
-                drop(rx);
-                drop(reader);
-                return Ended::Gone;
-            }
-        }
-    }
-    Ended::Exited(0)
 }
 
 #[cfg(test)]
