@@ -481,15 +481,16 @@ fn the_kubelet_api_refuses_strangers() {
     // A user the cluster knows, without nodes/proxy: 403, exec too.
     let user = format!("user-{l}");
     let who = client_cert(d.path(), "who", &format!("/O=devs/CN={user}"), false);
-    assert_eq!(curl(&a, "/pods", &["--cert", &who.0, "--key", &who.1]), 403);
-    assert_eq!(
-        curl(
-            &a,
-            "/exec/default/x/c?command=true&output=1",
-            &["-X", "POST", "--cert", &who.0, "--key", &who.1]
-        ),
-        403
-    );
+    let as_who = |path: &str, post: bool| {
+        let mut args = vec!["--cert", who.0.as_str(), "--key", who.1.as_str()];
+        if post {
+            args.extend(["-X", "POST"]);
+        }
+        curl(&a, path, &args)
+    };
+    let exec = "/exec/default/x/c?command=true&output=1";
+    assert_eq!(as_who("/pods", false), 403);
+    assert_eq!(as_who(exec, true), 403);
     // Granted nodes/proxy (get only) by RBAC: in for GET, still out for
     // POST (exec).
     let role = format!(
@@ -502,18 +503,11 @@ fn the_kubelet_api_refuses_strangers() {
     c.apply("default", &role);
     let deadline = Instant::now() + Duration::from_secs(60);
     // Denials are cached for 30 s, as kubelet caches them.
-    while curl(&a, "/pods", &["--cert", &who.0, "--key", &who.1]) != 200 {
+    while as_who("/pods", false) != 200 {
         assert!(Instant::now() < deadline, "the grant never took effect");
         std::thread::sleep(Duration::from_secs(2));
     }
-    assert_eq!(
-        curl(
-            &a,
-            "/exec/default/x/c?command=true&output=1",
-            &["-X", "POST", "--cert", &who.0, "--key", &who.1]
-        ),
-        403
-    );
+    assert_eq!(as_who(exec, true), 403);
     // A service account's token is reviewed by the API server: known, but
     // without rights.
     let ns = Namespace::new();
@@ -728,6 +722,21 @@ fn stats_summary_has_what_metrics_server_reads_from_the_cgroups() {
     assert!(pod["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap() >= cpu);
     assert!(pod["network"]["name"] == "eth0", "{pod}");
     assert!(pod["process_stats"]["process_count"].as_u64().unwrap() >= 1);
+    // /pods and /runningpods list it too, through the API server's proxy.
+    for (path, item) in [("pods", "items"), ("runningpods/", "items")] {
+        let raw = format!("/api/v1/nodes/{node}/proxy/{path}");
+        let l: serde_json::Value =
+            serde_json::from_str(&cluster().kubectl_ok(&["get", "--raw", &raw])).unwrap();
+        assert_eq!(l["kind"], "PodList");
+        let p = l[item]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["metadata"]["uid"] == uid.as_str())
+            .unwrap_or_else(|| panic!("{path}: no pod {uid} in {l}"));
+        assert_eq!(p["metadata"]["name"], "idle");
+        assert_eq!(p["spec"]["containers"][0]["name"], "c");
+    }
     // A second reading has a rate.
     let s2: serde_json::Value =
         serde_json::from_str(&cluster().kubectl_ok(&["get", "--raw", &raw])).unwrap();
