@@ -332,18 +332,7 @@ fn kubectl_port_forward_reaches_a_server_in_the_pod() {
         assert_eq!(String::from_utf8_lossy(&o.stdout), "served-from-the-pod\n");
     }
     // A 404 ends its connection too.
-    let o = cluster().exec(&[
-        "curl",
-        "-s",
-        "-m",
-        "10",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("{url}nope"),
-    ]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "404");
+    assert_eq!(http_code(&[&format!("{url}nope")]), 404);
     // A port nothing listens on: an error for that connection only.
     let spec2 = format!("{}:9", port + 1);
     let _pf2 = spawn(&ns, &["port-forward", "pod/web", &spec2]);
@@ -425,9 +414,18 @@ fn client_cert(dir: &std::path::Path, name: &str, subject: &str, rogue: bool) ->
 fn curl(a: &Agent, path: &str, extra: &[&str]) -> u16 {
     let ip = &a.node.as_ref().unwrap().ip;
     let url = format!("https://{ip}:10250{path}");
-    let mut args = vec![
+    let mut args = vec!["-k"];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    http_code(&args)
+}
+
+/// `curl ARGS` from the control plane's network namespace: the HTTP status
+/// (0: no HTTP answer).
+fn http_code(args: &[&str]) -> u16 {
+    let mut all = vec![
         "curl",
-        "-sk",
+        "-s",
         "-m",
         "10",
         "-o",
@@ -435,9 +433,8 @@ fn curl(a: &Agent, path: &str, extra: &[&str]) -> u16 {
         "-w",
         "%{http_code}",
     ];
-    args.extend_from_slice(extra);
-    args.push(&url);
-    let o = cluster().exec(&args);
+    all.extend_from_slice(args);
+    let o = cluster().exec(&all);
     String::from_utf8_lossy(&o.stdout)
         .trim()
         .parse()
