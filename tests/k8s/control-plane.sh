@@ -413,11 +413,33 @@ EOF
 #   DIR/pids           "component pid starttime" per daemon
 #   DIR/veths          control-plane-side veth names made by `attach`
 #   DIR/pki/           CA, certificates, keys (root-only)
-#   DIR/etcd/          etcd data
+#   DIR/etcd/          etcd data, or /dev/shm/skiff-etcd-CP_ID (ETCD_DATA in
+#                      DIR/state) when /dev/shm has room: see etcd_data_dir
 #   DIR/logs/*.log     one log per daemon
 #   DIR/env            for tests: source it
 #   DIR/*.kubeconfig   admin, controller-manager, scheduler
 # ---------------------------------------------------------------------------
+
+# Where etcd keeps its data.  etcd fsyncs its write-ahead log on every
+# write, and a test bed shares its disk with compilers, image unpacking and
+# a VM: one fsync stuck behind that writeback can hold a write (a lease
+# renewal, say) for many seconds.  The test bed needs no durability beyond
+# its own life, so the data goes to memory (/dev/shm, a tmpfs) when it has
+# a GiB to spare; `down` removes it.  Otherwise it stays in DIR/etcd.
+etcd_data_dir() {  # DIR CP_ID
+    local avail
+    avail=$(df --output=avail -k /dev/shm 2>/dev/null | tail -n 1)
+    if [[ $(stat -f -c %T /dev/shm 2>/dev/null) == tmpfs && ${avail:-0} -gt 1048576 ]]; then
+        echo "/dev/shm/skiff-etcd-$2"
+    else
+        echo "$1/etcd"
+    fi
+}
+
+remove_etcd_data() {  # PATH (only what etcd_data_dir hands out under /dev/shm)
+    [[ $1 == /dev/shm/skiff-etcd-* ]] && rm -rf "$1"
+    return 0
+}
 
 load_state() {  # DIR
     DIR=$(realpath -m "$1")
@@ -513,9 +535,15 @@ cmd_up() {
     mkdir -p "$DIR/logs"
     : >"$DIR/pids"
 
+    # A crashed earlier instance may have left its etcd data in /dev/shm.
+    if [[ -f $DIR/state ]]; then
+        remove_etcd_data "$(sed -n 's/^ETCD_DATA=//p' "$DIR/state")"
+    fi
+
     CP_ID=$(random_hex 4)
     cat >"$DIR/state" <<EOF
 CP_ID=$CP_ID
+ETCD_DATA=$(etcd_data_dir "$DIR" "$CP_ID")
 NETNS=skiff-cp-$CP_ID
 BRIDGE=skiff-br0
 BRIDGE_IP=$SUBNET.1
@@ -571,7 +599,7 @@ EOF
     # A one-member cluster on loopback, plain HTTP: only the API server in
     # this namespace can reach it.
     start etcd "$BIN/etcd" \
-        --name=skiff --data-dir="$DIR/etcd" --logger=zap \
+        --name=skiff --data-dir="$ETCD_DATA" --logger=zap \
         --listen-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
         --advertise-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
         --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
@@ -780,6 +808,7 @@ cmd_down() {
         ip netns del "$NETNS"
     fi
     rm -f "$DIR/veths" "$DIR/env"
+    remove_etcd_data "${ETCD_DATA:-}"
 }
 
 main() {

@@ -201,13 +201,39 @@ impl Cluster {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "timed out after {timeout:?} waiting for {what}: kubectl get {}:\n{}",
+                    "timed out after {timeout:?} waiting for {what}: kubectl get {}:\n{}\n{}",
                     args.join(" "),
-                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                    serde_json::to_string_pretty(&v).unwrap_or_default(),
+                    self.slow_requests()
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// What etcd and the API server said about slow requests (etcd's
+    /// "took too long", the API server's `Trace[...]` of requests over
+    /// its threshold, timeouts): for a failure's message, since a wait that
+    /// timed out may be the control plane's slowness rather than the node's.
+    pub fn slow_requests(&self) -> String {
+        let mut out = String::new();
+        for name in ["etcd", "kube-apiserver"] {
+            let log = std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.log")))
+                .unwrap_or_default();
+            let slow: Vec<&str> = log
+                .lines()
+                .filter(|l| {
+                    ["took too long", "slow", "Trace[", "timeout", "Timeout"]
+                        .iter()
+                        .any(|w| l.contains(w))
+                })
+                .collect();
+            out.push_str(&format!(
+                "---- {name}: last slow-request lines ----\n{}\n",
+                slow[slow.len().saturating_sub(15)..].join("\n")
+            ));
+        }
+        out
     }
 
     /// A kubeconfig for node `name` (`system:node:NAME`, group
