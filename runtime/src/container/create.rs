@@ -543,7 +543,7 @@ fn commit(opts: &CreateOptions, c: &mut Container, init_pid: i32, chan: &Channel
 }
 
 /// If the container's cgroup saw an OOM kill: the error to give.
-fn memory_too_low(linux: &Linux, paths: &CgroupPaths) -> Option<CreateError> {
+pub(crate) fn memory_too_low(linux: &Linux, paths: &CgroupPaths) -> Option<CreateError> {
     if cgroups::stats::oom_kills(paths) == 0 {
         return None;
     }

@@ -111,6 +111,9 @@ pub fn start(c: &mut Container) -> Result<()> {
         return Err(StartError::Init(msg).into());
     }
     let _ = std::fs::remove_file(&fifo_path);
+    if let Some(oom) = killed_before_exec(c, &pidfd) {
+        return Err(oom.into());
+    }
     c.state.status = Status::Running;
     let hooks = c.state.config.hooks().clone();
     let st = crate::hooks::state_json(
@@ -130,4 +133,24 @@ pub fn start(c: &mut Container) -> Result<()> {
         return Err(e.into());
     }
     Ok(())
+}
+
+/// The fifo's end of file came either from the init's execve(2) (the fifo
+/// is close-on-exec) or from its death. A death there with an OOM kill in
+/// the container's cgroup means the memory limit is too small to start the
+/// program at all: exec needs a new address space, page tables and stack,
+/// all charged to the cgroup. The init's memory is released (exit_mm) before
+/// its files are closed, so a dead init has no `/proc/PID/exe` by the time
+/// the fifo reports its end; an exec'd one shows the program there.
+fn killed_before_exec(
+    c: &Container,
+    pidfd: &std::os::fd::OwnedFd,
+) -> Option<crate::container::create::CreateError> {
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let exited = poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0);
+    if !exited && std::fs::read_link(format!("/proc/{}/exe", c.state.pid)).is_ok() {
+        return None;
+    }
+    let linux = c.state.config.linux().as_ref()?;
+    crate::container::create::memory_too_low(linux, &c.state.cgroup_paths)
 }
