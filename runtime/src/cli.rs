@@ -11,9 +11,9 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "skiff", version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: 1.0.2-dev"), about = "skiff: an OCI container runtime (runc-compatible command line)")]
 pub(crate) struct Cli {
-    /// Root directory for storage of container state (this should be located in tmpfs)
-    #[arg(long, global = true, default_value = "/run/skiff")]
-    pub(crate) root: PathBuf,
+    /// Root directory for storage of container state (this should be located in tmpfs) [default: /run/skiff, or $XDG_RUNTIME_DIR/skiff without root]
+    #[arg(long, global = true)]
+    pub(crate) root: Option<PathBuf>,
     /// Set the log file to write runtime logs to (default is stderr)
     #[arg(long, global = true)]
     pub(crate) log: Option<PathBuf>,

@@ -41,7 +41,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::cgroups::CgroupPaths;
 use crate::namespaces::{self, Plan};
-use crate::process::{self, ProcessError};
+use crate::process;
 use crate::rootfs;
 use crate::sync::{Channel, Msg, SyncError};
 use crate::Result;
@@ -129,8 +129,12 @@ pub fn run(cfg: &InitConfig<'_>, chan: &Channel) -> ! {
 }
 
 fn set_non_dumpable() {
+    set_dumpable(false);
+}
+
+fn set_dumpable(on: bool) {
     // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on), 0, 0, 0) };
 }
 
 /// While `create` builds the container, the init dies with the runtime
@@ -168,8 +172,18 @@ fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     namespaces::join(cfg.ns_files)?;
     if cfg.plan.creates(LinuxNamespaceType::User) {
         namespaces::unshare_flags(nix::sched::CloneFlags::CLONE_NEWUSER)?;
+        // A non-dumpable process's /proc files belong to root, so a
+        // runtime without root could not open our uid_map: be dumpable
+        // while it writes the maps (runc's nsexec does the same).
+        let rootless = crate::rootless::is_unprivileged();
+        if rootless {
+            set_dumpable(true);
+        }
         chan.send(&Msg::MapIds)?;
         chan.expect(Msg::Continue, "continue (ids mapped)")?;
+        if rootless {
+            set_dumpable(false);
+        }
         become_root_in_userns();
         die_with_runtime(chan)?;
     }
@@ -220,8 +234,10 @@ fn become_root_in_userns() {
     let _ = nix::unistd::setresuid(0.into(), 0.into(), 0.into());
 }
 
+/// Whether the container lives in a user namespace: one of its own, or the
+/// one the runtime already runs in (rootless podman's).
 fn in_userns(plan: &Plan) -> bool {
-    plan.has(LinuxNamespaceType::User)
+    plan.has(LinuxNamespaceType::User) || crate::rootless::in_user_namespace()
 }
 
 fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
@@ -247,8 +263,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     let process = spec.process().as_ref().ok_or(InitError::NoProcess)?;
 
     if let Some(adj) = process.oom_score_adj() {
-        crate::utils::write_file(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
-            .map_err(ProcessError::OomScoreAdj)?;
+        process::set_oom_score_adj(adj)?;
     }
 
     if cfg.new_keyring {

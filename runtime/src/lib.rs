@@ -11,6 +11,7 @@
 //! | [`namespaces`] | private views of pids, mounts, network, hostname... | namespaces(7), unshare(2), setns(2) |
 //! | [`cgroups`] | resource accounting and limits, freezing | cgroups(7) |
 //! | [`rootfs`] | the container's own root filesystem | mount(2), pivot_root(2) |
+//! | [`rootless`] | containers without root: id maps, subordinate ids, delegated cgroups | user_namespaces(7), subuid(5), newuidmap(1) |
 //! | [`process`] | who the process runs as, with what privileges | capabilities(7), setresuid(2), setrlimit(2) |
 //! | [`terminal`] | pseudo-terminals and the console socket | pty(7), unix(7) |
 //! | [`hooks`] | the runtime spec's lifecycle hooks | |
@@ -41,6 +42,7 @@ pub mod namespaces;
 pub mod pidfd;
 pub mod process;
 pub mod rootfs;
+pub mod rootless;
 pub mod seccomp;
 pub mod signals;
 pub mod spec;
@@ -66,6 +68,9 @@ pub enum Error {
     /// Creating or joining namespaces, or writing id maps.
     #[error(transparent)]
     Namespaces(#[from] namespaces::NamespaceError),
+    /// Running without root: the state directory, id maps, cgroups.
+    #[error(transparent)]
+    Rootless(#[from] rootless::RootlessError),
     /// Preparing the container's root filesystem: mounts, devices, pivot_root.
     #[error(transparent)]
     Rootfs(#[from] rootfs::RootfsError),

@@ -148,8 +148,18 @@ fn print_error(format: LogFormat, msg: &str) {
 }
 
 fn load(cli: &Cli, id: &str) -> Result<Container> {
-    container::ensure_root(&cli.root)?;
-    Ok(Container::load(&cli.root, id)?)
+    let root = state_root(cli)?;
+    container::ensure_root(&root)?;
+    Ok(Container::load(&root, id)?)
+}
+
+/// `--root`, or the default: `/run/skiff` for root, `$XDG_RUNTIME_DIR/skiff`
+/// without (see `skiff_runtime::rootless`).
+fn state_root(cli: &Cli) -> Result<PathBuf> {
+    match &cli.root {
+        Some(r) => Ok(absolute(r)),
+        None => Ok(skiff_runtime::rootless::default_root()?),
+    }
 }
 
 /// A command-line path made absolute against the caller's working directory.
@@ -157,9 +167,9 @@ fn absolute(p: &std::path::Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn create_options(cli: &Cli, a: &CreateArgs) -> CreateOptions {
-    CreateOptions {
-        root: absolute(&cli.root),
+fn create_options(cli: &Cli, a: &CreateArgs) -> Result<CreateOptions> {
+    Ok(CreateOptions {
+        root: state_root(cli)?,
         id: a.id.clone(),
         bundle: absolute(&a.bundle),
         pid_file: a.pid_file.as_deref().map(absolute),
@@ -168,7 +178,7 @@ fn create_options(cli: &Cli, a: &CreateArgs) -> CreateOptions {
         no_pivot: a.no_pivot,
         preserve_fds: a.preserve_fds + listen_fds(),
         foreground: false,
-    }
+    })
 }
 
 /// Descriptors passed with systemd socket activation ($LISTEN_FDS) are kept.
@@ -188,7 +198,7 @@ fn dispatch(cli: &Cli) -> Result<u8, Failure> {
     }
     match &cli.command {
         Command::Create(a) => {
-            container_create::create(&create_options(cli, a))?;
+            container_create::create(&create_options(cli, a)?)?;
             Ok(0)
         }
         Command::Run {
@@ -196,7 +206,7 @@ fn dispatch(cli: &Cli) -> Result<u8, Failure> {
             detach,
             keep,
         } => {
-            let code = container_run::run(create_options(cli, create), *detach, *keep)?;
+            let code = container_run::run(create_options(cli, create)?, *detach, *keep)?;
             Ok(code.clamp(0, 255) as u8)
         }
         Command::Start { id } => {
@@ -223,7 +233,7 @@ fn dispatch(cli: &Cli) -> Result<u8, Failure> {
                 Err(e) => {
                     // A directory without a readable state (a create killed
                     // half-way) is removed, so the id can be used again.
-                    if container_delete::delete_stale(&cli.root, id)? || *force {
+                    if container_delete::delete_stale(&state_root(cli)?, id)? || *force {
                         return Ok(0);
                     }
                     return Err(e.into());
@@ -246,8 +256,9 @@ fn dispatch(cli: &Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::List { format, quiet } => {
-            container::ensure_root(&cli.root)?;
-            let mut all = Container::list(&cli.root)?;
+            let root = state_root(cli)?;
+            container::ensure_root(&root)?;
+            let mut all = Container::list(&root)?;
             print!(
                 "{}",
                 container_list::render(&mut all, format, *quiet).map_err(|e| anyhow!(e))?

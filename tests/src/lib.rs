@@ -88,6 +88,7 @@ mod console;
 mod leak;
 mod lock;
 mod runtime;
+mod user;
 
 pub use bundle::*;
 pub use command::*;
@@ -95,6 +96,7 @@ pub use console::*;
 pub use leak::*;
 use lock::{exclusive, shared, ExclusiveGuard};
 pub use runtime::*;
+pub use user::*;
 
 // ---------------------------------------------------------------------------
 // Binaries, ids, timeouts

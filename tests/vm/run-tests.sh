@@ -15,12 +15,13 @@ tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
   # What a pure v2 host changes: the cgroup2 files, freezing and killing
   # through the cgroup, the eBPF device filter, cgroup namespaces, clean-up
-  # after a failure, containerd's calls for stats and updates, and the
+  # after a failure, containerd's calls for stats and updates, a cgroup
+  # subtree delegated to an unprivileged user (rootless), and the
   # agent's pod cgroups, probes and their adoption; the probes also show
   # that the agent keeps its timing on a machine ten times slower (TCG).
   # The rest of the suite (process set-up, hooks, terminals, seccomp, the
   # CLI) does not touch cgroups and runs in the host stage.
-  tests=(cgroups lifecycle kernel_features exec bad_input escapes
+  tests=(cgroups lifecycle kernel_features exec bad_input escapes rootless
          containerd_cmdlines device_filter faults agent_pods agent_probes
          agent_adoption agent_faults)
 fi
@@ -36,12 +37,14 @@ status=0
 # the provisioning must find every package of scripts/packages.txt present,
 # and fails otherwise); then every test binary, each to its end
 # (--no-fail-fast), with cargo's list of the ones that failed.
+# The guest has no udev, whose default rules make /dev/net/tun 0666 on a
+# Debian machine; rootless podman's slirp4netns needs that.
 # The fault tests run fewer trials under TCG, ten times slower than the host
 # (the host stage runs the full count).
 tests/vm/run-in-vm.sh --timeout "${SKIFF_VM_TIMEOUT:-2400}" \
   --env SKIFF_FAULT_TRIALS="${SKIFF_VM_FAULT_TRIALS:-15}" \
   --env SKIFF_AGENT_FAULT_TRIALS="${SKIFF_VM_AGENT_FAULT_TRIALS:-2}" -- bash -c \
-  'vagrant/provision.sh && exec cargo test --no-fail-fast -p skiff-runtime -p skiff-tests "$@" -- --test-threads=2' \
+  'chmod 666 /dev/net/tun && vagrant/provision.sh && exec cargo test --no-fail-fast -p skiff-runtime -p skiff-tests "$@" -- --test-threads=2' \
   vm-tests "${args[@]}" || status=$?
 echo "run-tests.sh: VM stage took $(( $(date +%s) - start )) s, exit $status" >&2
 exit $status

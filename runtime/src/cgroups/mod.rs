@@ -197,6 +197,47 @@ fn own_cgroups() -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// The hierarchies a container uses, each with its key (see
+/// [`CgroupPaths`]): in unified mode only cgroup2; and only the canonical
+/// mount of each, not bind mounts of its subdirectories elsewhere.
+fn canonical(hs: &[Hierarchy], mode: Mode) -> Vec<(String, &Hierarchy)> {
+    let mut out: Vec<(String, &Hierarchy)> = Vec::new();
+    for h in hs {
+        let key = if h.v2 {
+            String::new()
+        } else {
+            h.controllers.join(",")
+        };
+        if !h.v2 && (mode == Mode::Unified || key.is_empty()) {
+            continue;
+        }
+        if out.iter().any(|(k, _)| *k == key) || !h.mount_point.starts_with("/sys/fs/cgroup") {
+            continue;
+        }
+        out.push((key, h));
+    }
+    out
+}
+
+/// The calling process's own cgroups, as [`CgroupPaths`]: what a container
+/// that gets no cgroup of its own (rootless, without delegation) lives in,
+/// and so what its `/sys/fs/cgroup` shows.
+pub fn own_paths() -> Result<CgroupPaths> {
+    let hs = hierarchies()?;
+    let mode = detect_mode(&hs)?;
+    let own = own_cgroups()?;
+    let mut paths = BTreeMap::new();
+    for (key, h) in canonical(&hs, mode) {
+        let own_path = own.get(&key).map_or("/", String::as_str);
+        let rel = own_path.strip_prefix(h.root.as_str()).unwrap_or(own_path);
+        paths.insert(key, h.mount_point.join(rel.trim_start_matches('/')));
+    }
+    Ok(CgroupPaths {
+        mode: Some(mode),
+        paths,
+    })
+}
+
 /// Compute where the container's cgroup goes in every hierarchy.
 pub fn resolve_paths(cgroups_path: Option<&Path>, id: &str) -> Result<CgroupPaths> {
     let hs = hierarchies()?;
@@ -224,22 +265,7 @@ pub fn resolve_paths(cgroups_path: Option<&Path>, id: &str) -> Result<CgroupPath
     }
     let own = own_cgroups()?;
     let mut paths = BTreeMap::new();
-    for h in &hs {
-        let key = if h.v2 {
-            String::new()
-        } else {
-            h.controllers.join(",")
-        };
-        if mode == Mode::Unified && !h.v2 {
-            continue;
-        }
-        if key.is_empty() && !h.v2 {
-            continue;
-        }
-        // Only the canonical mount of each hierarchy: skip bind mounts of subdirs elsewhere.
-        if paths.contains_key(&key) || !h.mount_point.starts_with("/sys/fs/cgroup") {
-            continue;
-        }
+    for (key, h) in canonical(&hs, mode) {
         let rel = if inner.starts_with('/') {
             inner.trim_start_matches('/').to_string()
         } else {
@@ -374,12 +400,49 @@ pub fn hierarchy_mount_point(dir: &Path, key: &str) -> Option<PathBuf> {
     Some(base.join(first.as_os_str()))
 }
 
+/// The `linux.resources` settings that need a cgroup to take effect, as
+/// spec paths (`linux.resources.memory`, ...), or `None` when there are
+/// none. The device list is not among them: containerd and podman always
+/// send one, and without a cgroup the container simply has no device
+/// controller (its `/dev` holds only what is bind-mounted).
+pub fn requested(r: &LinuxResources) -> Option<String> {
+    let mut set = Vec::new();
+    let mut note = |on: bool, name: &str| {
+        if on {
+            set.push(format!("linux.resources.{name}"));
+        }
+    };
+    note(r.memory().is_some(), "memory");
+    note(r.cpu().is_some(), "cpu");
+    note(r.pids().is_some(), "pids");
+    note(r.block_io().is_some(), "blockIO");
+    note(
+        r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()),
+        "hugepageLimits",
+    );
+    note(r.network().is_some(), "network");
+    note(r.rdma().as_ref().is_some_and(|h| !h.is_empty()), "rdma");
+    note(
+        r.unified().as_ref().is_some_and(|h| !h.is_empty()),
+        "unified",
+    );
+    if set.is_empty() {
+        None
+    } else {
+        Some(set.join(", "))
+    }
+}
+
 /// Create the cgroup directories, apply `linux.resources`, ready for a pid.
 pub fn create(
     paths: &CgroupPaths,
     resources: Option<&LinuxResources>,
     devices: &[oci_spec::runtime::LinuxDevice],
 ) -> Result<()> {
+    if paths.paths.is_empty() {
+        // No cgroup of its own (rootless without delegation).
+        return Ok(());
+    }
     crate::explain!(
         "cgroups(7)",
         "creating the container's cgroup in {} hierarchies: a directory per hierarchy whose files hold its limits",
@@ -394,6 +457,9 @@ pub fn create(
 
 /// Put process `pid` into the container's cgroup in every hierarchy.
 pub fn add_pid(paths: &CgroupPaths, pid: i32) -> Result<()> {
+    if paths.paths.is_empty() {
+        return Ok(());
+    }
     crate::explain!("cgroups(7)", "writing pid {pid} to cgroup.procs: the process and all it forks now count against the container's limits");
     for dir in paths.paths.values() {
         write(&dir.join("cgroup.procs"), &pid.to_string())?;
@@ -480,6 +546,9 @@ pub fn signal_all(paths: &CgroupPaths, sig: nix::sys::signal::Signal) -> Result<
 /// Remove the container's cgroups, nested ones first, retrying while the
 /// kernel still reports them busy (processes that are exiting).
 pub fn remove(paths: &CgroupPaths) -> Result<()> {
+    if paths.paths.is_empty() {
+        return Ok(());
+    }
     crate::explain!("rmdir(2)", "removing the container's cgroup directories");
     let mut first_err = None;
     for dir in paths.paths.values() {

@@ -29,6 +29,13 @@ pub fn create(
     mkdir_all(d)?;
     enable_controllers(d)?;
     apply(paths, resources)?;
+    if crate::rootless::is_rootless() {
+        // Attaching a BPF program needs CAP_SYS_ADMIN in the initial user
+        // namespace, which a delegated cgroup does not give; the
+        // container's /dev then holds only what is bind-mounted (as runc).
+        crate::explain!("cgroups(7)", "no device filter: without root, BPF_PROG_ATTACH is refused; the container can use only the device nodes bind-mounted into its /dev");
+        return Ok(());
+    }
     let spec_rules = resources
         .and_then(|r| r.devices().as_deref())
         .unwrap_or(&[]);

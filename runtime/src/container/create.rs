@@ -188,6 +188,9 @@ struct Prepared {
     linux: Linux,
     plan: Plan,
     cgroup_paths: CgroupPaths,
+    /// The cgroups the container lives in, for its `/sys/fs/cgroup`: its
+    /// own, or the caller's when it has none (rootless).
+    view_cgroups: CgroupPaths,
     terminal: bool,
 }
 
@@ -267,7 +270,26 @@ fn prepare(opts: &CreateOptions) -> Result<Prepared> {
     }
     let linux = spec.linux().clone().unwrap_or_default();
     let plan = Plan::from_spec(linux.namespaces().as_deref().unwrap_or(&[]))?;
-    let cgroup_paths = cgroups::resolve_paths(linux.cgroups_path().as_deref(), &opts.id)?;
+    let mut cgroup_paths = cgroups::resolve_paths(linux.cgroups_path().as_deref(), &opts.id)?;
+    if crate::rootless::is_rootless() {
+        cgroup_paths = rootless_cgroups(cgroup_paths, &linux)?;
+    }
+    // What the container's /sys/fs/cgroup shows without a cgroup of its
+    // own: on v1 the caller's cgroups, read-only; on v2 nothing (runc's
+    // choices).
+    let view_cgroups = if !cgroup_paths.paths.is_empty() {
+        cgroup_paths.clone()
+    } else {
+        let own = cgroups::own_paths()?;
+        if own.is_v2() {
+            CgroupPaths {
+                mode: own.mode,
+                paths: Default::default(),
+            }
+        } else {
+            own
+        }
+    };
     Ok(Prepared {
         bundle,
         spec,
@@ -276,8 +298,37 @@ fn prepare(opts: &CreateOptions) -> Result<Prepared> {
         linux,
         plan,
         cgroup_paths,
+        view_cgroups,
         terminal,
     })
+}
+
+/// Without root, the container gets its cgroup only where the caller may
+/// make it (a delegated subtree). Elsewhere it runs without one, which is
+/// fine unless the spec asks for limits.
+fn rootless_cgroups(paths: CgroupPaths, linux: &Linux) -> Result<CgroupPaths> {
+    let denied = paths
+        .paths
+        .values()
+        .find_map(|p| crate::rootless::cgroup_writable(p).err());
+    let Some((path, err)) = denied else {
+        return Ok(paths);
+    };
+    if let Some(what) = linux.resources().as_ref().and_then(cgroups::requested) {
+        return Err(crate::rootless::RootlessError::CgroupNeeded {
+            what,
+            uid: nix::unistd::Uid::effective().as_raw(),
+            path,
+            err,
+        }
+        .into());
+    }
+    tracing::debug!(
+        "rootless: no cgroup for the container ({} is not writable: {err}); it runs in the caller's",
+        path.display()
+    );
+    crate::explain!("cgroups(7)", "no cgroup: {} is not the caller's to write (no delegated subtree), and the container asks for no limits, so it stays in the caller's cgroup", path.display());
+    Ok(CgroupPaths::default())
 }
 
 /// Step 2: the state directory (the id is reserved by its creation) and
@@ -338,9 +389,12 @@ fn spawn_init(
     // pid namespace itself: its next child is then pid 1 directly, saving
     // the init a second fork.
     let mut init_plan = p.plan.clone();
+    // Not in a user namespace of our own (rootless podman's): going back to
+    // the runtime's pid namespace would need CAP_SYS_ADMIN over the host's.
     let direct = p.plan.creates(LinuxNamespaceType::Pid)
         && !p.plan.has(LinuxNamespaceType::User)
-        && !p.plan.has(LinuxNamespaceType::Time);
+        && !p.plan.has(LinuxNamespaceType::Time)
+        && !crate::rootless::in_user_namespace();
     let own_pidns = if direct {
         init_plan.new.retain(|t| *t != LinuxNamespaceType::Pid);
         let own = File::open("/proc/self/ns/pid").map_err(CreateError::OwnPidNamespace)?;
@@ -358,7 +412,7 @@ fn spawn_init(
         spec: &p.spec,
         bundle: &p.bundle,
         rootfs: &p.rootfs,
-        cgroups: &p.cgroup_paths,
+        cgroups: &p.view_cgroups,
         plan: &init_plan,
         ns_files,
         exec_fifo,
@@ -469,11 +523,13 @@ fn serve_init(
     loop {
         match chan.recv().map_err(died)? {
             Msg::MapIds => {
-                namespaces::write_id_maps(
-                    child,
-                    p.linux.uid_mappings().as_deref().unwrap_or(&[]),
-                    p.linux.gid_mappings().as_deref().unwrap_or(&[]),
-                )?;
+                let uids = p.linux.uid_mappings().as_deref().unwrap_or(&[]);
+                let gids = p.linux.gid_mappings().as_deref().unwrap_or(&[]);
+                if crate::rootless::is_unprivileged() {
+                    crate::rootless::write_id_maps(child, uids, gids)?;
+                } else {
+                    namespaces::write_id_maps(child, uids, gids)?;
+                }
                 chan.send(&Msg::Continue)?;
             }
             Msg::Pid(pid) => {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
+use crate::container::processes;
 use crate::container::{Container, Status};
 use crate::{cgroups, Result};
 
@@ -111,20 +112,21 @@ pub fn delete_stale(root: &std::path::Path, id: &str) -> Result<bool> {
 /// SIGKILL everything in the container and wait (bounded) for the init to exit.
 fn kill_and_wait(c: &Container) -> Result<()> {
     let paths = &c.state.cgroup_paths;
+    let none_left = || processes::pids(c).map(|p| p.is_empty()).unwrap_or(true);
     let pidfd = if c.init_alive() {
         crate::pidfd::pidfd_open(c.state.pid).ok()
     } else {
         None
     };
-    if pidfd.is_none() && cgroups::pids(paths).map(|p| p.is_empty()).unwrap_or(true) {
+    if pidfd.is_none() && none_left() {
         // The usual case of a stopped container: nothing left to kill.
         return Ok(());
     }
     if cgroups::is_frozen(paths) {
-        let _ = cgroups::signal_all(paths, Signal::SIGKILL);
+        let _ = processes::signal_all(c, Signal::SIGKILL);
         let _ = cgroups::set_frozen(paths, false);
     } else {
-        cgroups::signal_all(paths, Signal::SIGKILL)?;
+        processes::signal_all(c, Signal::SIGKILL)?;
     }
     if let Some(fd) = &pidfd {
         // The init itself too, in case it left its cgroup.
@@ -135,7 +137,7 @@ fn kill_and_wait(c: &Container) -> Result<()> {
     // Processes other than the init may take a moment to leave the cgroup.
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if cgroups::pids(paths).map(|p| p.is_empty()).unwrap_or(true) {
+        if none_left() {
             break;
         }
         std::thread::sleep(Duration::from_millis(2));

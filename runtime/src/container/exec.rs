@@ -352,11 +352,7 @@ fn join_and_fork(
     // once in the container's mount namespace, /proc is whatever the
     // container mounted there (runc CVE-2019-16884).
     if let Some(adj) = opts.process.oom_score_adj() {
-        crate::utils::write_file(
-            std::path::Path::new("/proc/self/oom_score_adj"),
-            &adj.to_string(),
-        )
-        .map_err(ProcessError::OomScoreAdj)?;
+        crate::process::set_oom_score_adj(adj)?;
     }
     namespaces::join(ns_files)?;
     // SAFETY: single-threaded, as above.

@@ -5,7 +5,7 @@
 use nix::sys::signal::Signal;
 
 use crate::container::{Container, Status};
-use crate::{cgroups, Result};
+use crate::Result;
 
 /// What can stop `kill`.
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +26,9 @@ pub fn kill(c: &mut Container, sig: Signal, all: bool) -> Result<()> {
     if all {
         crate::explain!(
             "kill(2)",
-            "sending {sig} to every process in the container's cgroup"
+            "sending {sig} to every process in the container's cgroup (or, without one, its pid namespace)"
         );
-        return Ok(cgroups::signal_all(&c.state.cgroup_paths, sig)?);
+        return super::processes::signal_all(c, sig);
     }
     if status == Status::Stopped {
         return Err(KillError::NotRunning.into());

@@ -29,6 +29,7 @@ pub mod exec;
 pub mod kill;
 pub mod list;
 pub mod pause;
+pub mod processes;
 pub mod ps;
 pub mod run;
 pub mod start;

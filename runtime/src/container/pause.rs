@@ -15,6 +15,9 @@ pub enum PauseError {
     /// `resume` on a container that is not paused.
     #[error("container not paused")]
     NotPaused,
+    /// The container has no cgroup to freeze (rootless, not delegated).
+    #[error("cannot pause container {0}: it has no cgroup of its own (run without root and without a delegated cgroup), and freezing needs one")]
+    NoCgroup(String),
 }
 
 /// `skiff pause`: freeze every process of a running or created container.
@@ -22,6 +25,9 @@ pub fn pause(c: &mut Container) -> Result<()> {
     match c.refresh() {
         Status::Running | Status::Created => {}
         _ => return Err(PauseError::NotRunning.into()),
+    }
+    if !super::processes::has_cgroup(c) {
+        return Err(PauseError::NoCgroup(c.id().to_string()).into());
     }
     crate::explain!(
         "cgroups(7)",

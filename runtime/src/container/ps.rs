@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use crate::container::Container;
-use crate::{cgroups, Result};
+use crate::Result;
 
 /// What can stop `ps`.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ pub enum PsError {
 /// `skiff ps`: the container's pids as a JSON list (`json`), or the lines
 /// of `ps` (`-ef` unless `ps_args` are given) for those pids (`table`).
 pub fn ps(c: &Container, format: &str, ps_args: &[String]) -> Result<String> {
-    let pids = cgroups::pids(&c.state.cgroup_paths)?;
+    let pids = super::processes::pids(c)?;
     match format {
         "json" => Ok(serde_json::Value::from(pids).to_string() + "\n"),
         "table" => {

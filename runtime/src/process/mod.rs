@@ -29,6 +29,10 @@ pub enum ProcessError {
         /// The error it returned.
         err: nix::Error,
     },
+    /// `process.user.additionalGids` in a user namespace that denies
+    /// setgroups(2).
+    #[error("process.user.additionalGids {0:?}: cannot set supplementary groups, because the user namespace denies setgroups(2) (a runtime without root writes a single-gid gid_map, which the kernel allows only once setgroups is denied); map more gids with /etc/subgid and newgidmap, or leave additionalGids empty")]
+    GroupsDenied(Vec<u32>),
     /// A capability name in the config that neither skiff nor this kernel
     /// knows.
     #[error("capability {0} is not known to this kernel or skiff")]
@@ -89,6 +93,29 @@ pub enum ProcessError {
     /// `/proc/self/oom_score_adj` cannot be written.
     #[error("set oom_score_adj: {0}")]
     OomScoreAdj(std::io::Error),
+    /// `process.oomScoreAdj` would lower the score without the privilege.
+    #[error("process.oomScoreAdj {adj}: lowering oom_score_adj below its current value ({current}) needs CAP_SYS_RESOURCE in the host's user namespace, which a runtime without root does not have: {err}")]
+    OomScoreAdjDenied {
+        /// The value asked for.
+        adj: i32,
+        /// The current value, inherited from the caller.
+        current: String,
+        /// What the kernel said.
+        err: std::io::Error,
+    },
+    /// A `process.rlimits` hard limit above the current one, without the
+    /// privilege to raise it.
+    #[error("error setting rlimit type {typ}: process.rlimits asks for a hard limit of {hard}, above the current {current}, and raising a hard limit needs CAP_SYS_RESOURCE in the host's user namespace, which a runtime without root does not have: {err}")]
+    RlimitDenied {
+        /// The limit, like `RlimitNofile`.
+        typ: String,
+        /// The hard limit asked for.
+        hard: u64,
+        /// The current hard limit.
+        current: u64,
+        /// The error setrlimit returned.
+        err: nix::Error,
+    },
     /// Building or loading the seccomp filter failed.
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
@@ -109,4 +136,24 @@ pub fn validate_env(env: &[String]) -> Result<(), ProcessError> {
 pub(crate) fn sys(op: impl Into<String>) -> impl FnOnce(nix::Error) -> ProcessError {
     let op = op.into();
     move |err| ProcessError::Sys { op, err }
+}
+
+/// Write `process.oomScoreAdj` to `/proc/self/oom_score_adj` (proc(5)).
+/// Raising it is always allowed; lowering it below the current value needs
+/// `CAP_SYS_RESOURCE`, and that refusal names the setting.
+pub fn set_oom_score_adj(adj: i32) -> Result<(), ProcessError> {
+    let path = std::path::Path::new("/proc/self/oom_score_adj");
+    crate::utils::write_file(path, &adj.to_string()).map_err(|err| {
+        if matches!(err.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) {
+            ProcessError::OomScoreAdjDenied {
+                adj,
+                current: std::fs::read_to_string(path)
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|_| "unknown".into()),
+                err,
+            }
+        } else {
+            ProcessError::OomScoreAdj(err)
+        }
+    })
 }

@@ -38,9 +38,23 @@ pub fn apply(limits: &[PosixRlimit]) -> Result<(), ProcessError> {
             l.soft(),
             l.hard()
         );
-        setrlimit(resource(l.typ()), l.soft(), l.hard()).map_err(|err| ProcessError::Rlimit {
-            typ: format!("{:?}", l.typ()),
-            err,
+        setrlimit(resource(l.typ()), l.soft(), l.hard()).map_err(|err| {
+            let current = nix::sys::resource::getrlimit(resource(l.typ()))
+                .map(|(_, hard)| hard)
+                .unwrap_or(u64::MAX);
+            if err == nix::Error::EPERM && l.hard() > current {
+                ProcessError::RlimitDenied {
+                    typ: format!("{:?}", l.typ()),
+                    hard: l.hard(),
+                    current,
+                    err,
+                }
+            } else {
+                ProcessError::Rlimit {
+                    typ: format!("{:?}", l.typ()),
+                    err,
+                }
+            }
         })?;
     }
     Ok(())

@@ -28,6 +28,10 @@ pub fn apply(user: &User, setgroups_allowed: bool) -> Result<(), ProcessError> {
     );
     if setgroups_allowed {
         setgroups(&gids).map_err(sys("setgroups"))?;
+    } else if !gids.is_empty() {
+        return Err(ProcessError::GroupsDenied(
+            gids.iter().map(|g| g.as_raw()).collect(),
+        ));
     }
     let gid = Gid::from_raw(user.gid());
     setresgid(gid, gid, gid).map_err(sys(format!("setresgid {}", user.gid())))?;

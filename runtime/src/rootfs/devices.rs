@@ -77,10 +77,17 @@ pub fn runtime_builds_dev(mounts: &[Mount]) -> bool {
 /// Create `/dev/null`, `zero`, `full`, `random`, `urandom` and `tty` under
 /// `root` (bind-mounted from the host in a user namespace).
 pub fn create_default(ops: &dyn MountOps, root: BorrowedFd<'_>, in_userns: bool) -> Result<()> {
-    crate::explain!(
-        "mknod(2)",
-        "creating /dev/null, zero, full, random, urandom and tty in the container's /dev"
-    );
+    if in_userns {
+        crate::explain!(
+            "mount(2)",
+            "bind-mounting the host's /dev/null, zero, full, random, urandom and tty into the container's /dev: mknod(2) of a device needs CAP_MKNOD in the host's user namespace, which a user namespace cannot give"
+        );
+    } else {
+        crate::explain!(
+            "mknod(2)",
+            "creating /dev/null, zero, full, random, urandom and tty in the container's /dev"
+        );
+    }
     for d in DEFAULT_DEVICES {
         make_node(
             ops,

@@ -45,6 +45,18 @@ pub enum RootfsError {
         /// The error it returned.
         err: nix::Error,
     },
+    /// A mount the kernel refuses in a user namespace.
+    #[error("{op} {path} (type {typ}): {err}: in a user namespace the kernel refuses mounts that would expose or unlock what the host mounted: a fresh sysfs without a network namespace of its own, cgroup v1 or block filesystems, a non-recursive bind of a directory with mounts under it (use rbind), or clearing nosuid, nodev, noexec or ro where the host set them")]
+    InUserns {
+        /// The mount's type in the config.
+        typ: String,
+        /// What was being done.
+        op: &'static str,
+        /// The mount's destination.
+        path: PathBuf,
+        /// The error it returned.
+        err: nix::Error,
+    },
     /// A file operation failed.
     #[error("{op} {path}: {err}")]
     Io {

@@ -28,6 +28,22 @@ const DIR_MODE: u32 = 0o755;
 /// Mount one entry of `mounts` at its destination inside `root`: a bind
 /// mount, a `cgroup` tree, or a fresh filesystem, then its propagation.
 pub fn mount_one(root: BorrowedFd<'_>, ctx: &Context<'_>, m: &Mount) -> Result<()> {
+    match mount_entry(root, ctx, m) {
+        Err(RootfsError::Sys { op, path, err })
+            if ctx.in_userns && matches!(err, Errno::EPERM | Errno::EINVAL) =>
+        {
+            Err(RootfsError::InUserns {
+                typ: m.typ().clone().unwrap_or_else(|| "none".into()),
+                op,
+                path,
+                err,
+            })
+        }
+        other => other,
+    }
+}
+
+fn mount_entry(root: BorrowedFd<'_>, ctx: &Context<'_>, m: &Mount) -> Result<()> {
     let ops = ctx.ops;
     let dest = m.destination();
     let typ = m.typ().as_deref().unwrap_or("none");
@@ -248,7 +264,20 @@ fn mount_cgroup(
         match r {
             Ok(()) => return Ok(()),
             Err(Errno::EPERM) | Err(Errno::EBUSY) => {
-                let dir = ctx.cgroups.unified().unwrap_or(Path::new("/sys/fs/cgroup"));
+                let Some(dir) = ctx.cgroups.unified() else {
+                    // Rootless without a cgroup of its own: nothing of the
+                    // host's tree to show, so it is covered (runc's mask).
+                    crate::explain!("mount(2)", "covering {} with an empty read-only tmpfs: the container has no cgroup of its own to show, and cgroup2 cannot be mounted without a cgroup namespace", dest.display());
+                    return ops
+                        .mount(
+                            Some("tmpfs"),
+                            proc_fd_path(&target).as_str(),
+                            Some("tmpfs"),
+                            MsFlags::MS_RDONLY,
+                            None::<&str>,
+                        )
+                        .map_err(sys_err("mask", dest));
+                };
                 return bind_host(ops, dir, &target, opts, dest);
             }
             Err(err) => {
