@@ -35,6 +35,9 @@ pub(crate) struct Cli {
     /// Narrate every step (what, which system call, which man page, why) on stderr
     #[arg(long, global = true)]
     pub(crate) explain: bool,
+    /// Write a timeline of every step to FILE (Chrome trace-event JSON, for Perfetto); also $SKIFF_TRACE
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) trace: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }

@@ -9,6 +9,7 @@
 //! with the pid that does the work, because a container is built by several
 //! processes (the runtime, the container's init before and after it enters its
 //! pid namespace), and seeing which one does what is half the lesson.
+//! `--trace` (see [`crate::trace`]) turns the same steps into a timeline.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +48,10 @@ macro_rules! explain {
     ($man:expr, $($arg:tt)+) => {
         if $crate::explain::enabled() {
             $crate::explain::emit($man, format_args!($($arg)+));
+        }
+        // With `--trace`, each narrated step is also a span (see `trace`).
+        if $crate::trace::enabled() {
+            $crate::trace::step($man, format_args!($($arg)+));
         }
     };
 }

@@ -116,6 +116,7 @@ pub struct InitConfig<'a> {
 
 /// Entry point of the forked child. Never returns: exits or execs.
 pub fn run(cfg: &InitConfig<'_>, chan: &Channel) -> ! {
+    crate::trace::forked("container init");
     let code = match stage1(cfg, chan) {
         Ok(()) => 0,
         Err(e) => {
@@ -160,12 +161,15 @@ fn disarm_parent_death() {
 }
 
 fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
+    let ns_span = crate::span!("init: namespaces");
     set_non_dumpable();
     die_with_runtime(chan)?;
     crate::signals::reset_signals();
     let early = early_namespaces(cfg);
     namespaces::unshare_flags(early)?;
+    let wait = crate::span!("init: wait for the cgroup join");
     chan.expect(Msg::Continue, "continue (cgroup joined)")?;
+    drop(wait);
     let linux = cfg.spec.linux().as_ref();
 
     // The user namespace first, so that it owns every namespace made after it.
@@ -193,6 +197,7 @@ fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
             namespaces::write_time_offsets(offsets)?;
         }
     }
+    drop(ns_span);
     if cfg.plan.needs_fork() {
         crate::explain!("fork(2)", "forking again: the new pid namespace only applies to children, so the child becomes pid 1");
         // SAFETY: the runtime is single-threaded, so the child may run any code.
@@ -202,7 +207,19 @@ fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
                 // SAFETY: see `run`.
                 unsafe { libc::_exit(0) }
             }
-            ForkResult::Child => {}
+            ForkResult::Child => {
+                if cfg.plan.creates(LinuxNamespaceType::Time) {
+                    // This child's CLOCK_MONOTONIC is shifted by the offset.
+                    let off = linux
+                        .and_then(|l| l.time_offsets().as_ref())
+                        .and_then(|o| o.get("monotonic"))
+                        .map_or(0, |o| {
+                            o.secs().unwrap_or(0) * 1_000_000_000 + o.nanosecs().unwrap_or(0) as i64
+                        });
+                    crate::trace::set_clock_offset(off);
+                }
+                crate::trace::forked("container init (pid 1)");
+            }
         }
     } else {
         // 0 means "the process you forked" (our own pid may be 1 already).
@@ -281,6 +298,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
             cgroupns: cfg.plan.has(LinuxNamespaceType::Cgroup),
             ops: &rootfs::ops::Kernel,
         };
+        let _s = crate::span!("init: root filesystem");
         rootfs::prepare(&ctx)?;
         // The working directory is created if missing, as runc does.
         let root = File::open(cfg.rootfs).map_err(InitError::OpenRootfs)?;
@@ -304,6 +322,7 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         &hook_state(crate::Status::Creating),
     )?;
 
+    let pivot_span = crate::span!("init: pivot_root and paths");
     if !has_mntns {
         // Sharing the host's mount table: all that can be done is chroot.
         rootfs::pivot::chroot_only(cfg.rootfs)?;
@@ -347,6 +366,8 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         rootfs::paths::root_propagation(&rootfs::ops::Kernel, l.rootfs_propagation().as_deref())?;
     }
 
+    drop(pivot_span);
+    let process_span = crate::span!("init: process (seccomp, rlimits, capabilities, user)");
     let filter = linux
         .and_then(|l| l.seccomp().as_ref())
         .map(|s| crate::seccomp::build(s, cfg.seccomp_wait_killable_recv))
@@ -357,8 +378,10 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     let args = process.args().clone().unwrap_or_default();
     let program = process::exec::find(&args[0], &env)?;
 
+    drop(process_span);
     die_on_signals();
     die_with_runtime(chan)?;
+    crate::trace::end();
     chan.send(&Msg::Ready)?;
     chan.expect(Msg::Continue, "continue (container recorded)")?;
     disarm_parent_death();
@@ -366,7 +389,9 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     // `start` keeps reading the fifo until this descriptor closes, which
     // happens at execve (it is close-on-exec): so `start` returns only once
     // the user's program runs, and learns why if it never does.
+    let wait = crate::span!("init: wait for start (exec.fifo)");
     let go = cfg.exec_fifo.wait_for_start()?;
+    drop(wait);
     let report = |e: &(dyn std::error::Error + 'static)| {
         let _ = nix::unistd::write(&go, crate::error_chain(e).as_bytes());
     };

@@ -25,7 +25,8 @@
 //! container and leaves its first process waiting, `start` lets that process
 //! run the user's program, `delete` removes what `create` made.
 //!
-//! Every step can be narrated with `skiff --explain` (see [`explain`]).
+//! Every step can be narrated with `skiff --explain` (see [`explain`]), and
+//! timed with `skiff --trace FILE` (see [`trace`]).
 
 #![warn(missing_docs)]
 
@@ -49,6 +50,7 @@ pub mod spec;
 pub mod sync;
 pub mod sysctl;
 pub mod terminal;
+pub mod trace;
 pub mod utils;
 
 pub use container::{Container, Status};

@@ -73,6 +73,17 @@ fn main() -> ExitCode {
     // read-only copy of the binary first (CVE-2019-5736), before any other
     // work, so that work is not done twice.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // With a trace, the time of the re-exec below is drawn too: the first
+    // image passes on when it started.
+    if std::env::var_os(skiff_runtime::trace::ENV_T0).is_none()
+        && (std::env::var_os(skiff_runtime::trace::ENV).is_some()
+            || args.iter().any(|a| a == "--trace"))
+    {
+        std::env::set_var(
+            skiff_runtime::trace::ENV_T0,
+            skiff_runtime::trace::now_us().to_string(),
+        );
+    }
     if matches!(
         subcommand(&args).as_deref(),
         Some("create" | "run" | "exec")
@@ -121,6 +132,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let _trace = start_trace(&cli);
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
@@ -139,6 +151,51 @@ fn main() -> ExitCode {
             }
             ExitCode::from(f.code)
         }
+    }
+}
+
+/// `--trace FILE` or `$SKIFF_TRACE`: open the timeline, label this process,
+/// draw the re-exec that led here, and open the command's own span.
+fn start_trace(cli: &Cli) -> Option<skiff_runtime::trace::Span> {
+    use skiff_runtime::trace;
+    let path = cli
+        .trace
+        .clone()
+        .or_else(|| std::env::var_os(trace::ENV).map(PathBuf::from))?;
+    trace::init(&path);
+    let t0 = std::env::var(trace::ENV_T0)
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok());
+    std::env::remove_var(trace::ENV_T0);
+    if !trace::enabled() {
+        return None;
+    }
+    let verb = command_name(&cli.command);
+    trace::process_name(&format!("skiff {verb}"));
+    if let Some(t0) = t0 {
+        trace::since("start and re-exec from a sealed copy", t0);
+    }
+    Some(trace::Span::open(verb))
+}
+
+/// The subcommand's name, as typed.
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Create(_) => "create",
+        Command::Run { .. } => "run",
+        Command::Start { .. } => "start",
+        Command::State { .. } => "state",
+        Command::Kill { .. } => "kill",
+        Command::Delete { .. } => "delete",
+        Command::Exec(_) => "exec",
+        Command::Ps { .. } => "ps",
+        Command::List { .. } => "list",
+        Command::Pause { .. } => "pause",
+        Command::Resume { .. } => "resume",
+        Command::Spec { .. } => "spec",
+        Command::Update(_) => "update",
+        Command::Events { .. } => "events",
+        Command::Features => "features",
     }
 }
 

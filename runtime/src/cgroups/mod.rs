@@ -460,6 +460,7 @@ pub fn add_pid(paths: &CgroupPaths, pid: i32) -> Result<()> {
     if paths.paths.is_empty() {
         return Ok(());
     }
+    let _s = crate::span!("join: write the pid to cgroup.procs");
     crate::explain!("cgroups(7)", "writing pid {pid} to cgroup.procs: the process and all it forks now count against the container's limits");
     for dir in paths.paths.values() {
         write(&dir.join("cgroup.procs"), &pid.to_string())?;

@@ -23,11 +23,16 @@ pub fn create(
     devices: &[LinuxDevice],
 ) -> Result<()> {
     for (key, dir) in &paths.paths {
+        let _s = crate::span!(format!(
+            "mkdir {}",
+            if key.is_empty() { "cgroup2" } else { key }
+        ));
         mkdir_all(dir)?;
         if key.split(',').any(|c| c == "cpuset") {
             inherit_cpuset(dir)?;
         }
     }
+    let _s = crate::span!("write limits");
     apply(paths, resources, devices)
 }
 

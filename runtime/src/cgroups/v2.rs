@@ -26,8 +26,11 @@ pub fn create(
     devices: &[oci_spec::runtime::LinuxDevice],
 ) -> Result<()> {
     let d = dir(paths)?;
+    let span = crate::span!("mkdir cgroup2, enable controllers");
     mkdir_all(d)?;
     enable_controllers(d)?;
+    drop(span);
+    let _s = crate::span!("write limits");
     apply(paths, resources)?;
     if crate::rootless::is_rootless() {
         // Attaching a BPF program needs CAP_SYS_ADMIN in the initial user

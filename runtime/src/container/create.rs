@@ -198,7 +198,10 @@ struct Prepared {
 /// `exec.fifo` (see the module docs for the steps). On failure everything
 /// made is undone.
 pub fn create(opts: &CreateOptions) -> Result<Created> {
+    let span = crate::span!("create: read and check the bundle");
     let p = prepare(opts)?;
+    drop(span);
+    let span = crate::span!("create: state directory, fifo, console");
     let (dir, state_dir) = make_state_dir(opts)?;
     let mut cleanup = Cleanup {
         dir: Some(dir.clone()),
@@ -218,6 +221,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     };
     let exec_fifo = crate::exec_fifo::ExecFifo::open(&state_dir)?;
     let (runtime_end, init_end) = sync::pair()?;
+    drop(span);
+    let span = crate::span!("create: fork the init");
     let child = spawn_init(
         opts,
         &p,
@@ -228,10 +233,18 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         init_end,
     )?;
     cleanup.pids.push(child);
+    drop(span);
+    let span = crate::span!("create: record state.json");
     let mut c = record(opts, dir, p.spec.clone(), &p, child)?;
+    drop(span);
     cleanup.cgroups = Some(p.cgroup_paths.clone());
+    let span = crate::span!("create: cgroup");
     join_cgroup(&p, child, &runtime_end)?;
+    drop(span);
+    let span = crate::span!("create: serve the init until ready");
     let init_pid = serve_init(opts, &p, &mut c, child, &runtime_end, &mut cleanup)?;
+    drop(span);
+    let _span = crate::span!("create: commit");
     commit(opts, &mut c, init_pid, &runtime_end)?;
     // Success: keep everything.
     cleanup.dir = None;

@@ -17,20 +17,28 @@ pub fn run(mut opts: CreateOptions, detach: bool, keep: bool) -> Result<i32> {
         block_forwarded();
     }
     opts.foreground = !detach;
+    let span = crate::span!("create");
     let created = create(&opts)?;
+    drop(span);
     let mut c = created.container;
     let proxy = match created.console {
         Some(fc) => Some(fc.start_proxy()?),
         None => None,
     };
-    if let Err(e) = super::start::start(&mut c) {
+    let span = crate::span!("start");
+    let started = super::start::start(&mut c);
+    drop(span);
+    if let Err(e) = started {
         let _ = super::delete::delete(&mut c, true);
         return Err(e);
     }
     if detach {
         return Ok(0);
     }
+    let span = crate::span!("wait for the container to exit");
     let code = wait_forwarding(c.state.pid, proxy.as_ref());
+    drop(span);
+    let _span = crate::span!("delete");
     drop(proxy);
     if !keep {
         if let Err(e) = super::delete::delete(&mut c, true) {

@@ -110,6 +110,7 @@ pub fn exec(
             return e;
         }
     }
+    crate::trace::end();
     // SAFETY: the path and every pointer in `argv` and `envp` point at
     // NUL-terminated strings in `c_path`, `c_args` and `c_env`, alive for
     // the call; both arrays end with a null pointer.

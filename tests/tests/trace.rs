@@ -1,0 +1,174 @@
+//! `--trace FILE` and `SKIFF_TRACE`: the timeline of a container's birth,
+//! checked for what makes it a true picture: valid Chrome trace-event JSON
+//! after every writer, spans from both the runtime and the container's
+//! init under their host pids, nesting, one clock, and nothing when off.
+
+use serde_json::Value;
+use skiff_tests::*;
+use std::fs;
+use std::path::Path;
+
+/// The complete ("X") events of a trace file, and its process names.
+fn events(path: &Path) -> (Vec<Value>, Vec<Value>) {
+    let text = fs::read_to_string(path).expect("trace file");
+    let doc: Value = serde_json::from_str(&text).expect("the trace is one JSON document");
+    let all = doc["traceEvents"].as_array().expect("traceEvents").clone();
+    let (x, m): (Vec<Value>, Vec<Value>) = all.into_iter().partition(|e| e["ph"] == "X");
+    (x, m)
+}
+
+fn span<'a>(ev: &'a [Value], name: &str) -> &'a Value {
+    ev.iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no span {name:?} in {:#?}", names(ev)))
+}
+
+fn names(ev: &[Value]) -> Vec<String> {
+    ev.iter()
+        .map(|e| e["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn within(inner: &Value, outer: &Value) -> bool {
+    let (a, b) = (
+        inner["ts"].as_f64().unwrap(),
+        inner["dur"].as_f64().unwrap(),
+    );
+    let (c, d) = (
+        outer["ts"].as_f64().unwrap(),
+        outer["dur"].as_f64().unwrap(),
+    );
+    a >= c - 1.0 && a + b <= c + d + 1.0
+}
+
+#[test]
+fn run_with_trace_draws_runtime_and_init_on_one_clock() {
+    let b = Bundle::busybox();
+    b.set_args(&["true"]);
+    let rt = Runtime::skiff();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("run.json");
+    let id = unique_id();
+    rt.call(&[
+        "--trace",
+        file.to_str().unwrap(),
+        "run",
+        "--bundle",
+        b.path_str(),
+        &id,
+    ])
+    .ok();
+    let (ev, meta) = events(&file);
+    let run = span(&ev, "run");
+    let create = span(&ev, "create");
+    let cgroup = span(&ev, "create: cgroup");
+    let join = span(&ev, "join: write the pid to cgroup.procs");
+    assert!(within(create, run) && within(cgroup, create) && within(join, cgroup));
+    // The re-exec from the sealed copy comes first, before the command.
+    let reexec = span(&ev, "start and re-exec from a sealed copy");
+    assert!(reexec["ts"].as_f64().unwrap() <= run["ts"].as_f64().unwrap());
+    // The init's spans: another process, named by its host pid (not 1),
+    // and on the same clock: inside the runtime's `create`.
+    let rootfs = span(&ev, "init: root filesystem");
+    assert_ne!(rootfs["pid"], run["pid"]);
+    assert_ne!(rootfs["pid"], 1);
+    assert!(within(rootfs, create), "{rootfs} not within {create}");
+    let wait = span(&ev, "init: wait for start (exec.fifo)");
+    assert!(wait["ts"].as_f64().unwrap() >= rootfs["ts"].as_f64().unwrap());
+    // Every step --explain narrates is a span too, with its man page.
+    assert!(
+        ev.iter()
+            .any(|e| e["cat"] == "step" && e["args"]["detail"] == "pivot_root(2)"),
+        "{:#?}",
+        names(&ev)
+    );
+    let labels: Vec<&str> = meta
+        .iter()
+        .filter_map(|m| m["args"]["name"].as_str())
+        .collect();
+    assert!(
+        labels.iter().any(|l| l.starts_with("skiff run [")),
+        "{labels:?}"
+    );
+    assert!(
+        labels.iter().any(|l| l.starts_with("container init")),
+        "{labels:?}"
+    );
+
+    // The picture: an SVG with the spans' names in it.
+    let svg = dir.path().join("run.svg");
+    let mut c = std::process::Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/trace-svg.py"),
+    );
+    c.arg(&file).arg(&svg).args(["--min-label-ms", "0"]);
+    output(c).ok();
+    let text = fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.starts_with("<?xml") && text.contains("<svg"),
+        "not SVG"
+    );
+    assert!(text.contains("create: cgroup"), "span names drawn");
+}
+
+#[test]
+fn skiff_trace_env_collects_create_start_and_delete_in_one_file() {
+    let b = Bundle::busybox();
+    b.set_args(&["true"]);
+    let rt = Runtime::skiff();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lifecycle.json");
+    let id = unique_id();
+    for args in [
+        vec!["create", "--bundle", b.path_str(), &id],
+        vec!["start", &id],
+    ] {
+        let mut c = rt.cmd(&args);
+        c.env("SKIFF_TRACE", &file);
+        output(c).ok();
+    }
+    rt.wait_status(&id, "stopped");
+    let mut c = rt.cmd(&["delete", &id]);
+    c.env("SKIFF_TRACE", &file);
+    output(c).ok();
+    let (ev, _) = events(&file);
+    let (create, start, delete) = (span(&ev, "create"), span(&ev, "start"), span(&ev, "delete"));
+    // Three processes, one after the other, and the init between them.
+    let pids: std::collections::BTreeSet<String> = [create, start, delete]
+        .iter()
+        .map(|e| e["pid"].to_string())
+        .collect();
+    assert_eq!(pids.len(), 3);
+    assert!(start["ts"].as_f64() > create["ts"].as_f64());
+    assert!(delete["ts"].as_f64() > start["ts"].as_f64());
+    let wait = span(&ev, "init: wait for start (exec.fifo)");
+    let end = wait["ts"].as_f64().unwrap() + wait["dur"].as_f64().unwrap();
+    assert!(
+        end >= start["ts"].as_f64().unwrap() - 1.0,
+        "the init waits until start: {wait} {start}"
+    );
+}
+
+#[test]
+fn no_trace_unless_asked_and_a_bad_path_only_warns() {
+    let b = Bundle::busybox();
+    b.set_args(&["true"]);
+    let rt = Runtime::skiff();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = rt.cmd(&["run", "--bundle", b.path_str(), &unique_id()]);
+    c.current_dir(dir.path());
+    let out = output(c).ok();
+    assert_eq!(out.stderr, "");
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    // A trace that cannot be written never fails the command.
+    let out = rt
+        .call(&[
+            "--trace",
+            "/nonexistent/dir/t.json",
+            "run",
+            "--bundle",
+            b.path_str(),
+            &unique_id(),
+        ])
+        .ok();
+    assert!(out.stderr.contains("not tracing"), "{out}");
+}
