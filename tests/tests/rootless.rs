@@ -490,7 +490,12 @@ fn rootless_podman_runs_execs_stops_and_removes_through_skiff() {
     u.chown(&tar);
     let storage = u.home.path().join("storage");
     let run_root = u.runtime_dir.join("containers");
-    let skiff = skiff_bin();
+    // podman checks the runtime's path as the user, and the checkout may
+    // lie where the user cannot look (the fresh root's /root is 0700): a
+    // copy in the user's own directory.
+    let skiff = u.home.path().join("skiff");
+    fs::copy(skiff_bin(), &skiff).unwrap();
+    u.chown(&skiff);
     let podman = |args: &[&str]| {
         let mut all = vec![
             "--runtime",
