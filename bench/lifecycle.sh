@@ -4,8 +4,11 @@
 #   sudo bench/lifecycle.sh [RUNS]
 #
 # Measures, for each runtime, on the same busybox bundle running /bin/true:
-#   1. create + start + wait + delete   (the path containerd's runc shim takes)
-#   2. run                              (foreground: create, start, wait, delete)
+#   1. create + start + wait + delete   (wait: `delete` retried until it succeeds)
+#   2. the same, waiting as containerd's shim does: `create --pid-file`,
+#      `start`, poll the init's /proc/PID/stat until it is gone or a zombie,
+#      then one `delete`
+#   3. run                              (foreground: create, start, wait, delete)
 # and the peak RSS of `run` (/usr/bin/time -v "Maximum resident set size").
 # Prints medians and the skiff/runc and skiff/crun ratios.
 #
@@ -55,20 +58,34 @@ lifecycle() { # runtime root id
   "$r" --root "$root" start "$id"
   until "$r" --root "$root" delete "$id" 2>/dev/null; do :; done
 }
-export -f lifecycle
+# As containerd's shim waits: the init's pid from --pid-file, its
+# /proc/PID/stat polled until it has exited (state Z, or gone once reaped).
+lifecycle_cd() { # runtime root id
+  local r=$1 root=$2 id=$3 pid st
+  "$r" --root "$root" create --pid-file "$root/$id.pid" --bundle "$work/bundle" "$id"
+  "$r" --root "$root" start "$id"
+  read -r pid <"$root/$id.pid"
+  while read -r _ _ st _ 2>/dev/null <"/proc/$pid/stat" && [ "$st" != Z ]; do :; done
+  "$r" --root "$root" delete "$id"
+  rm -f "$root/$id.pid"
+}
+export -f lifecycle lifecycle_cd
 export work
 
-cmds_lc=() cmds_run=()
+cmds_lc=() cmds_cd=() cmds_run=()
 names=()
 for r in "${runtimes[@]}"; do
   names+=(-n "$r")
   mkdir -p "$work/root-$r"
   cmds_lc+=("lifecycle ${bin[$r]} $work/root-$r lc-$r")
+  cmds_cd+=("lifecycle_cd ${bin[$r]} $work/root-$r cd-$r")
   cmds_run+=("${bin[$r]} --root $work/root-$r run --bundle $work/bundle run-$r")
 done
 
 hyperfine --warmup 3 --runs "$runs" --export-json "$work/lc.json" --shell=bash \
   "${names[@]}" "${cmds_lc[@]}" >/dev/null
+hyperfine --warmup 3 --runs "$runs" --export-json "$work/cd.json" --shell=bash \
+  "${names[@]}" "${cmds_cd[@]}" >/dev/null
 hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/run.json" \
   "${names[@]}" "${cmds_run[@]}" >/dev/null
 
@@ -82,15 +99,19 @@ rss_kb() { # median peak RSS of `run` over 15 runs
 }
 
 printf '%-28s %10s %10s %10s %12s %12s\n' "benchmark (median)" skiff runc crun skiff/runc skiff/crun
-for b in lc run; do
-  label=$([ $b = lc ] && echo "create+start+wait+delete ms" || echo "run ms")
+for b in lc cd run; do
+  case $b in
+    lc) label="create+start+wait+delete ms" ;;
+    cd) label="  waiting as containerd ms" ;;
+    *) label="run ms" ;;
+  esac
   s=$(median_ms "$work/$b.json" skiff); r=$(median_ms "$work/$b.json" runc); c=$(median_ms "$work/$b.json" crun)
   awk -v l="$label" -v s="$s" -v r="$r" -v c="$c" 'BEGIN {printf "%-28s %10.2f %10.2f %10.2f %12.2f %12.2f\n", l, s, r, c, s/r, s/c}'
 done
 s=$(rss_kb skiff); r=$(rss_kb runc); c=$(rss_kb crun)
 awk -v s="$s" -v r="$r" -v c="$c" 'BEGIN {printf "%-28s %10d %10d %10d %12.2f %12.2f\n", "run peak RSS KiB", s, r, c, s/r, s/c}'
 if [ -n "${SKIFF_BASELINE:-}" ]; then
-  for b in lc run; do
+  for b in lc cd run; do
     s=$(median_ms "$work/$b.json" skiff); x=$(median_ms "$work/$b.json" base)
     awk -v b="$b" -v s="$s" -v x="$x" 'BEGIN {printf "skiff/base %-4s %8.2f ms / %8.2f ms = %5.2f\n", b, s, x, s/x}'
   done

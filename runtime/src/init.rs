@@ -112,6 +112,10 @@ pub struct InitConfig<'a> {
     pub seccomp_wait_killable_recv: bool,
     /// How many descriptors after stderr the user's program inherits.
     pub preserve_fds: i32,
+    /// The runtime moves the init into its cgroup while the init goes on
+    /// (see `container::create::defer_join`): do not wait for the move,
+    /// nor for a host pid or hooks the runtime sends unasked or not at all.
+    pub deferred_join: bool,
 }
 
 /// Entry point of the forked child. Never returns: exits or execs.
@@ -167,9 +171,10 @@ fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     crate::signals::reset_signals();
     let early = early_namespaces(cfg);
     namespaces::unshare_flags(early)?;
-    let wait = crate::span!("init: wait for the cgroup join");
-    chan.expect(Msg::Continue, "continue (cgroup joined)")?;
-    drop(wait);
+    if !cfg.deferred_join {
+        let _wait = crate::span!("init: wait for the cgroup join");
+        chan.expect(Msg::Continue, "continue (cgroup joined)")?;
+    }
     let linux = cfg.spec.linux().as_ref();
 
     // The user namespace first, so that it owns every namespace made after it.
@@ -310,8 +315,10 @@ fn stage2(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
         .map_err(|e| InitError::Cwd(process.cwd().clone(), e))?;
     }
 
-    chan.send(&Msg::CreateRuntimeHooks)?;
-    chan.expect(Msg::Continue, "continue (createRuntime hooks ran)")?;
+    if !cfg.deferred_join {
+        chan.send(&Msg::CreateRuntimeHooks)?;
+        chan.expect(Msg::Continue, "continue (createRuntime hooks ran)")?;
+    }
     let annotations = spec.annotations().clone().unwrap_or_default();
     let hook_state =
         |status| crate::hooks::state_json(cfg.id, status, Some(host_pid), cfg.bundle, &annotations);

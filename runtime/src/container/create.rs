@@ -222,6 +222,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let exec_fifo = crate::exec_fifo::ExecFifo::open(&state_dir)?;
     let (runtime_end, init_end) = sync::pair()?;
     drop(span);
+    let deferred = defer_join(&p);
+    if deferred {
+        // The init will reach its /sys/fs/cgroup mount without waiting for
+        // us: the directories it binds must exist by then.
+        let _s = crate::span!("create: cgroup (made ahead)");
+        cleanup.cgroups = Some(p.cgroup_paths.clone());
+        make_cgroup(&p)?;
+    }
     let span = crate::span!("create: fork the init");
     let child = spawn_init(
         opts,
@@ -231,18 +239,37 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         console_socket,
         runtime_end.as_raw_fd(),
         init_end,
+        deferred,
     )?;
     cleanup.pids.push(child);
+    if deferred {
+        // Its pid is known: no need to ask (see `Msg::Pid` below).
+        runtime_end.send(&Msg::HostPid(child))?;
+    }
     drop(span);
     let span = crate::span!("create: record state.json");
     let mut c = record(opts, dir, p.spec.clone(), &p, child)?;
     drop(span);
     cleanup.cgroups = Some(p.cgroup_paths.clone());
     let span = crate::span!("create: cgroup");
-    join_cgroup(&p, child, &runtime_end)?;
+    if deferred {
+        add_init(&p, child, &runtime_end)?;
+    } else {
+        make_cgroup(&p)?;
+        add_init(&p, child, &runtime_end)?;
+        runtime_end.send(&Msg::Continue)?;
+    }
     drop(span);
     let span = crate::span!("create: serve the init until ready");
-    let init_pid = serve_init(opts, &p, &mut c, child, &runtime_end, &mut cleanup)?;
+    let init_pid = serve_init(
+        opts,
+        &p,
+        &mut c,
+        child,
+        &runtime_end,
+        &mut cleanup,
+        deferred,
+    )?;
     drop(span);
     let _span = crate::span!("create: commit");
     commit(opts, &mut c, init_pid, &runtime_end)?;
@@ -392,6 +419,7 @@ fn spawn_init(
     console_socket: Option<OwnedFd>,
     runtime_end: i32,
     init_end: Channel,
+    deferred_join: bool,
 ) -> Result<i32> {
     // Orphans of the init's middle process come back to us, not to the host's init.
     // SAFETY: prctl with integer arguments only.
@@ -402,12 +430,7 @@ fn spawn_init(
     // pid namespace itself: its next child is then pid 1 directly, saving
     // the init a second fork.
     let mut init_plan = p.plan.clone();
-    // Not in a user namespace of our own (rootless podman's): going back to
-    // the runtime's pid namespace would need CAP_SYS_ADMIN over the host's.
-    let direct = p.plan.creates(LinuxNamespaceType::Pid)
-        && !p.plan.has(LinuxNamespaceType::User)
-        && !p.plan.has(LinuxNamespaceType::Time)
-        && !crate::rootless::in_user_namespace();
+    let direct = direct_pid_namespace(&p.plan);
     let own_pidns = if direct {
         init_plan.new.retain(|t| *t != LinuxNamespaceType::Pid);
         let own = File::open("/proc/self/ns/pid").map_err(CreateError::OwnPidNamespace)?;
@@ -434,6 +457,7 @@ fn spawn_init(
         new_keyring: opts.new_keyring,
         preserve_fds: opts.preserve_fds,
         seccomp_wait_killable_recv: p.extras.seccomp_wait_killable_recv,
+        deferred_join,
     };
     // SAFETY: the runtime is single-threaded here, so the child may run any code.
     let forked = unsafe { fork() };
@@ -485,15 +509,81 @@ fn record(
     Ok(c)
 }
 
-/// Step 5: the cgroup, made now, after the fork: the init makes its
-/// namespaces meanwhile (see `crate::init`), on the other CPU if there is
-/// one. Then the init joins it and is told to go on.
-fn join_cgroup(p: &Prepared, child: i32, chan: &Channel) -> Result<()> {
-    cgroups::create(
+/// Whether the init may build the container while the runtime moves it
+/// into its cgroup, instead of waiting for the move first.
+///
+/// The move costs an RCU grace period, 10–20 ms on a quiet two-core
+/// machine and the largest single cost of `create`, during which the init
+/// would sit idle. A write to `cgroup.procs` takes the kernel's global
+/// `cgroup_threadgroup_rwsem` for writing; that per-cpu semaphore is made
+/// for readers (every fork and exit takes it to read), and switching it to
+/// a writer waits for a grace period (`rcu_sync_enter`, then
+/// `synchronize_rcu`), holding `cgroup_mutex` all along (so the cgroup's
+/// directories are made first: a mkdir would wait too). It may go on meanwhile when nothing it does before `Ready`
+/// needs to happen inside the cgroup: it forks nothing (the runtime made
+/// its pid namespace, or there is none, and no user namespace must be
+/// made first), it makes no cgroup namespace (rooted where it is when it
+/// makes it), and no hook runs before `Ready` (hooks' processes belong in
+/// the container's cgroup). It still joins before `Ready` is answered, so
+/// before the user's program can run: until then it only sets up mounts
+/// and its own credentials, charged to the runtime's cgroup.
+///
+/// One more case joins first: a memory limit so small that the init's own
+/// set-up does not fit (below [`SMALL_MEMORY_LIMIT`]). Working inside the
+/// cgroup, the init is then killed by the OOM killer during `create`, which
+/// reports the limit as too low, as runc does; a deferred init would only
+/// die at execve, after `create` said all was well.
+fn defer_join(p: &Prepared) -> bool {
+    let hooks = p.spec.hooks().as_ref();
+    let early_hooks = hooks.is_some_and(|h| {
+        [h.prestart(), h.create_runtime(), h.create_container()]
+            .iter()
+            .any(|l| l.as_ref().is_some_and(|l| !l.is_empty()))
+    });
+    let init_forks = !direct_pid_namespace(&p.plan) && p.plan.needs_fork();
+    let small_memory = p
+        .linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .is_some_and(|l| l > 0 && l < SMALL_MEMORY_LIMIT);
+    !small_memory
+        && !p.plan.has(LinuxNamespaceType::User)
+        && !p.plan.creates(LinuxNamespaceType::Cgroup)
+        && !init_forks
+        && !early_hooks
+}
+
+/// Below this memory limit (bytes) the init joins its cgroup before setting
+/// up the container (see [`defer_join`]): about what the set-up itself
+/// charges (mount and namespace structures, page tables, stack).
+const SMALL_MEMORY_LIMIT: i64 = 8 << 20;
+
+/// Whether the runtime makes the container's pid namespace itself (see
+/// `spawn_init`).
+fn direct_pid_namespace(plan: &Plan) -> bool {
+    // Not in a user namespace of our own (rootless podman's): going back to
+    // the runtime's pid namespace would need CAP_SYS_ADMIN over the host's.
+    plan.creates(LinuxNamespaceType::Pid)
+        && !plan.has(LinuxNamespaceType::User)
+        && !plan.has(LinuxNamespaceType::Time)
+        && !crate::rootless::in_user_namespace()
+}
+
+/// Step 5a: the cgroup's directories and limits.
+fn make_cgroup(p: &Prepared) -> Result<()> {
+    Ok(cgroups::create(
         &p.cgroup_paths,
         p.linux.resources().as_ref(),
         p.linux.devices().as_deref().unwrap_or(&[]),
-    )?;
+    )?)
+}
+
+/// Step 5b: the init moves into the cgroup. Usually the init waits for
+/// this, making its namespaces meanwhile (see `crate::init`), on the other
+/// CPU if there is one; with [`defer_join`] it goes on further.
+fn add_init(p: &Prepared, child: i32, chan: &Channel) -> Result<()> {
     if let Err(e) = cgroups::add_pid(&p.cgroup_paths, child) {
         // An init that failed to make its namespaces has exited already,
         // its reason waiting on the socket.
@@ -502,7 +592,6 @@ fn join_cgroup(p: &Prepared, child: i32, chan: &Channel) -> Result<()> {
         }
         return Err(e.into());
     }
-    chan.send(&Msg::Continue)?;
     Ok(())
 }
 
@@ -515,6 +604,7 @@ fn serve_init(
     child: i32,
     chan: &Channel,
     cleanup: &mut Cleanup,
+    deferred_join: bool,
 ) -> Result<i32> {
     // An init that dies without a word was most likely killed: by the OOM
     // killer, when the memory limit is below what it needs to start (runc
@@ -545,6 +635,9 @@ fn serve_init(
                 }
                 chan.send(&Msg::Continue)?;
             }
+            // With a deferred join the init's pid was sent unasked, and a
+            // deferred init never forks (see `defer_join`).
+            Msg::Pid(_) if deferred_join => {}
             Msg::Pid(pid) => {
                 // 0: "I am the process you forked".
                 init_pid = if pid == 0 { child } else { pid };
