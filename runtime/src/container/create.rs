@@ -192,6 +192,8 @@ struct Prepared {
     /// own, or the caller's when it has none (rootless).
     view_cgroups: CgroupPaths,
     terminal: bool,
+    /// See [`defer_join`].
+    deferred_join: bool,
 }
 
 /// `skiff create`: build the container and leave its init waiting on
@@ -222,7 +224,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let exec_fifo = crate::exec_fifo::ExecFifo::open(&state_dir)?;
     let (runtime_end, init_end) = sync::pair()?;
     drop(span);
-    let deferred = defer_join(&p);
+    let deferred = p.deferred_join;
     if deferred {
         // The init will reach its /sys/fs/cgroup mount without waiting for
         // us: the directories it binds must exist by then.
@@ -239,7 +241,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         console_socket,
         runtime_end.as_raw_fd(),
         init_end,
-        deferred,
     )?;
     cleanup.pids.push(child);
     if deferred {
@@ -330,7 +331,7 @@ fn prepare(opts: &CreateOptions) -> Result<Prepared> {
             own
         }
     };
-    Ok(Prepared {
+    let mut p = Prepared {
         bundle,
         spec,
         extras,
@@ -340,7 +341,10 @@ fn prepare(opts: &CreateOptions) -> Result<Prepared> {
         cgroup_paths,
         view_cgroups,
         terminal,
-    })
+        deferred_join: false,
+    };
+    p.deferred_join = defer_join(&p);
+    Ok(p)
 }
 
 /// Without root, the container gets its cgroup only where the caller may
@@ -419,7 +423,6 @@ fn spawn_init(
     console_socket: Option<OwnedFd>,
     runtime_end: i32,
     init_end: Channel,
-    deferred_join: bool,
 ) -> Result<i32> {
     // Orphans of the init's middle process come back to us, not to the host's init.
     // SAFETY: prctl with integer arguments only.
@@ -457,7 +460,7 @@ fn spawn_init(
         new_keyring: opts.new_keyring,
         preserve_fds: opts.preserve_fds,
         seccomp_wait_killable_recv: p.extras.seccomp_wait_killable_recv,
-        deferred_join,
+        deferred_join: p.deferred_join,
     };
     // SAFETY: the runtime is single-threaded here, so the child may run any code.
     let forked = unsafe { fork() };
