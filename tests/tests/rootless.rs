@@ -324,7 +324,7 @@ fn bad_rootless_input_is_refused_clearly_and_leaves_nothing() {
 }
 
 #[test]
-fn pause_without_a_cgroup_says_why() {
+fn pause_and_update_without_a_cgroup_say_why() {
     let u = TestUser::create();
     let b = u.bundle();
     b.set_args(&["sleep", "1000"]);
@@ -332,6 +332,8 @@ fn pause_without_a_cgroup_says_why() {
     let call = |args: &[&str]| u.run(&skiff_bin(), args);
     call(&["run", "-d", "--bundle", b.path_str(), &id]).ok();
     let out = call(&["pause", &id]).fail();
+    assert!(out.stderr.contains("no cgroup"), "{out}");
+    let out = call(&["update", "--pids-limit", "10", &id]).fail();
     assert!(out.stderr.contains("no cgroup"), "{out}");
     assert!(call(&["state", &id]).ok().stdout.contains("\"running\""));
     call(&["delete", "-f", &id]).ok();

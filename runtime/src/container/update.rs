@@ -19,6 +19,9 @@ pub enum UpdateError {
     /// The container has stopped (its id).
     #[error("container {0} is not running")]
     NotRunning(String),
+    /// The container has no cgroup to change (rootless, not delegated).
+    #[error("cannot update container {0}: it has no cgroup of its own (run without root and without a delegated cgroup), and limits live in one")]
+    NoCgroup(String),
     /// The changes, or the config merged with them, are not a valid
     /// `linux.resources`.
     #[error("invalid resources")]
@@ -185,6 +188,9 @@ pub fn merge(base: &mut Value, overlay: &Value) {
 pub fn update(c: &mut Container, overlay: &Value) -> Result<()> {
     if c.refresh() == Status::Stopped {
         return Err(UpdateError::NotRunning(c.id().to_string()).into());
+    }
+    if !super::processes::has_cgroup(c) {
+        return Err(UpdateError::NoCgroup(c.id().to_string()).into());
     }
     let changes: LinuxResources =
         serde_json::from_value(overlay.clone()).map_err(UpdateError::Invalid)?;
