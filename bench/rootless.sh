@@ -26,12 +26,14 @@ if [ -z "${SKIFF_BENCH_INNER:-}" ]; then
   scripts/build-release.sh
   empty=$(mktemp /tmp/skiff-bench-empty.XXXXXX)
   chmod 644 "$empty"   # the user's runtimes read it
-  trap 'rm -f "$empty"' EXIT
+  # exec below replaces this shell (no EXIT trap): the file goes once it is
+  # bind-mounted, or here if it is not needed.
   wrap=(unshare --mount --propagation private)
   if [ -f /sys/fs/cgroup/unified/cgroup.controllers ]; then
     exec "${wrap[@]}" env SKIFF_BENCH_INNER=1 bash -c \
-      "mount --bind '$empty' /sys/fs/cgroup/unified/cgroup.controllers && exec '$0' '$runs'"
+      "mount --bind '$empty' /sys/fs/cgroup/unified/cgroup.controllers && rm -f '$empty' && exec '$0' '$runs'"
   fi
+  rm -f "$empty"
   exec "${wrap[@]}" env SKIFF_BENCH_INNER=1 "$0" "$runs"
 fi
 
