@@ -23,17 +23,10 @@ total=${1:-128}
 
 if [ -z "${SKIFF_BENCH_INNER:-}" ]; then
   scripts/build-release.sh
-  empty=$(mktemp /tmp/skiff-bench-empty.XXXXXX)
-  # exec below replaces this shell (no EXIT trap): the file goes once it is
-  # bind-mounted, or here if it is not needed.
-  wrap=(unshare --mount --propagation private)
-  if [ -f /sys/fs/cgroup/unified/cgroup.controllers ]; then
-    exec "${wrap[@]}" env SKIFF_BENCH_INNER=1 bash -c \
-      "mount --bind '$empty' /sys/fs/cgroup/unified/cgroup.controllers && rm -f '$empty' && exec '$0' '$total'"
-  fi
-  rm -f "$empty"
-  exec "${wrap[@]}" env SKIFF_BENCH_INNER=1 "$0" "$total"
 fi
+# shellcheck source=bench/lib/crun-on-hybrid.sh
+. bench/lib/crun-on-hybrid.sh
+bench_in_private_mount_ns "$0" "$total"
 
 skiff="$PWD/target/x86_64-unknown-linux-gnu/release/skiff"
 work=$(mktemp -d /tmp/skiff-bench-conc.XXXXXX)
