@@ -76,7 +76,13 @@ pub async fn run(agent: Arc<Agent>) {
         return;
     };
     let name = agent.cfg.node_name.clone();
-    let leases: Api<Lease> = Api::namespaced(node.client.clone(), NAMESPACE);
+    // A client of its own, as kubelet's heartbeat client is: the lease's
+    // requests never wait behind, or on a connection of, the engine's.
+    let own = node
+        .fresh_client()
+        .await
+        .unwrap_or_else(|| node.client.clone());
+    let mut leases: Api<Lease> = Api::namespaced(own, NAMESPACE);
     let mut last: Option<Lease> = None;
     let mut backoff = Backoff::default();
     // The lease is owned by the Node: wait until registration gives its uid.
@@ -125,9 +131,12 @@ pub async fn run(agent: Arc<Agent>) {
             }
             Err(_) => {
                 tracing::warn!(
-                    "renew lease {NAMESPACE}/{name}: no answer within {:?}",
+                    "renew lease {NAMESPACE}/{name}: no answer within {:?}; retrying on new connections",
                     super::HEARTBEAT_TIMEOUT
                 );
+                if let Some(c) = node.fresh_client().await {
+                    leases = Api::namespaced(c, NAMESPACE);
+                }
                 backoff.wait().await;
             }
         }

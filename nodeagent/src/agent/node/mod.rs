@@ -144,6 +144,26 @@ impl Shared {
     }
 }
 
+impl NodeHandle {
+    /// A new client with connections of its own, for a heartbeat whose
+    /// request went unanswered. A TCP connection can die without either
+    /// end noticing (a peer or path that vanished without a FIN or RST);
+    /// requests written into it wait forever, and the shared client's pool
+    /// may hold several such connections. kubelet closes all its
+    /// connections after a failed heartbeat for the same reason
+    /// (`closeAllConns`, kubernetes#48638). `None` if the kubeconfig no
+    /// longer gives a client; the old one is then kept.
+    pub async fn fresh_client(&self) -> Option<kube::Client> {
+        match client(&self.config.kubeconfig).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("new API client after a failed heartbeat: {e}");
+                None
+            }
+        }
+    }
+}
+
 /// A client from the kubeconfig, whose user is the node's identity.
 async fn client(kubeconfig: &std::path::Path) -> Result<kube::Client, NodeError> {
     let bad = |e: Box<dyn std::error::Error + Send + Sync>| NodeError::Kubeconfig {

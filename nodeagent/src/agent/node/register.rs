@@ -364,7 +364,7 @@ pub async fn run(agent: Arc<Agent>) {
     };
     let uid = register(&agent, node).await;
     let _ = node.shared.node_uid.set(uid);
-    let nodes: Api<Node> = Api::all(node.client.clone());
+    let mut nodes: Api<Node> = Api::all(node.client.clone());
     let name = agent.cfg.node_name.clone();
     let mut last: Option<(Facts, Instant)> = None;
     let mut transitions: BTreeMap<&'static str, (bool, jiff::Timestamp)> = BTreeMap::new();
@@ -399,9 +399,13 @@ pub async fn run(agent: Arc<Agent>) {
                 }
                 Err(_) => {
                     tracing::warn!(
-                        "update node {name} status: no answer within {:?}",
+                        "update node {name} status: no answer within {:?}; retrying on new connections",
                         super::HEARTBEAT_TIMEOUT
                     );
+                    // As the lease does (see `NodeHandle::fresh_client`).
+                    if let Some(c) = node.fresh_client().await {
+                        nodes = Api::all(c);
+                    }
                     backoff.wait().await;
                     continue;
                 }
