@@ -142,6 +142,15 @@ pub fn runc_bin() -> PathBuf {
     PathBuf::from("/usr/sbin/runc")
 }
 
+/// Is this host pure cgroup v2 (the VM test bed), rather than hybrid (the
+/// development machines)?
+pub fn unified_host() -> bool {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup") && l.contains(" - cgroup2 "))
+}
+
 /// A container id unique on this machine: `skiff-t-<pid>-<n>`.
 pub fn unique_id() -> String {
     static N: AtomicUsize = AtomicUsize::new(0);

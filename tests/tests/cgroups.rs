@@ -7,14 +7,6 @@ use std::time::Duration;
 
 use skiff_tests::*;
 
-/// Is this host pure cgroup v2?
-fn unified() -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup") && l.contains(" - cgroup2 "))
-}
-
 /// The directory of `pid`'s cgroup in the hierarchy that has `controller`
 /// (ignored on v2: there is one hierarchy).
 fn cgroup_dir(pid: i32, controller: &str) -> std::path::PathBuf {
@@ -22,7 +14,7 @@ fn cgroup_dir(pid: i32, controller: &str) -> std::path::PathBuf {
     for line in cg.lines() {
         let mut f = line.splitn(3, ':');
         let (_, ctrls, path) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
-        if unified() && ctrls.is_empty() {
+        if unified_host() && ctrls.is_empty() {
             return std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
         }
         if ctrls.split(',').any(|c| c == controller) {
@@ -68,7 +60,7 @@ fn block_device() -> Option<(u32, u32)> {
 }
 
 fn resource_files() -> Vec<(&'static str, &'static str, String)> {
-    let mut v: Vec<(&'static str, &'static str, String)> = if unified() {
+    let mut v: Vec<(&'static str, &'static str, String)> = if unified_host() {
         vec![
             ("memory", "memory.max", "67108864".into()),
             ("memory", "memory.low", "33554432".into()),
@@ -94,7 +86,7 @@ fn resource_files() -> Vec<(&'static str, &'static str, String)> {
         ]
     };
     if let Some((maj, min)) = block_device() {
-        if unified() {
+        if unified_host() {
             v.push((
                 "io",
                 "io.max",
@@ -115,7 +107,7 @@ fn with_resources(b: &Bundle) {
     b.edit(|v| {
         let mut mem = json!({"limit": 67108864, "reservation": 33554432, "swap": 100663296});
         let mut cpu = json!({"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"});
-        if !unified() {
+        if !unified_host() {
             mem["swappiness"] = json!(30);
             cpu["realtimePeriod"] = json!(1000000);
             cpu["realtimeRuntime"] = json!(10000);
@@ -171,7 +163,7 @@ fn update_changes_live_values_and_events_stats_match() {
         &id,
     ])
     .ok();
-    let (mem_file, cpu_file, cpu_want) = if unified() {
+    let (mem_file, cpu_file, cpu_want) = if unified_host() {
         ("memory.max", "cpu.max", "30000 100000")
     } else {
         ("memory.limit_in_bytes", "cpu.cfs_quota_us", "30000")
@@ -203,7 +195,7 @@ fn update_changes_live_values_and_events_stats_match() {
         Some(read(pid, "pids", "pids.current").parse().unwrap())
     );
     assert_eq!(data["memory"]["usage"]["limit"], json!(96u64 << 20));
-    let usage_file = if unified() {
+    let usage_file = if unified_host() {
         "memory.current"
     } else {
         "memory.usage_in_bytes"
@@ -364,7 +356,7 @@ fn bad_resources_are_refused_naming_the_field_and_leave_nothing() {
         assert!(out.stderr.contains(field), "{field}: {out}");
         leaks.assert_clean();
     }
-    if !unified() {
+    if !unified_host() {
         // A controller this host does not have (net_cls is not mounted here).
         let b = Bundle::busybox();
         b.set_args(&["true"]);
@@ -431,7 +423,7 @@ fn hugetlb_and_unified_resources() {
     b.edit(|v| {
         v["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 4194304}]);
     });
-    if unified() {
+    if unified_host() {
         b.edit(|v| v["linux"]["resources"]["unified"] = json!({"memory.high": "50331648"}));
         let id = unique_id();
         let pid = rt.start_with(&b, &id, &["sleep", "300"]);
@@ -467,7 +459,7 @@ fn check_before_update_refuses_a_limit_below_usage() {
     let b = Bundle::busybox();
     let id = unique_id();
     let pid = rt.start_with(&b, &id, &["sleep", "300"]);
-    let file = if unified() {
+    let file = if unified_host() {
         "memory.max"
     } else {
         "memory.limit_in_bytes"

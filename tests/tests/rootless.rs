@@ -340,14 +340,6 @@ fn pause_and_update_without_a_cgroup_say_why() {
     u.assert_clean(&u.runtime_dir.join("skiff"));
 }
 
-/// Is this host pure cgroup v2 (the VM test bed)?
-fn unified() -> bool {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup") && l.contains(" - cgroup2 "))
-}
-
 /// A cgroup v2 subtree delegated to the user, as systemd's `Delegate=yes`
 /// makes one: the directory and its `cgroup.procs`,
 /// `cgroup.subtree_control` and `cgroup.threads` are the user's, and the
@@ -411,7 +403,7 @@ impl Drop for Delegated {
 
 #[test]
 fn a_delegated_cgroup_v2_subtree_gives_limits_and_pause() {
-    if !unified() {
+    if !unified_host() {
         eprintln!("skipped: a hybrid host has no cgroup v2 controllers to delegate (runs in the VM test bed)");
         return;
     }
