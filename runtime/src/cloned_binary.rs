@@ -24,6 +24,20 @@
 //!
 //! A binary that already runs from a read-only mount or a sealed memfd needs
 //! neither.
+//!
+//! Without root (see `rootless`) neither open_tree(2) nor a mount is allowed,
+//! so runc copies itself into a memfd every time: 4 MB copied, and a binary
+//! whose pages are no longer shared with the page cache, on every `run`.
+//! But the attack needs *write permission* on the binary, and a rootless
+//! container has no more than its user: the ids it maps are the user's own
+//! and the user's subordinate ones, and capabilities inside a user namespace
+//! never reach an inode whose owner is not mapped there (user_namespaces(7),
+//! "Interaction of user namespaces and other types of namespaces", and
+//! `capable_wrt_inode_uidgid` in the kernel). So when the binary is owned by
+//! the host's root (or by an id not mapped in our user namespace at all),
+//! has no group or other write bit and no ACL, no process this runtime can
+//! start may ever write it, and the re-exec is skipped. A binary the user
+//! could write (a copy in their home) is still copied and sealed.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -102,6 +116,66 @@ fn mount_is_attached(id: u64) -> bool {
         .unwrap_or(true)
 }
 
+/// Can no rootless container ever write our binary? Its owner must be out
+/// of reach of every id we (and so our containers) can map, it must have no
+/// group or other write bit, and no POSIX ACL may grant anything more.
+fn beyond_rootless_reach() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata("/proc/self/exe") else {
+        return false;
+    };
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let overflow = std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(65534);
+    meta.mode() & 0o022 == 0
+        && owner_out_of_reach(meta.uid(), &uid_map, overflow)
+        && !has_acl(c"/proc/self/exe")
+}
+
+/// Is a file owner `uid` (as this user namespace shows it) either the host's
+/// root, or an id not mapped here at all (shown as the overflow uid)? Either
+/// way no id a rootless user can map into a container owns it.
+pub fn owner_out_of_reach(uid: u32, uid_map: &str, overflow_uid: u32) -> bool {
+    let ranges: Vec<(u64, u64, u64)> = uid_map
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            (f.len() == 3).then(|| (f[0], f[1], f[2]))
+        })
+        .collect();
+    let to_host = |inside: u64| {
+        ranges
+            .iter()
+            .find(|(start, _, len)| inside >= *start && inside < start + len)
+            .map(|(start, host, _)| host + (inside - start))
+    };
+    match to_host(u64::from(uid)) {
+        Some(host) => host == 0,
+        None => uid == overflow_uid,
+    }
+}
+
+/// Does the file carry an access ACL (which could grant write to an id the
+/// mode bits do not show)?
+fn has_acl(path: &std::ffi::CStr) -> bool {
+    // SAFETY: a size query (null buffer, length 0) of a NUL-terminated path
+    // and attribute name that outlive the call.
+    let rc = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"system.posix_acl_access".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    rc >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENODATA)
+}
+
 /// `struct mount_attr` of mount_setattr(2).
 #[repr(C)]
 struct MountAttr {
@@ -176,6 +250,10 @@ pub fn ensure_cloned() -> Result<(), ClonedBinaryError> {
     if is_protected() {
         return Ok(());
     }
+    if crate::rootless::is_rootless() && beyond_rootless_reach() {
+        crate::explain!("user_namespaces(7)", "not re-executing from a protected copy: the runtime's binary belongs to the host's root and nobody else may write it, so a container this unprivileged user starts cannot overwrite it (CVE-2019-5736)");
+        return Ok(());
+    }
     let exe = match read_only_bind() {
         Some(fd) => {
             crate::explain!("open_tree(2)", "re-executing the runtime from a detached read-only bind mount of itself, so the container can never overwrite the host binary through /proc/self/exe (CVE-2019-5736)");
@@ -202,4 +280,30 @@ pub fn ensure_cloned() -> Result<(), ClonedBinaryError> {
         op: "execve protected copy of the runtime",
         err,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_out_of_reach;
+
+    const HOST: &str = "         0          0 4294967295\n";
+    const PODMAN: &str = "         0       1000          1\n         1     100000      65536\n";
+
+    #[test]
+    fn host_root_is_out_of_reach_and_users_are_not() {
+        assert!(owner_out_of_reach(0, HOST, 65534));
+        assert!(!owner_out_of_reach(1000, HOST, 65534));
+        assert!(!owner_out_of_reach(65534, HOST, 65534));
+    }
+
+    #[test]
+    fn in_a_user_namespace_only_unmapped_owners_are_out_of_reach() {
+        // root of podman's namespace is the user: their own files are in reach
+        assert!(!owner_out_of_reach(0, PODMAN, 65534));
+        assert!(!owner_out_of_reach(5, PODMAN, 65534));
+        // the host's root is not mapped and shows as the overflow uid
+        assert!(owner_out_of_reach(65534, "0 1000 1\n", 65534));
+        // unless the overflow uid is itself a mapped id
+        assert!(!owner_out_of_reach(65534, PODMAN, 65534));
+    }
 }

@@ -581,3 +581,88 @@ fn rootless_podman_runs_execs_stops_and_removes_through_skiff() {
     assert_eq!(out.code(), 6, "{out}");
     let _ = podman(&["system", "reset", "--force"]);
 }
+
+/// CVE-2019-5736 without root. A rootless skiff does not re-execute from a
+/// protected copy when its binary belongs to the host's root and nobody else
+/// may write it: the container has no more rights than its user, who cannot
+/// write the file either. A copy the user owns is still sealed in a memfd.
+/// As in `escapes::runtime_binary_cannot_be_reopened_for_writing`, the
+/// attacker's handle is `/proc/PID/exe` of the waiting init, opened `O_PATH`
+/// (by the test, so it does not depend on winning a race); it is handed to
+/// a process of the user (who has every right a container of theirs has),
+/// which reopens it for writing once nothing runs the file any more.
+#[test]
+fn a_rootless_container_cannot_reach_the_runtime_binary() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let u = TestUser::create();
+    let b = u.bundle();
+    b.set_args(&["sleep", "1000"]);
+    let own = u.home.path().join("skiff-own");
+    fs::copy(skiff_bin(), &own).unwrap();
+    u.chown(&own);
+    let reopen = r#"
+import errno, fcntl, os, time
+for _ in range(1000):
+    try:
+        fd = os.open("/proc/self/fd/3", os.O_WRONLY)
+    except OSError as e:
+        if e.errno == errno.ETXTBSY:
+            time.sleep(0.01)
+            continue
+        print("refused:", errno.errorcode[e.errno])
+        break
+    sealed = fcntl.fcntl(fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_WRITE
+    print("sealed copy" if sealed else "WRITABLE")
+    break
+"#;
+    for (label, bin, expected) in [
+        ("root's binary", skiff_bin(), "refused: EACCES"),
+        ("the user's own copy", own, "sealed copy"),
+    ] {
+        let id = unique_id();
+        u.run(&bin, &["create", "--bundle", b.path_str(), &id]).ok();
+        let st: serde_json::Value =
+            serde_json::from_str(&u.run(&bin, &["state", &id]).ok().stdout).unwrap();
+        let handle = nix::fcntl::open(
+            format!("/proc/{}/exe", st["pid"]).as_str(),
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        u.run(&bin, &["delete", "-f", &id]).ok();
+        let mut c = u.cmd(std::path::Path::new("/usr/bin/python3"), &["-c", reopen]);
+        let raw = handle.as_raw_fd();
+        // SAFETY: dup2 and fcntl are async-signal-safe; they only give the
+        // child the handle as fd 3, without close-on-exec (dup2 onto itself
+        // would keep the flag), before it execs.
+        unsafe {
+            c.pre_exec(move || {
+                let rc = if raw == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(raw, 3)
+                };
+                if rc < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = output(c);
+        assert_eq!(out.stdout.trim(), expected, "{label}: {out}");
+        u.assert_clean(&u.runtime_dir.join("skiff"));
+    }
+    // --explain says which way it went.
+    let id = unique_id();
+    let out = u.run(
+        &skiff_bin(),
+        &["--explain", "create", "--bundle", b.path_str(), &id],
+    );
+    u.run(&skiff_bin(), &["delete", "-f", &id]).ok();
+    assert!(
+        out.stderr
+            .contains("not re-executing from a protected copy"),
+        "{out}"
+    );
+}
