@@ -171,6 +171,38 @@ impl Cluster {
         );
     }
 
+    /// A JSON merge patch of a pod's `status` subresource, as cluster
+    /// admin (curl with the admin's certificate: kubectl 1.20 cannot patch a
+    /// subresource). Panics unless the API server accepts it.
+    pub fn patch_pod_status(&self, ns: &str, name: &str, patch: &Value) {
+        let pki = self.dir.join("pki");
+        let url = format!(
+            "{}/api/v1/namespaces/{ns}/pods/{name}/status",
+            self.apiserver()
+        );
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", self.env("NETNS_PATH")))
+            .args(["curl", "-sS", "--fail-with-body", "-X", "PATCH"])
+            .args(["-H", "Content-Type: application/merge-patch+json"])
+            .arg("--cacert")
+            .arg(self.env("CA_CERT"))
+            .arg("--cert")
+            .arg(pki.join("admin.crt"))
+            .arg("--key")
+            .arg(pki.join("admin.key"))
+            .arg("--data")
+            .arg(patch.to_string())
+            .arg(&url)
+            .output()
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "PATCH {url}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `kubectl get ... -o json`.
     pub fn get_json(&self, args: &[&str]) -> Option<Value> {
         let mut a: Vec<&str> = vec!["get"];

@@ -221,6 +221,48 @@ fn the_scheduler_places_a_pod_and_readiness_flips_ready() {
     );
 }
 
+/// kubelet's status reconcile: a pod status someone else overwrote in the
+/// API is set right by the node, though nothing changed on the node.
+#[test]
+fn a_status_overwritten_in_the_api_is_set_right_again() {
+    let l = label();
+    let a = Agent::start_node(&l, &[]);
+    let ns = Namespace::new();
+    let c = cluster();
+    c.apply(
+        &ns.name,
+        &pod_yaml("drift", &l, "", "    command: [sleep, '3600']\n"),
+    );
+    wait_pod(&ns, "drift", "Running and Ready", running_ready);
+    c.patch_pod_status(
+        &ns.name,
+        "drift",
+        &serde_json::json!({"status": {"phase": "Pending", "message": "overwritten by the test"}}),
+    );
+    let p = c.get_json(&["pod", "drift", "-n", &ns.name]).unwrap();
+    assert_eq!(p["status"]["phase"], "Pending", "the overwrite took");
+    // Two reconcile ticks of 10 s at most.
+    let p = wait_pod(&ns, "drift", "the node's status back", |p| {
+        running_ready(p) && p["status"]["message"].is_null()
+    });
+    // And no more: a steady pod's object stays as it is over two more
+    // ticks, and the status went once.
+    std::thread::sleep(Duration::from_secs(21));
+    let later = c.get_json(&["pod", "drift", "-n", &ns.name]).unwrap();
+    assert_eq!(
+        later["metadata"]["resourceVersion"], p["metadata"]["resourceVersion"],
+        "the node left a steady pod alone"
+    );
+    let resent = a
+        .log()
+        .matches("differs from the node's: sending it again")
+        .count();
+    assert_eq!(
+        resent, 1,
+        "the agent says once why it sent the status again"
+    );
+}
+
 #[test]
 fn a_crashing_pod_shows_crash_loop_back_off() {
     let l = label();

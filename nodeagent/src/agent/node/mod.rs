@@ -103,6 +103,7 @@ impl NodeHandle {
                 api_mirrors: Mutex::new(None),
                 mirror_wake: tokio::sync::Notify::new(),
                 sink_wake: tokio::sync::Notify::new(),
+                api_status: Mutex::new(HashMap::new()),
                 events: tx,
                 events_rx: Mutex::new(Some(rx)),
             },
@@ -124,6 +125,10 @@ pub struct Shared {
     pub mirror_wake: tokio::sync::Notify,
     /// Wakes the status sink (a mirror pod appeared: its status is due).
     pub sink_wake: tokio::sync::Notify,
+    /// Pod uid → fingerprint of the status the API holds for it, as the pod
+    /// watch last saw it ([`sink::fingerprint`]): what the status sink's
+    /// periodic reconcile compares with what it sent.
+    pub api_status: Mutex<HashMap<String, u64>>,
     events: mpsc::UnboundedSender<super::events::Event>,
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<super::events::Event>>>,
 }

@@ -19,15 +19,28 @@
 //! back-off. A static pod's status goes to its mirror pod
 //! ([`super::mirror`]), and again to a new mirror pod when it is replaced.
 //!
+//! Every 10 s the sink also *reconciles*, as kubelet's status manager does
+//! (`syncBatch` and `needsReconcile`): the status the API holds for each
+//! pod (from the pod watch) is compared with the last status sent, and a
+//! pod whose API status differs is sent again. That repairs a write that
+//! was lost, or a status someone else overwrote. Only the node's own part
+//! is compared: conditions of other owners (the scheduler's, a readiness
+//! gate's) and the order of container statuses do not count. A difference
+//! must be seen on two ticks in a row (the watch may lag a patch), and the
+//! same API status is answered once only, so a field the API server
+//! normalises differently can never make the node patch in a loop.
+//!
 //! When a pod whose deletion was asked for through the API has no
 //! container left, the node finishes the deletion: it deletes the object
 //! with a grace period of 0 and a uid precondition. Until then the object
 //! stays, showing `Terminating`, as with kubelet.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Api;
 
@@ -56,6 +69,9 @@ pub async fn run(agent: Arc<Agent>) {
     // static pod's status goes again when its mirror pod is replaced.
     let mut sent: BTreeMap<String, (StatusChange, String)> = BTreeMap::new();
     let mut backoff = Backoff::default();
+    let mut reconcile = tokio::time::interval(RECONCILE_PERIOD);
+    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drift = Drift::default();
     loop {
         if pending.is_empty() {
             tokio::select! {
@@ -63,6 +79,18 @@ pub async fn run(agent: Arc<Agent>) {
                     Some(c) => { pending.insert(c.uid.clone(), c); }
                     None => return,
                 },
+                _ = reconcile.tick() => {
+                    let api = node.shared.api_status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    for uid in drift.check(&sent, &api) {
+                        if let Some((c, _)) = sent.get(&uid) {
+                            tracing::info!(
+                                "status of pod {}/{} in the API differs from the node's: sending it again",
+                                c.namespace, c.name
+                            );
+                            pending.insert(uid, c.clone());
+                        }
+                    }
+                }
                 _ = node.shared.sink_wake.notified() => {
                     for (uid, (c, to)) in &sent {
                         if c.source == Source::File
@@ -104,6 +132,93 @@ pub async fn run(agent: Arc<Agent>) {
         } else {
             backoff.reset();
         }
+    }
+}
+
+/// How often the sink compares the API's statuses with its own (kubelet's
+/// status manager: `syncPeriod`, 10 s).
+const RECONCILE_PERIOD: Duration = Duration::from_secs(10);
+
+/// A fingerprint of the node's part of a pod status, the same for the
+/// status the node sent and the one the API holds when they agree: the
+/// conditions the node owns (sorted by type), and the container statuses
+/// sorted by name; timestamps compare at the API's one-second precision
+/// because both are serialized. kubelet's `isPodStatusByKubeletEqual` and
+/// `normalizeStatus` do the same.
+pub fn fingerprint(status: &PodStatus) -> u64 {
+    const NODE_OWNED: [&str; 5] = [
+        "PodScheduled",
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+    ];
+    let mut st = status.clone();
+    if let Some(conds) = st.conditions.as_mut() {
+        conds.retain(|c| NODE_OWNED.contains(&c.type_.as_str()));
+        conds.sort_by(|a, b| a.type_.cmp(&b.type_));
+        // The scheduler's PodScheduled carries no times the node sets.
+        for c in conds.iter_mut() {
+            if c.type_ == "PodScheduled" {
+                c.last_probe_time = None;
+                c.last_transition_time = None;
+            }
+        }
+    }
+    for list in [
+        st.container_statuses.as_mut(),
+        st.init_container_statuses.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    let text = serde_json::to_string(&st).unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// The reconcile's memory: which pods differed at the last tick, and which
+/// API status each pod was last sent again against.
+#[derive(Default)]
+struct Drift {
+    suspect: BTreeSet<String>,
+    answered: HashMap<String, u64>,
+}
+
+impl Drift {
+    /// The pods (uids) to send again: pods from the API whose API status
+    /// differs from the last one sent, on this tick and the one before, and
+    /// not already answered for that API status.
+    fn check(
+        &mut self,
+        sent: &BTreeMap<String, (StatusChange, String)>,
+        api: &HashMap<String, u64>,
+    ) -> Vec<String> {
+        let mut now = BTreeSet::new();
+        let mut resend = Vec::new();
+        for (uid, (c, _)) in sent {
+            let (Source::ApiServer, Some(status)) = (&c.source, &c.status) else {
+                continue;
+            };
+            let Some(&theirs) = api.get(uid) else {
+                continue;
+            };
+            if theirs == fingerprint(status) {
+                self.answered.remove(uid);
+                continue;
+            }
+            now.insert(uid.clone());
+            if self.suspect.contains(uid) && self.answered.get(uid) != Some(&theirs) {
+                self.answered.insert(uid.clone(), theirs);
+                resend.push(uid.clone());
+            }
+        }
+        self.answered.retain(|uid, _| sent.contains_key(uid));
+        self.suspect = now;
+        resend
     }
 }
 
@@ -194,5 +309,82 @@ mod tests {
         assert_eq!(p["metadata"]["uid"], "u-1");
         assert_eq!(p["status"]["phase"], "Running");
         assert!(p["status"].as_object().unwrap()["message"].is_null());
+    }
+
+    fn status(phase: &str, conds: &[(&str, &str)]) -> PodStatus {
+        use k8s_openapi::api::core::v1::PodCondition;
+        PodStatus {
+            phase: Some(phase.into()),
+            conditions: Some(
+                conds
+                    .iter()
+                    .map(|(t, s)| PodCondition {
+                        type_: t.to_string(),
+                        status: s.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn sent(uid: &str, st: PodStatus) -> BTreeMap<String, (StatusChange, String)> {
+        let c = StatusChange {
+            uid: uid.into(),
+            namespace: "ns".into(),
+            name: "p".into(),
+            source: Source::ApiServer,
+            status: Some(st),
+            delete_object: false,
+        };
+        BTreeMap::from([(uid.to_string(), (c, uid.to_string()))])
+    }
+
+    #[test]
+    fn the_fingerprint_sees_only_the_nodes_part() {
+        let ours = status("Running", &[("Ready", "True"), ("Initialized", "True")]);
+        // Another owner's condition and another order: the same.
+        let theirs = status(
+            "Running",
+            &[
+                ("Initialized", "True"),
+                ("example.com/gate", "False"),
+                ("Ready", "True"),
+            ],
+        );
+        assert_eq!(fingerprint(&ours), fingerprint(&theirs));
+        assert_ne!(
+            fingerprint(&ours),
+            fingerprint(&status(
+                "Running",
+                &[("Ready", "False"), ("Initialized", "True")]
+            ))
+        );
+        assert_ne!(fingerprint(&ours), fingerprint(&status("Pending", &[])));
+    }
+
+    #[test]
+    fn a_difference_seen_twice_is_sent_again_once_per_api_status() {
+        let ours = status("Running", &[("Ready", "True")]);
+        let sent = sent("u", ours.clone());
+        let mut d = Drift::default();
+        let api = |st: &PodStatus| HashMap::from([("u".to_string(), fingerprint(st))]);
+        // Agreeing: nothing.
+        assert!(d.check(&sent, &api(&ours)).is_empty());
+        // Overwritten: first seen, then sent again.
+        let other = status("Running", &[("Ready", "False")]);
+        assert!(d.check(&sent, &api(&other)).is_empty());
+        assert_eq!(d.check(&sent, &api(&other)), ["u"]);
+        // The same API status again (the patch changed nothing there): not
+        // answered a second time, however long it stays.
+        assert!(d.check(&sent, &api(&other)).is_empty());
+        assert!(d.check(&sent, &api(&other)).is_empty());
+        // Repaired, then overwritten again: answered again.
+        assert!(d.check(&sent, &api(&ours)).is_empty());
+        assert!(d.check(&sent, &api(&other)).is_empty());
+        assert_eq!(d.check(&sent, &api(&other)), ["u"]);
+        // A pod the watch does not show is left alone.
+        assert!(d.check(&sent, &HashMap::new()).is_empty());
     }
 }

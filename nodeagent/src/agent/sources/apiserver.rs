@@ -28,6 +28,7 @@ use kube::Api;
 
 use super::{DesiredPod, PodConfig, Source};
 use crate::agent::node::mirror::{Seen, MIRROR_ANNOTATION};
+use crate::agent::node::sink;
 use crate::agent::Agent;
 use crate::manifest;
 
@@ -89,6 +90,10 @@ pub async fn watch(agent: Arc<Agent>, client: kube::Client, node: String) {
             Ok(watcher::Event::InitApply(p)) => listing.push(p),
             Ok(watcher::Event::InitDone) => {
                 tracing::debug!("{} pods bound to {node}", listing.len());
+                see_statuses(&agent, |m| {
+                    m.clear();
+                    m.extend(listing.iter().filter_map(status_seen));
+                });
                 let mirrors = listing.iter().filter_map(Seen::of).collect();
                 see_mirrors(&agent, |m| *m = Some(mirrors));
                 let wanted: Vec<DesiredPod> =
@@ -107,6 +112,11 @@ pub async fn watch(agent: Arc<Agent>, client: kube::Client, node: String) {
                     });
                     continue;
                 }
+                if let Some((uid, fp)) = status_seen(&p) {
+                    see_statuses(&agent, |m| {
+                        m.insert(uid, fp);
+                    });
+                }
                 if let Some(d) = desired(&p, known) {
                     PodConfig::upsert(&agent, Source::ApiServer, d);
                 }
@@ -124,6 +134,9 @@ pub async fn watch(agent: Arc<Agent>, client: kube::Client, node: String) {
                     continue;
                 }
                 if let Some(uid) = &p.metadata.uid {
+                    see_statuses(&agent, |m| {
+                        m.remove(uid);
+                    });
                     PodConfig::forget(&agent, Source::ApiServer, uid);
                 }
             }
@@ -145,6 +158,23 @@ fn see_mirrors(
             .lock()
             .unwrap_or_else(|e| e.into_inner()));
         n.shared.mirror_wake.notify_one();
+    }
+}
+
+/// A pod's uid and the fingerprint of the status the API holds for it.
+fn status_seen(p: &Pod) -> Option<(String, u64)> {
+    let uid = p.metadata.uid.clone()?;
+    Some((uid, sink::fingerprint(p.status.as_ref()?)))
+}
+
+/// Change what the status sink knows of the statuses the API holds.
+fn see_statuses(agent: &Agent, f: impl FnOnce(&mut std::collections::HashMap<String, u64>)) {
+    if let Some(n) = &agent.node {
+        f(&mut n
+            .shared
+            .api_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()));
     }
 }
 
