@@ -14,7 +14,8 @@
 #
 # With SKIFF_BASELINE=/path/to/another/skiff, that build runs in the same
 # hyperfine runs as "base" and a skiff/base ratio is printed too (for
-# before/after measurements of one change).
+# before/after measurements of one change). SKIFF_BIN=/path/to/skiff
+# measures that build as "skiff" instead of the release build.
 #
 # crun refuses hybrid cgroup hosts, so every runtime runs inside one private
 # mount namespace where an empty file is bind-mounted over
@@ -31,7 +32,7 @@ fi
 . bench/lib/crun-on-hybrid.sh
 bench_in_private_mount_ns "$0" "$runs"
 
-skiff="$PWD/target/x86_64-unknown-linux-gnu/release/skiff"
+skiff="${SKIFF_BIN:-$PWD/target/x86_64-unknown-linux-gnu/release/skiff}"
 work=$(mktemp -d /tmp/skiff-bench.XXXXXX)
 trap 'for r in skiff runc crun base; do for id in $(ls "$work/root-$r" 2>/dev/null); do "${bin[$r]}" --root "$work/root-$r" delete -f "$id" >/dev/null 2>&1 || true; done; done; rm -rf "$work"' EXIT
 declare -A bin=([skiff]="$skiff" [runc]="$(command -v runc)" [crun]="$(command -v crun)")
