@@ -205,12 +205,24 @@ pub struct Cni {
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Cni {
-    /// ADD: `lo` up, then the network on `eth0`. Returns the result.
-    pub async fn add(&self, a: &Attachment) -> Result<Value, CniError> {
-        self.exec_plugin("ADD", &loopback(), a, "lo").await?;
+    /// ADD: `lo` up, then the network on `eth0`. Returns the result. Each
+    /// plugin's run is a span of the pod's start `trace`, if one is written.
+    pub async fn add(
+        &self,
+        a: &Attachment,
+        trace: Option<&crate::agent::trace::PodTrace>,
+    ) -> Result<Value, CniError> {
+        {
+            let _s = crate::agent::trace::start(trace, "CNI ADD loopback (lo)");
+            self.exec_plugin("ADD", &loopback(), a, "lo").await?;
+        }
         let mut prev: Option<Value> = None;
         for p in &self.network.plugins {
             let conf = self.plugin_conf(p, prev.as_ref());
+            let _s = crate::agent::trace::start(
+                trace,
+                format!("CNI ADD {} (eth0)", conf["type"].as_str().unwrap_or("?")),
+            );
             prev = Some(self.exec_plugin("ADD", &conf, a, "eth0").await?);
         }
         Ok(prev.unwrap_or(Value::Null))

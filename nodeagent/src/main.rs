@@ -108,6 +108,11 @@ pub struct ServeArgs {
     /// The node's resolver file, copied for dnsPolicy Default
     #[arg(long, default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
+    /// Write a timeline of each pod start to DIR (Chrome trace-event JSON,
+    /// one file per pod, with the runtime's own spans; draw it with
+    /// scripts/trace-svg.py)
+    #[arg(long, value_name = "DIR")]
+    trace_dir: Option<PathBuf>,
     /// Testing only: CrashLoopBackOff start and cap, e.g. "1s,8s"
     #[arg(long, hide = true)]
     test_backoff: Option<String>,
@@ -264,6 +269,15 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             cluster_dns: a.cluster_dns,
             cluster_domain: a.cluster_domain,
             resolv_conf: a.resolv_conf,
+        },
+        trace_dir: match a.trace_dir {
+            Some(d) => {
+                let d = abs(d);
+                agent::trace::Traces::new(Some(d.clone()))
+                    .with_context(|| format!("--trace-dir {}", d.display()))?;
+                Some(d)
+            }
+            None => None,
         },
     };
     let node = a.kubeconfig.map(|k| agent::node::NodeConfig {

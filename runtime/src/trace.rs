@@ -128,7 +128,33 @@ pub fn forked(name: &str) {
     }
     PID.store(host_pid(), Ordering::Relaxed);
     STEP.with(|s| s.borrow_mut().take());
+    own_open_file();
     process_name(name);
+}
+
+/// Give this (forked) process an open file description of the trace file
+/// of its own. flock(2) locks belong to the open file description, which a
+/// child shares with its parent after fork: without this, the parent and
+/// the init would each "hold" the lock at once and could write over each
+/// other. Reopening through `/proc/self/fd/N` makes a new description, and
+/// dup3(2) puts it under the same descriptor number. If the reopen fails
+/// (a user namespace that does not map the file's owner), the two keep
+/// sharing one and may, rarely, interleave.
+fn own_open_file() {
+    let Some(f) = FILE.get() else {
+        return;
+    };
+    let fd = f.as_raw_fd();
+    let Ok(fresh) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{fd}"))
+    else {
+        return;
+    };
+    // SAFETY: dup3 replaces descriptor `fd`, which FILE owns and keeps
+    // owning (it now names the new description); `fresh` is closed after.
+    unsafe { libc::dup3(fresh.as_raw_fd(), fd, libc::O_CLOEXEC) };
 }
 
 /// Label this process's row (a `process_name` metadata event).
@@ -137,10 +163,22 @@ pub fn process_name(name: &str) {
         return;
     }
     let pid = pid();
-    append(&format!(
-        r#"{{"name":"process_name","ph":"M","pid":{pid},"tid":{pid},"args":{{"name":{}}}}}"#,
-        json(&format!("{name} [{pid}]"))
+    append(&name_event(
+        "process_name",
+        pid,
+        pid,
+        &format!("{name} [{pid}]"),
     ));
+}
+
+/// A metadata event naming a row: `kind` is `process_name` or
+/// `thread_name`.
+pub fn name_event(kind: &str, pid: u32, tid: u32, name: &str) -> String {
+    format!(
+        r#"{{"name":{},"ph":"M","pid":{pid},"tid":{tid},"args":{{"name":{}}}}}"#,
+        json(kind),
+        json(name)
+    )
 }
 
 fn json(s: &str) -> String {
@@ -150,22 +188,41 @@ fn json(s: &str) -> String {
 /// One complete event ("ph":"X"): a bar from `start` lasting `dur` µs.
 fn complete(name: &str, cat: &str, start: f64, dur: f64, detail: Option<&str>) {
     let pid = pid();
+    append(&complete_event(name, cat, start, dur, pid, pid, detail));
+}
+
+/// One complete event ("ph":"X") as JSON: a bar on row `pid`/`tid` from
+/// `start` (µs on the shared clock, [`now_us`]) lasting `dur` µs. Also for
+/// other writers of trace files (the node agent's pod-start traces).
+pub fn complete_event(
+    name: &str,
+    cat: &str,
+    start: f64,
+    dur: f64,
+    pid: u32,
+    tid: u32,
+    detail: Option<&str>,
+) -> String {
     let args = detail.map_or(String::new(), |d| {
         format!(r#","args":{{"detail":{}}}"#, json(d))
     });
-    append(&format!(
-        r#"{{"name":{},"cat":{},"ph":"X","ts":{start:.3},"dur":{dur:.3},"pid":{pid},"tid":{pid}{args}}}"#,
+    format!(
+        r#"{{"name":{},"cat":{},"ph":"X","ts":{start:.3},"dur":{dur:.3},"pid":{pid},"tid":{tid}{args}}}"#,
         json(name),
         json(cat)
-    ));
+    )
 }
 
-/// Add one event to the file (see the module docs for how several writers
-/// keep it valid JSON).
+/// Add one event to this process's trace file.
 fn append(event: &str) {
-    let Some(f) = FILE.get() else {
-        return;
-    };
+    if let Some(f) = FILE.get() {
+        append_to(f, event);
+    }
+}
+
+/// Add one event to the trace file `f` (read and write access), keeping it
+/// one valid JSON document whoever else writes to it (see the module docs).
+pub fn append_to(f: &File, event: &str) {
     const HEAD: &str = "{\"traceEvents\":[\n";
     const TAIL: &str = "\n]}\n";
     // SAFETY: flock on a descriptor we own; no memory is involved.

@@ -11,7 +11,8 @@ use std::path::Path;
 /// The complete ("X") events of a trace file, and its process names.
 fn events(path: &Path) -> (Vec<Value>, Vec<Value>) {
     let text = fs::read_to_string(path).expect("trace file");
-    let doc: Value = serde_json::from_str(&text).expect("the trace is one JSON document");
+    let doc: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("the trace is not one JSON document: {e}\n{text}"));
     let all = doc["traceEvents"].as_array().expect("traceEvents").clone();
     let (x, m): (Vec<Value>, Vec<Value>) = all.into_iter().partition(|e| e["ph"] == "X");
     (x, m)
@@ -171,4 +172,130 @@ fn no_trace_unless_asked_and_a_bad_path_only_warns() {
         ])
         .ok();
     assert!(out.stderr.contains("not tracing"), "{out}");
+}
+
+/// `skiff-agent serve --trace-dir`: one file per pod start, holding the
+/// agent's steps (image, sandbox, network namespace, each CNI plugin, the
+/// pause container, each container's create and start, the first probe
+/// success) and, stitched in by the runtime itself through `SKIFF_TRACE`,
+/// the spans of every `skiff create` and `skiff start` and of the inits,
+/// all on one clock.
+#[test]
+fn the_agent_traces_a_pod_start_with_the_runtimes_spans() {
+    use skiff_tests::agent::{condition, pod_yaml, Agent};
+    let top = tempfile::tempdir().unwrap();
+    let dir = top.path().join("traces");
+    let a = Agent::start_with(&["--trace-dir", dir.to_str().unwrap()]);
+    a.manifest(
+        "web.yaml",
+        &pod_yaml(
+            "web",
+            r#"  containers:
+  - name: web
+    image: IMAGE
+    command: [httpd, -f, -p, "8080", -h, /www]
+    readinessProbe:
+      httpGet: {path: /healthz, port: 8080}
+      periodSeconds: 1
+"#,
+        ),
+    );
+    let p = a.wait_pod("web", std::time::Duration::from_secs(60), "Ready", |p| {
+        condition(p, "Ready") == "True"
+    });
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let file = dir.join(format!("default_web_{uid}.json"));
+    // The probe span is written just after the status turns Ready.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !fs::read_to_string(&file)
+        .unwrap_or_default()
+        .contains("probe success")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no probe span in {}",
+            file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (ev, meta) = events(&file);
+    let agent_pid = a.pid() as u64;
+    let mine = |e: &&Value| e["pid"] == agent_pid && e["cat"] == "agent";
+    let agent_spans: Vec<Value> = ev.iter().filter(mine).cloned().collect();
+    for name in [
+        "image localhost/busybox:1",
+        "sandbox",
+        "network namespace",
+        "CNI ADD loopback (lo)",
+        "pause container",
+        "container web: bundle",
+        "container web: create and start",
+        "container web: started, until the first readiness probe success",
+    ] {
+        span(&agent_spans, name);
+    }
+    assert!(
+        names(&agent_spans)
+            .iter()
+            .any(|n| n.starts_with("CNI ADD ") && n.ends_with("(eth0)")),
+        "the network's own plugin: {:?}",
+        names(&agent_spans)
+    );
+    let sandbox = span(&agent_spans, "sandbox");
+    for inner in [
+        "network namespace",
+        "CNI ADD loopback (lo)",
+        "pause container",
+    ] {
+        assert!(
+            within(span(&agent_spans, inner), sandbox),
+            "{inner} within the sandbox"
+        );
+    }
+    // The runtime's own spans, from other processes: a create and a start
+    // for the pause container and for web, each inside the agent's span
+    // that asked for it, and the inits' steps.
+    let runtime: Vec<Value> = ev
+        .iter()
+        .filter(|e| e["pid"] != agent_pid)
+        .cloned()
+        .collect();
+    let creates: Vec<&Value> = runtime.iter().filter(|e| e["name"] == "create").collect();
+    let starts: Vec<&Value> = runtime.iter().filter(|e| e["name"] == "start").collect();
+    assert_eq!(creates.len(), 2, "two skiff create: {:?}", names(&runtime));
+    assert_eq!(starts.len(), 2, "two skiff start: {:?}", names(&runtime));
+    let pause = span(&agent_spans, "pause container");
+    let web = span(&agent_spans, "container web: create and start");
+    assert!(
+        within(creates[0], pause) && within(starts[0], pause),
+        "pause's runtime spans"
+    );
+    assert!(
+        within(creates[1], web) && within(starts[1], web),
+        "web's runtime spans"
+    );
+    assert!(
+        runtime
+            .iter()
+            .any(|e| e["name"] == "init: pivot_root and paths"),
+        "the inits' steps: {:?}",
+        names(&runtime)
+    );
+    assert!(
+        meta.iter().any(|m| m["args"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("skiff-agent, pod default/web"))),
+        "the agent's row is named"
+    );
+    a.stop_all();
+    a.assert_clean();
 }

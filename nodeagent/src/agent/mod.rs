@@ -27,6 +27,7 @@ pub mod reasons;
 pub mod sources;
 pub mod state;
 pub mod status;
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -87,6 +88,9 @@ pub struct Config {
     pub certs_dir: PathBuf,
     /// What pods' resolv.conf is made from.
     pub dns: engine::etc_files::NodeDns,
+    /// Where a timeline of each pod start is written (`--trace-dir`; see
+    /// [`trace`]); `None`: nowhere.
+    pub trace_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -161,6 +165,8 @@ pub struct Agent {
     /// The last CPU reading of each cgroup, for the rates the kubelet
     /// API's stats report.
     pub stats_samples: kubelet_api::stats::Samples,
+    /// The pod-start traces being written (`--trace-dir`).
+    pub traces: trace::Traces,
 }
 
 impl Agent {
@@ -198,10 +204,14 @@ impl Agent {
             file_cache: sources::file::Cache::default(),
             events: Mutex::new(events::Events::default()),
             metrics: Mutex::new(Metrics::default()),
-            cfg,
             http: crate::probe::http_client(),
             cni,
             stats_samples: Default::default(),
+            traces: trace::Traces::new(cfg.trace_dir.clone()).unwrap_or_else(|e| {
+                tracing::warn!("--trace-dir: {e}; not tracing pod starts");
+                trace::Traces::default()
+            }),
+            cfg,
         }))
     }
 

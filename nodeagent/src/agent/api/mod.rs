@@ -277,6 +277,7 @@ mod tests {
                 insecure_registries: vec![],
                 certs_dir: dir.join("certs"),
                 dns: Default::default(),
+                trace_dir: None,
             },
             None,
         )

@@ -33,6 +33,9 @@ pub struct Launch<'a> {
     /// The CRI log file the container's output goes to; `None` for a pause
     /// container, which has no log.
     pub log: Option<&'a Path>,
+    /// The pod-start trace the runtime adds its spans to (`SKIFF_TRACE` for
+    /// the monitor's `skiff create` and `skiff start`), if one is written.
+    pub trace: Option<&'a Path>,
 }
 
 /// Start a monitor for the container and wait for its report.
@@ -59,6 +62,9 @@ pub async fn launch(agent: &Arc<Agent>, l: Launch<'_>) -> Result<(Started, i32),
         .arg(cfg.log_max_files.to_string());
     if let Some(log) = l.log {
         cmd.arg("--log").arg(log);
+    }
+    if let Some(t) = l.trace {
+        cmd.env(skiff_runtime::trace::ENV, t);
     }
     let errlog = std::fs::File::create(l.dir.join("monitor.log"))
         .map_err(|e| format!("create monitor log: {e}"))?;

@@ -114,6 +114,7 @@ impl ProbeWorker {
             .map(|r| (r.namespace, r.name))
             .unwrap_or_default();
         let mut next = tokio::time::Instant::now();
+        let mut first_success = true;
         loop {
             tokio::time::sleep_until(next).await;
             next += t.period;
@@ -121,6 +122,9 @@ impl ProbeWorker {
             let outcome = probe::attempt(&self.probe, &self.target, &self.agent.http).await;
             let secs = t0.elapsed().as_secs_f64();
             let ok = outcome == Outcome::Success;
+            if ok && std::mem::take(&mut first_success) {
+                self.trace_first_success();
+            }
             {
                 let mut g = self.agent.metrics();
                 let s = g
@@ -173,6 +177,26 @@ impl ProbeWorker {
                 _ => {}
             }
         }
+    }
+
+    /// On the pod-start trace, if one is written: a span from the
+    /// container's start to this probe's first success.
+    fn trace_first_success(&self) {
+        let Some(t) = self.agent.traces.get(&self.uid) else {
+            return;
+        };
+        let ago = Timestamp::now()
+            .duration_since(self.started_at)
+            .as_secs_f64()
+            .max(0.0);
+        t.span(
+            &format!(
+                "container {}: started, until the first {} probe success",
+                self.container,
+                self.kind.as_str().to_lowercase()
+            ),
+            crate::agent::trace::now() - ago * 1e6,
+        );
     }
 
     fn set(&self, f: impl FnOnce(&mut state::ContainerRecord)) {

@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::Pod;
 use super::super::state::{PodRecord, Sandbox};
 use super::super::Agent;
 use super::container::{self, Launch};
+use crate::agent::trace;
 use crate::cni::Attachment;
 
 /// Whether the pod runs in the node's network namespace
@@ -91,15 +92,21 @@ pub async fn create(agent: &Arc<Agent>, rec: &PodRecord, plan: Sandbox) -> Resul
     let mut sb = plan;
     let id = sb.id.clone();
     let dir = sb.dir.clone();
+    let trace = agent.traces.get(&rec.uid);
+    let trace = trace.as_ref();
+    let _sandbox = trace::start(trace, "sandbox");
     let made = async {
         if let Some(path) = sb.netns.clone() {
             let cni = agent
                 .cni
                 .as_ref()
                 .map_err(|e| format!("network not ready: {e}"))?;
-            crate::netns::create(&path).map_err(|e| e.to_string())?;
+            {
+                let _s = trace::start(trace, "network namespace");
+                crate::netns::create(&path).map_err(|e| e.to_string())?;
+            }
             let result = cni
-                .add(&attachment(rec, &path, &id))
+                .add(&attachment(rec, &path, &id), trace)
                 .await
                 .map_err(|e| format!("failed to set up pod network: {e}"))?;
             sb.cni_result = Some(result);
@@ -113,6 +120,7 @@ pub async fn create(agent: &Arc<Agent>, rec: &PodRecord, plan: Sandbox) -> Resul
         let hostname = super::etc_files::hostname(pod, &node_hostname());
         write_etc_files(agent, rec, pod, &ip, &hostname)?;
         write_bundle(agent, &dir, &hostname, sb.netns.as_deref(), &id, &rec.uid)?;
+        let _pause = trace::start(trace, "pause container");
         let (started, monitor_pid) = container::launch(
             agent,
             Launch {
@@ -120,6 +128,7 @@ pub async fn create(agent: &Arc<Agent>, rec: &PodRecord, plan: Sandbox) -> Resul
                 bundle: &dir,
                 dir: &dir.join("monitor"),
                 log: None,
+                trace: trace.map(|t| t.path()),
             },
         )
         .await

@@ -75,7 +75,15 @@ pub async fn start_if_due(
     let Some(spec) = container_spec(&rec, init, name) else {
         return Due::Later(Duration::from_secs(1));
     };
-    let image = match super::image::ensure_image(agent, uid, &spec, &field).await {
+    let trace = agent.traces.get(uid);
+    let image = {
+        let _s = crate::agent::trace::start(
+            trace.as_ref(),
+            format!("image {}", spec.image.as_deref().unwrap_or("")),
+        );
+        super::image::ensure_image(agent, uid, &spec, &field).await
+    };
+    let image = match image {
         Ok(i) => i,
         Err(e) => return Due::Later(image_failed(agent, uid, init, name, &field, e)),
     };
@@ -86,17 +94,20 @@ pub async fn start_if_due(
             c.launching = Some(intent);
         }
     });
-    if let Err(msg) = bundle::prepare_bundle(
-        agent,
-        &rec,
-        &spec,
-        &image,
-        &attempt.bundle,
-        &attempt.monitor_dir,
-        &attempt.id,
-    )
-    .await
-    {
+    let prepared = {
+        let _s = crate::agent::trace::start(trace.as_ref(), format!("container {name}: bundle"));
+        bundle::prepare_bundle(
+            agent,
+            &rec,
+            &spec,
+            &image,
+            &attempt.bundle,
+            &attempt.monitor_dir,
+            &attempt.id,
+        )
+        .await
+    };
+    if let Err(msg) = prepared {
         return Due::Later(config_failed(agent, uid, init, name, &field, msg));
     }
     launch(agent, tx, local, &rec, &spec, &image, attempt, init, &field).await
@@ -338,16 +349,24 @@ async fn launch(
     if let Some(dir) = a.log.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let launched = container::launch(
-        agent,
-        Launch {
-            id: &a.id,
-            bundle: &a.bundle,
-            dir: &a.monitor_dir,
-            log: Some(&a.log),
-        },
-    )
-    .await;
+    let trace = agent.traces.get(uid);
+    let launched = {
+        let _s = crate::agent::trace::start(
+            trace.as_ref(),
+            format!("container {name}: create and start"),
+        );
+        container::launch(
+            agent,
+            Launch {
+                id: &a.id,
+                bundle: &a.bundle,
+                dir: &a.monitor_dir,
+                log: Some(&a.log),
+                trace: trace.as_ref().map(|t| t.path()),
+            },
+        )
+        .await
+    };
     let backoff = agent.cfg.restart_backoff;
     let now = Timestamp::now();
     match launched {

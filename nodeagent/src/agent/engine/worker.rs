@@ -116,6 +116,7 @@ async fn handle(
 /// The worker is done: forget the pod (unless a new worker took over).
 fn finish(agent: &Arc<Agent>, uid: &str, tx: &mpsc::UnboundedSender<Msg>) {
     if agent.engine.finished(uid, tx) {
+        agent.traces.end(uid);
         agent.status.remove(uid);
     }
 }
@@ -145,6 +146,7 @@ async fn sync(
             r.sandbox = Some(plan.clone());
             (r.clone(), plan)
         })?;
+        agent.traces.begin(uid, &rec.namespace, &rec.name);
         match sandbox::create(agent, &rec, plan).await {
             Ok(sb) => {
                 let ip = match &sb.cni_result {
