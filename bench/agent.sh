@@ -18,41 +18,9 @@ runs=${1:-20}
 sizes=${2:-10 50 110}
 secs=${3:-60}
 scripts/build-release.sh
-bin="$PWD/target/x86_64-unknown-linux-gnu/release"
-agent="$bin/skiff-agent"
-work=$(mktemp -d /tmp/skiff-agentbench.XXXXXX)
-netns="skiff-bench-$$"
-sockpath="$work/agent.sock"
-sock="unix://$sockpath"
-pid=""
-cleanup() {
-  set +e
-  rm -f "$work"/manifests/*.yaml
-  if [ -n "$pid" ]; then
-    for _ in $(seq 600); do
-      [ "$(curl -s --unix-socket "$sockpath" http://a/pods | jq '.items | length')" = 0 ] && break
-      sleep 0.1
-    done
-    kill "$pid"; wait "$pid" 2>/dev/null
-  fi
-  ip netns delete "$netns" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-scripts/busybox-image.sh "$work/image" bench >/dev/null
-"$agent" image --data-dir "$work/data" import "oci:$work/image:bench" --name localhost/busybox:bench >/dev/null
-mkdir -p "$work/manifests" "$work/cni"
-cat > "$work/cni/10-bench.conflist" <<JSON
-{"cniVersion":"1.0.0","name":"skiffbench","plugins":[{"type":"bridge","bridge":"skbench0","isGateway":true,
- "ipam":{"type":"host-local","dataDir":"$work/ipam","ranges":[[{"subnet":"10.90.0.0/16"}]]}}]}
-JSON
-ip netns add "$netns"
-ip -n "$netns" link set lo up
-nsenter --net="/run/netns/$netns" "$agent" serve --manifests "$work/manifests" \
-  --data-dir "$work/data" --state-dir "$work/state" --listen "$sock" \
-  --cni-conf-dir "$work/cni" --runtime "$bin/skiff" >"$work/agent.log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do curl -sf --unix-socket "$sockpath" http://a/healthz >/dev/null && break; sleep 0.1; done
+# shellcheck source=bench/lib/agent-env.sh
+. bench/lib/agent-env.sh
+agent_env_up
 
 ready() { # NAME -> 0 when the pod's Ready condition is True
   curl -s --unix-socket "$sockpath" "http://a/pods/default/$1" |
