@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# Pull benchmark: a generated ~100 MB image in 6 layers, from a local
-# docker-registry, into a store, unpacked and ready to run. Side by side in
-# the same hyperfine run:
+# Pull benchmark: generated images, from a local docker-registry, into a
+# store, unpacked and ready to run. Side by side in the same hyperfine run:
 #   skiff   skiff-agent image pull (download, verify, unpack)
 #   ctr     containerd 1.6 `ctr images pull` (pull + unpack into overlayfs
 #           snapshots), a private containerd with its own root, state and socket
 #   skopeo  skopeo copy docker:// -> oci: then umoci unpack
 # Every run starts from an empty store (hyperfine --prepare).
 #
-#   sudo bench/pull.sh [RUNS]
+# The images (SHAPES, default all three), each on busybox:
+#   mixed   5 layers of 22 MiB (18 MiB random, 4 MiB text), ~100 MB
+#   many    100 layers of 1 MiB random: per-layer costs (requests,
+#           verification, one unpack and one snapshot each)
+#   big     5 layers of 200 MiB random: throughput
+#
+#   sudo bench/pull.sh [RUNS] [SHAPES]      e.g. bench/pull.sh 5 "many big"
 # Needs: docker-registry skopeo umoci containerd hyperfine jq (Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
+shapes=${2:-mixed many big}
 scripts/build-release.sh
 agent="$PWD/target/x86_64-unknown-linux-gnu/release/skiff-agent"
 work=$(mktemp -d /tmp/skiff-pullbench.XXXXXX)
@@ -38,25 +44,36 @@ docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
 pids+=($!)
 until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
 
-# The image: busybox, then five layers of 22 MiB (18 MiB random, 4 MiB text),
-# about 100 MB compressed.
+# A busybox base image, then one image per shape, pushed to the registry.
 umoci init --layout "$work/src" >/dev/null
-umoci new --image "$work/src:v1" >/dev/null
-umoci unpack --image "$work/src:v1" "$work/b" >/dev/null
+umoci new --image "$work/src:base" >/dev/null
+umoci unpack --image "$work/src:base" "$work/b" >/dev/null
 mkdir -p "$work/b/rootfs/bin"
 cp /bin/busybox "$work/b/rootfs/bin/" && ln -s busybox "$work/b/rootfs/bin/true"
-umoci repack --image "$work/src:v1" "$work/b" >/dev/null
-for i in 1 2 3 4 5; do
-  mkdir -p "$work/b/rootfs/data$i"
-  head -c $((18 << 20)) /dev/urandom >"$work/b/rootfs/data$i/random"
-  seq "$i" 2000000 >"$work/seq" && head -c $((4 << 20)) "$work/seq" >"$work/b/rootfs/data$i/text"
-  umoci repack --image "$work/src:v1" "$work/b" >/dev/null
-done
-rm -f "$work/seq"
-umoci config --image "$work/src:v1" --config.cmd true >/dev/null
-skopeo copy -q --dest-tls-verify=false "oci:$work/src:v1" "docker://127.0.0.1:$port/bench/big:v1"
-ref="127.0.0.1:$port/bench/big:v1"
-size=$(du -sb "$work/registry" | cut -f1)
+umoci repack --image "$work/src:base" "$work/b" >/dev/null
+umoci config --image "$work/src:base" --config.cmd true >/dev/null
+rm -rf "$work/b"
+make_image() { # SHAPE: add its layers to a copy of base, push it
+  local shape=$1 n mib text=0 i
+  case $shape in
+    mixed) n=5 mib=18 text=4 ;;
+    many) n=100 mib=1 ;;
+    big) n=5 mib=200 ;;
+    *) echo "bench/pull.sh: unknown shape $shape (mixed, many, big)" >&2; exit 1 ;;
+  esac
+  umoci tag --image "$work/src:base" "$shape" >/dev/null
+  umoci unpack --image "$work/src:$shape" "$work/b" >/dev/null
+  for i in $(seq "$n"); do
+    mkdir -p "$work/b/rootfs/data$i"
+    head -c $((mib << 20)) /dev/urandom >"$work/b/rootfs/data$i/random"
+    if [ "$text" -gt 0 ]; then
+      seq "$i" 2000000 >"$work/seq" && head -c $((text << 20)) "$work/seq" >"$work/b/rootfs/data$i/text"
+    fi
+    umoci repack --refresh-bundle --image "$work/src:$shape" "$work/b" >/dev/null
+  done
+  rm -rf "$work/b" "$work/seq"
+  skopeo copy -q --dest-tls-verify=false "oci:$work/src:$shape" "docker://127.0.0.1:$port/bench/$shape:v1"
+}
 
 # A private containerd.
 mkdir -p "$work/ctr"
@@ -80,17 +97,26 @@ until [ -S $work/ctr/containerd.sock ] && ctr -a $work/ctr/containerd.sock versi
 SH
 chmod +x "$work/ctr-fresh.sh"
 
-hyperfine --runs "$runs" --export-json "$work/pull.json" \
-  -n skiff --prepare "rm -rf $work/skiff" \
-  "$agent image --data-dir $work/skiff pull -q $ref" \
-  -n ctr --prepare "$work/ctr-fresh.sh" \
-  "ctr -a $work/ctr/containerd.sock images pull --plain-http --snapshotter overlayfs $ref" \
-  -n skopeo --prepare "rm -rf $work/oci $work/bundle" \
-  "skopeo copy -q --src-tls-verify=false docker://$ref oci:$work/oci:v1 && umoci unpack --image $work/oci:v1 $work/bundle" \
-  >/dev/null
-
-median() { jq -r --arg n "$1" '.results[] | select(.command==$n) | .median' "$work/pull.json"; }
-s=$(median skiff); c=$(median ctr); k=$(median skopeo)
-printf 'image: %s bytes compressed in the registry, 6 layers\n' "$size"
-printf '%-10s %10s %10s %10s %12s %12s\n' "pull (s)" skiff ctr skopeo skiff/ctr skiff/skopeo
-awk -v s="$s" -v c="$c" -v k="$k" 'BEGIN {printf "%-10s %10.3f %10.3f %10.3f %12.2f %12.2f\n", "median", s, c, k, s/c, s/k}'
+printf '%-7s %7s %10s %9s %9s %9s %10s %13s\n' image layers MB skiff_s ctr_s skopeo_s skiff/ctr skiff/skopeo
+for shape in $shapes; do
+  make_image "$shape"
+  ref="127.0.0.1:$port/bench/$shape:v1"
+  manifest=$(skopeo inspect --raw --tls-verify=false "docker://$ref")
+  size=$(jq '[.layers[].size] | add' <<<"$manifest")
+  layers=$(jq '.layers | length' <<<"$manifest")
+  hyperfine --runs "$runs" --export-json "$work/pull-$shape.json" \
+    -n skiff --prepare "rm -rf $work/skiff" \
+    "$agent image --data-dir $work/skiff pull -q $ref" \
+    -n ctr --prepare "$work/ctr-fresh.sh" \
+    "ctr -a $work/ctr/containerd.sock images pull --plain-http --snapshotter overlayfs $ref" \
+    -n skopeo --prepare "rm -rf $work/oci $work/bundle" \
+    "skopeo copy -q --src-tls-verify=false docker://$ref oci:$work/oci:v1 && umoci unpack --image $work/oci:v1 $work/bundle" \
+    >/dev/null
+  median() { jq -r --arg n "$1" '.results[] | select(.command==$n) | .median' "$work/pull-$shape.json"; }
+  s=$(median skiff); c=$(median ctr); k=$(median skopeo)
+  awk -v n="$shape" -v l="$layers" -v b="$size" -v s="$s" -v c="$c" -v k="$k" \
+    'BEGIN {printf "%-7s %7d %10.0f %9.3f %9.3f %9.3f %10.2f %13.2f\n", n, l, b / 1e6, s, c, k, s/c, s/k}'
+  # The next image starts from empty stores and registry blobs of its own.
+  rm -rf "$work/skiff" "$work/oci" "$work/bundle"
+done
+echo "(MB: the image's layers as stored, compressed; seconds: medians of $runs pulls each)"
