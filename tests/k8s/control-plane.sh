@@ -559,7 +559,13 @@ EOF
     # that node namespaces plug into (see attach).
     ip netns add "$NETNS"
     ip -n "$NETNS" link set lo up
-    ip -n "$NETNS" link add "$BRIDGE" type bridge
+    # The bridge gets an address of its own.  Without one, Linux gives a
+    # bridge the lowest MAC among its ports and changes it when that port
+    # leaves: every node that had the API server's address in its ARP cache
+    # then sends to a MAC nobody owns, and all its requests (lease, status,
+    # even new connections' SYNs) vanish until ARP asks again, up to 30 s
+    # later.  A set address (locally administered, random) is kept for good.
+    ip -n "$NETNS" link add "$BRIDGE" address "02:$(random_hex 5 | sed 's/../&:/g; s/:$//')" type bridge
     ip -n "$NETNS" addr add "$BRIDGE_IP/$BRIDGE_PREFIX" dev "$BRIDGE"
     ip -n "$NETNS" link set "$BRIDGE" up
 

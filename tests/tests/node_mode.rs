@@ -221,6 +221,48 @@ fn the_scheduler_places_a_pod_and_readiness_flips_ready() {
     );
 }
 
+/// The test bed itself: a node leaving the control plane's bridge must not
+/// cut the other nodes off. A Linux bridge without an address of its own
+/// takes its lowest port's MAC and changes it when that port goes; nodes
+/// then sent to a MAC nobody had until ARP asked again (up to 30 s of
+/// heartbeats and status lost, the "no answer within 10s" of earlier CI
+/// runs). `control-plane.sh up` gives the bridge a fixed address.
+#[test]
+fn a_node_leaving_the_bridge_keeps_the_api_servers_mac() {
+    let c = cluster();
+    let mac = || {
+        let out = c.exec(&["ip", "-br", "link", "show", &c.env("BRIDGE")]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or("")
+            .to_string()
+    };
+    let before = mac();
+    let names: Vec<String> = (0..3)
+        .map(|i| format!("skt-br{i}-{}", std::process::id()))
+        .collect();
+    for n in &names {
+        assert!(std::process::Command::new("ip")
+            .args(["netns", "add", n])
+            .status()
+            .unwrap()
+            .success());
+        c.attach(n);
+    }
+    let during = mac();
+    for n in &names {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", n])
+            .status();
+    }
+    // The veths die with their namespaces.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!before.is_empty());
+    assert_eq!(during, before, "nodes plugged in changed the bridge's MAC");
+    assert_eq!(mac(), before, "nodes leaving changed the bridge's MAC");
+}
+
 /// kubelet's status reconcile: a pod status someone else overwrote in the
 /// API is set right by the node, though nothing changed on the node.
 #[test]
