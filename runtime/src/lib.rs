@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | [`namespaces`] | private views of pids, mounts, network, hostname... | namespaces(7), unshare(2), setns(2) |
 //! | [`cgroups`] | resource accounting and limits, freezing | cgroups(7) |
+//! | [`clone_into_cgroup`] | an init born in its cgroup (v2) | clone3(2) |
 //! | [`rootfs`] | the container's own root filesystem | mount(2), pivot_root(2) |
 //! | [`rootless`] | containers without root: id maps, subordinate ids, delegated cgroups | user_namespaces(7), subuid(5), newuidmap(1) |
 //! | [`process`] | who the process runs as, with what privileges | capabilities(7), setresuid(2), setrlimit(2) |
@@ -31,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod cgroups;
+pub mod clone_into_cgroup;
 pub mod cloned_binary;
 pub mod container;
 pub mod exec_fifo;

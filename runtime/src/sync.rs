@@ -114,7 +114,9 @@ impl Channel {
         }
     }
 
-    /// Receive one message; end-of-file becomes [`SyncError::Eof`].
+    /// Receive one message; end-of-file becomes [`SyncError::Eof`], and so
+    /// does ECONNRESET: a peer that died with our last message still unread
+    /// in its queue resets the connection instead of closing it.
     pub fn recv(&self) -> Result<Msg, SyncError> {
         self.recv_with(MsgFlags::empty())
     }
@@ -129,6 +131,7 @@ impl Channel {
         let n = loop {
             match recv(self.fd.as_raw_fd(), &mut buf, flags) {
                 Err(nix::Error::EINTR) => continue,
+                Err(nix::Error::ECONNRESET) => return Err(SyncError::Eof),
                 Err(e) => return Err(SyncError::Recv(e)),
                 Ok(n) => break n,
             }

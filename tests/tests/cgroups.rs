@@ -486,3 +486,37 @@ fn check_before_update_refuses_a_limit_below_usage() {
     assert_eq!(read(pid, "memory", file), "268435456");
     rt.delete_force(&id).ok();
 }
+
+/// How the init gets into its cgroup. On pure cgroup v2 it is born there
+/// (clone3 `CLONE_INTO_CGROUP`): nothing writes `cgroup.procs`, so no RCU
+/// grace period is waited for, and the limits hold from its first page.
+/// On a hybrid host it is forked and moved, as runc does. Either way the
+/// program runs in the container's cgroup under its limits.
+#[test]
+fn the_init_is_born_in_its_cgroup_on_v2_and_moved_on_hybrid() {
+    let rt = Runtime::skiff();
+    let b = Bundle::busybox();
+    b.edit(|v| v["linux"]["resources"]["pids"] = json!({"limit": 5}));
+    b.set_args(&["sh", "-c", "cat /proc/self/cgroup; cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max"]);
+    let id = unique_id();
+    let out = rt.call(&["--explain", "run", "--bundle", b.path_str(), &id]);
+    assert_eq!(out.code(), 0, "{out}");
+    let born = out.stderr.contains("CLONE_INTO_CGROUP");
+    let moved = out.stderr.contains("writing pid");
+    if unified_host() {
+        assert!(born && !moved, "born in its cgroup on v2: {out}");
+    } else {
+        assert!(moved && !born, "moved on a hybrid host: {out}");
+    }
+    // Its own cgroup: by name, or as the root of a cgroup namespace made
+    // there (runc's default spec has one).
+    let own = out.stdout.lines().next().unwrap_or("");
+    assert!(
+        own.contains(&id) || own == "0::/",
+        "the program runs in the container's cgroup: {out}"
+    );
+    assert!(
+        out.stdout.lines().any(|l| l.trim() == "5"),
+        "under its limits: {out}"
+    );
+}

@@ -8,7 +8,8 @@
 //!
 //! 1. [`prepare`]: read and check the bundle (nothing is made yet);
 //! 2. [`make_state_dir`]: the state directory and its `exec.fifo`;
-//! 3. [`spawn_init`]: fork the init (into a new pid namespace directly,
+//! 3. [`spawn_init`]: fork the init (on cgroup v2 straight into its cgroup,
+//!    see [`crate::clone_into_cgroup`]; into a new pid namespace directly,
 //!    when nothing else needs a two-step start);
 //! 4. [`record`]: write `state.json` at once, as `creating`, so that a
 //!    runtime killed from here on leaves a container that `state`, `list`
@@ -225,15 +226,20 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let (runtime_end, init_end) = sync::pair()?;
     drop(span);
     let deferred = p.deferred_join;
-    if deferred {
-        // The init will reach its /sys/fs/cgroup mount without waiting for
-        // us: the directories it binds must exist by then.
+    // Made before the fork: when the init will reach its /sys/fs/cgroup
+    // mount without waiting for us (the directories it binds must exist by
+    // then), and when it can be born in the cgroup.
+    let ahead = deferred || born_in_cgroup(&p).is_some();
+    if ahead {
         let _s = crate::span!("create: cgroup (made ahead)");
         cleanup.cgroups = Some(p.cgroup_paths.clone());
         make_cgroup(&p)?;
     }
     let span = crate::span!("create: fork the init");
-    let child = spawn_init(
+    let Spawned {
+        pid: child,
+        in_cgroup,
+    } = spawn_init(
         opts,
         &p,
         &ns_files,
@@ -253,11 +259,13 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     drop(span);
     cleanup.cgroups = Some(p.cgroup_paths.clone());
     let span = crate::span!("create: cgroup");
-    if deferred {
-        add_init(&p, child, &runtime_end)?;
-    } else {
+    if !ahead {
         make_cgroup(&p)?;
+    }
+    if !in_cgroup {
         add_init(&p, child, &runtime_end)?;
+    }
+    if !deferred {
         runtime_end.send(&Msg::Continue)?;
     }
     drop(span);
@@ -423,7 +431,7 @@ fn spawn_init(
     console_socket: Option<OwnedFd>,
     runtime_end: i32,
     init_end: Channel,
-) -> Result<i32> {
+) -> Result<Spawned> {
     // Orphans of the init's middle process come back to us, not to the host's init.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -462,8 +470,19 @@ fn spawn_init(
         seccomp_wait_killable_recv: p.extras.seccomp_wait_killable_recv,
         deferred_join: p.deferred_join,
     };
+    // On cgroup v2 the init can be born in its cgroup (made ahead) instead
+    // of being moved there.
+    let into = born_in_cgroup(p);
     // SAFETY: the runtime is single-threaded here, so the child may run any code.
-    let forked = unsafe { fork() };
+    let born = into.and_then(|dir| unsafe { crate::clone_into_cgroup::fork_into(dir) });
+    let forked = match &born {
+        Some(crate::clone_into_cgroup::Forked::Child) => Ok(ForkResult::Child),
+        Some(crate::clone_into_cgroup::Forked::Parent(pid)) => Ok(ForkResult::Parent {
+            child: Pid::from_raw(*pid),
+        }),
+        // SAFETY: as above.
+        None => unsafe { fork() },
+    };
     if let Some(own) = &own_pidns {
         if matches!(forked, Ok(ForkResult::Parent { .. }) | Err(_)) {
             // Back to our own pid namespace for whatever we fork later (hooks).
@@ -477,8 +496,19 @@ fn spawn_init(
             unsafe { libc::close(runtime_end) };
             crate::init::run(&cfg, &init_end)
         }
-        ForkResult::Parent { child } => Ok(child.as_raw()),
+        ForkResult::Parent { child } => Ok(Spawned {
+            pid: child.as_raw(),
+            in_cgroup: born.is_some(),
+        }),
     }
+}
+
+/// The init, forked.
+struct Spawned {
+    /// Its pid.
+    pid: i32,
+    /// Born in its cgroup (see [`crate::clone_into_cgroup`]): nothing to move.
+    in_cgroup: bool,
 }
 
 /// Step 4: `state.json`, as `creating`, with the child's pid.
@@ -556,6 +586,19 @@ fn defer_join(p: &Prepared) -> bool {
         && !p.plan.creates(LinuxNamespaceType::Cgroup)
         && !init_forks
         && !early_hooks
+}
+
+/// The cgroup the init can be born in (clone3 `CLONE_INTO_CGROUP`, see
+/// [`crate::clone_into_cgroup`]): on a pure cgroup v2 host, the container's
+/// one directory. Born there, the init is inside from its first instruction,
+/// which is all that every reason to join first (see [`defer_join`]) asks
+/// for: a cgroup namespace it makes is rooted there, what it forks and what
+/// it allocates count against the limits.
+fn born_in_cgroup(p: &Prepared) -> Option<&std::path::Path> {
+    if !p.cgroup_paths.is_v2() || p.cgroup_paths.paths.len() != 1 {
+        return None;
+    }
+    p.cgroup_paths.unified()
 }
 
 /// Below this memory limit (bytes) the init joins its cgroup before setting
