@@ -37,7 +37,11 @@ for _ in $(seq 300); do
   [ -n "$f" ] && grep -q "probe success" "$f" && break
   sleep 0.1
 done
-[ -n "$f" ] || { echo "no trace written; the agent's log:" >&2; cat "$work/agent.log" >&2; exit 1; }
+if [ -z "$f" ] || ! grep -q "probe success" "$f"; then
+  echo "no complete trace (the pod did not become ready in 30 s); the agent's log:" >&2
+  cat "$work/agent.log" >&2
+  exit 1
+fi
 [ -z "$json" ] || cp "$f" "$json"
 scripts/trace-svg.py "$f" "$out" --title "a pod start under skiff-agent: image, sandbox, CNI, pause, container, first readiness probe"
 echo "wrote $out"

@@ -17,7 +17,7 @@ pid=""
 agent_env_cleanup() {
   set +e
   rm -f "$work"/manifests/*.yaml
-  if [ -n "$pid" ]; then
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     for _ in $(seq 600); do
       [ "$(curl -s --unix-socket "$sockpath" http://a/pods | jq '.items | length')" = 0 ] && break
       sleep 0.1

@@ -130,14 +130,26 @@ fn beyond_rootless_reach() -> bool {
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(65534);
     meta.mode() & 0o022 == 0
-        && owner_out_of_reach(meta.uid(), &uid_map, overflow)
+        && owner_out_of_reach(
+            meta.uid(),
+            &uid_map,
+            overflow,
+            nix::unistd::Uid::effective().as_raw(),
+        )
         && !has_acl(c"/proc/self/exe")
 }
 
-/// Is a file owner `uid` (as this user namespace shows it) either the host's
-/// root, or an id not mapped here at all (shown as the overflow uid)? Either
-/// way no id a rootless user can map into a container owns it.
-pub fn owner_out_of_reach(uid: u32, uid_map: &str, overflow_uid: u32) -> bool {
+/// Is a file owner `uid` (as this user namespace shows it) out of reach of
+/// every id this process, and so any container it starts, can hold?
+/// - In the host's initial user namespace (the identity map), as an
+///   ordinary user (`euid` not 0): when the owner is root. The user's
+///   containers map only the user's own and subordinate ids.
+/// - In a user namespace of its own (rootless podman's): only when the
+///   namespace maps no id to the host's root at all, and the owner is not
+///   mapped here (the kernel shows it as the overflow uid). Root of a
+///   namespace that maps the host's root (`unshare -r` run by root) is the
+///   host's root, and reaches everything root owns.
+pub fn owner_out_of_reach(uid: u32, uid_map: &str, overflow_uid: u32, euid: u32) -> bool {
     let ranges: Vec<(u64, u64, u64)> = uid_map
         .lines()
         .filter_map(|l| {
@@ -148,16 +160,14 @@ pub fn owner_out_of_reach(uid: u32, uid_map: &str, overflow_uid: u32) -> bool {
             (f.len() == 3).then(|| (f[0], f[1], f[2]))
         })
         .collect();
-    let to_host = |inside: u64| {
-        ranges
-            .iter()
-            .find(|(start, _, len)| inside >= *start && inside < start + len)
-            .map(|(start, host, _)| host + (inside - start))
-    };
-    match to_host(u64::from(uid)) {
-        Some(host) => host == 0,
-        None => uid == overflow_uid,
+    if ranges == [(0, 0, u64::from(u32::MAX))] {
+        return euid != 0 && uid == 0;
     }
+    let maps_host_root = ranges.iter().any(|(_, host, len)| *host == 0 && *len > 0);
+    let mapped = ranges
+        .iter()
+        .any(|(start, _, len)| u64::from(uid) >= *start && u64::from(uid) < start + len);
+    !maps_host_root && !mapped && uid == overflow_uid
 }
 
 /// Does the file carry an access ACL (which could grant write to an id the
@@ -290,20 +300,30 @@ mod tests {
     const PODMAN: &str = "         0       1000          1\n         1     100000      65536\n";
 
     #[test]
-    fn host_root_is_out_of_reach_and_users_are_not() {
-        assert!(owner_out_of_reach(0, HOST, 65534));
-        assert!(!owner_out_of_reach(1000, HOST, 65534));
-        assert!(!owner_out_of_reach(65534, HOST, 65534));
+    fn for_a_user_on_the_host_only_root_owned_files_are_out_of_reach() {
+        assert!(owner_out_of_reach(0, HOST, 65534, 1000));
+        assert!(!owner_out_of_reach(1000, HOST, 65534, 1000));
+        assert!(!owner_out_of_reach(65534, HOST, 65534, 1000));
+        // root itself reaches everything
+        assert!(!owner_out_of_reach(0, HOST, 65534, 0));
     }
 
     #[test]
     fn in_a_user_namespace_only_unmapped_owners_are_out_of_reach() {
         // root of podman's namespace is the user: their own files are in reach
-        assert!(!owner_out_of_reach(0, PODMAN, 65534));
-        assert!(!owner_out_of_reach(5, PODMAN, 65534));
+        assert!(!owner_out_of_reach(0, PODMAN, 65534, 0));
+        assert!(!owner_out_of_reach(5, PODMAN, 65534, 0));
         // the host's root is not mapped and shows as the overflow uid
-        assert!(owner_out_of_reach(65534, "0 1000 1\n", 65534));
+        assert!(owner_out_of_reach(65534, "0 1000 1\n", 65534, 0));
         // unless the overflow uid is itself a mapped id
-        assert!(!owner_out_of_reach(65534, PODMAN, 65534));
+        assert!(!owner_out_of_reach(65534, PODMAN, 65534, 0));
+    }
+
+    #[test]
+    fn a_namespace_that_maps_the_hosts_root_reaches_everything() {
+        // `unshare -r` run by root: root inside is root outside
+        assert!(!owner_out_of_reach(0, "0 0 1\n", 65534, 0));
+        assert!(!owner_out_of_reach(65534, "0 0 1\n", 65534, 0));
+        assert!(!owner_out_of_reach(65534, "0 1000 1\n1 0 1\n", 65534, 0));
     }
 }

@@ -299,3 +299,42 @@ fn the_agent_traces_a_pod_start_with_the_runtimes_spans() {
     a.stop_all();
     a.assert_clean();
 }
+
+/// A pod-start trace covers the start, not the restarts after it: a pod
+/// in CrashLoopBackOff must not grow its file for as long as it crashes.
+#[test]
+fn a_pod_trace_ends_with_the_start_not_the_restarts() {
+    use skiff_tests::agent::{container, pod_yaml, Agent};
+    let top = tempfile::tempdir().unwrap();
+    let dir = top.path().join("traces");
+    let a = Agent::start_with(&["--trace-dir", dir.to_str().unwrap()]);
+    a.manifest(
+        "crash.yaml",
+        &pod_yaml(
+            "crash",
+            "  containers:\n  - name: c\n    image: IMAGE\n    command: [sh, -c, 'exit 3']\n",
+        ),
+    );
+    let p = a.wait_pod(
+        "crash",
+        std::time::Duration::from_secs(60),
+        "two restarts",
+        |p| container(p, "c")["restartCount"].as_u64().unwrap_or(0) >= 2,
+    );
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let (ev, _) = events(&dir.join(format!("default_crash_{uid}.json")));
+    let launches = ev
+        .iter()
+        .filter(|e| e["name"] == "container c: create and start")
+        .count();
+    let creates = ev.iter().filter(|e| e["name"] == "create").count();
+    assert_eq!(launches, 1, "the first run only: {:?}", names(&ev));
+    assert_eq!(
+        creates,
+        2,
+        "the pause container's and the first run's: {:?}",
+        names(&ev)
+    );
+    a.stop_all();
+    a.assert_clean();
+}

@@ -20,8 +20,11 @@
 //! time axis and the file is valid JSON after every event.
 //! `scripts/trace-svg.py` draws it; docs chapter 14 explains a picture.
 //!
-//! Off unless `--trace-dir` is given; the directory is made root-only, as
-//! the file names pods.
+//! A trace covers the pod's start: each container's first run and its
+//! first probe success, not later restarts (a pod in CrashLoopBackOff
+//! would add to it forever). Off unless `--trace-dir` is given; a missing
+//! directory is made root-only, and every file is 0600, as the names say
+//! which pods run here.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,15 +40,18 @@ pub struct Traces {
 }
 
 impl Traces {
-    /// Traces into `dir` (made, mode 0700), or none.
+    /// Traces into `dir`, made (mode 0700) if missing; a directory that
+    /// exists keeps its mode (the files in it are 0600).
     pub fn new(dir: Option<PathBuf>) -> std::io::Result<Traces> {
         if let Some(d) = &dir {
-            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(d)?;
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+            if !d.is_dir() {
+                use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(d)?;
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+            }
         }
         Ok(Traces {
             dir,

@@ -251,7 +251,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     cleanup.pids.push(child);
     if deferred {
         // Its pid is known: no need to ask (see `Msg::Pid` below).
-        runtime_end.send(&Msg::HostPid(child))?;
+        runtime_end
+            .send(&Msg::HostPid(child))
+            .map_err(|e| init_gone(&p, e))?;
     }
     drop(span);
     let span = crate::span!("create: record state.json");
@@ -266,7 +268,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         add_init(&p, child, &runtime_end)?;
     }
     if !deferred {
-        runtime_end.send(&Msg::Continue)?;
+        runtime_end
+            .send(&Msg::Continue)
+            .map_err(|e| init_gone(&p, e))?;
     }
     drop(span);
     let span = crate::span!("create: serve the init until ready");
@@ -641,6 +645,27 @@ fn add_init(p: &Prepared, child: i32, chan: &Channel) -> Result<()> {
     Ok(())
 }
 
+/// A failure talking to the init, as the user should read it. An init that
+/// dies without a word was most likely killed: by the OOM killer, when the
+/// memory limit is below what it needs to start (runc finds out as it
+/// writes the limit, which it does after the join; an init born in its
+/// cgroup meets the limit even earlier, before it reads a word). Whether
+/// the runtime was reading (end of file, or a reset) or writing (a broken
+/// pipe) when it found out, the limit is named.
+fn init_gone(p: &Prepared, e: SyncError) -> crate::Error {
+    let gone = match &e {
+        SyncError::Eof => true,
+        SyncError::Send { err, .. } => {
+            matches!(err, nix::Error::EPIPE | nix::Error::ECONNRESET)
+        }
+        _ => false,
+    };
+    match (gone, memory_too_low(&p.linux, &p.cgroup_paths)) {
+        (true, Some(oom)) => start_process(oom),
+        _ => start_process(e),
+    }
+}
+
 /// Step 6: answer the init's requests until it is ready. Returns the
 /// init's pid as the host sees it.
 fn serve_init(
@@ -655,10 +680,7 @@ fn serve_init(
     // An init that dies without a word was most likely killed: by the OOM
     // killer, when the memory limit is below what it needs to start (runc
     // finds out as it writes the limit, which it does after the join).
-    let died = |e: SyncError| match (&e, memory_too_low(&p.linux, &p.cgroup_paths)) {
-        (SyncError::Eof, Some(oom)) => start_process(oom),
-        _ => start_process(e),
-    };
+    let died = |e: SyncError| init_gone(p, e);
     let hook_state = |pid| {
         crate::hooks::state_json(
             &opts.id,
@@ -679,7 +701,7 @@ fn serve_init(
                 } else {
                     namespaces::write_id_maps(child, uids, gids)?;
                 }
-                chan.send(&Msg::Continue)?;
+                chan.send(&Msg::Continue).map_err(died)?;
             }
             // With a deferred join the init's pid was sent unasked, and a
             // deferred init never forks (see `defer_join`).
@@ -696,7 +718,7 @@ fn serve_init(
                         crate::utils::process_stat(init_pid).map_or(0, |(_, t)| t);
                     c.save()?;
                 }
-                chan.send(&Msg::HostPid(init_pid))?;
+                chan.send(&Msg::HostPid(init_pid)).map_err(died)?;
             }
             Msg::CreateRuntimeHooks => {
                 let hooks = p.spec.hooks().as_ref();
@@ -714,13 +736,13 @@ fn serve_init(
                     )
                 })
                 .map_err(start_process)?;
-                chan.send(&Msg::Continue)?;
+                chan.send(&Msg::Continue).map_err(died)?;
             }
             Msg::SeccompFd => {
                 let fd = chan.recv_fd()?;
                 crate::seccomp::forward_to_listener(&p.spec, &fd, init_pid, &hook_state(init_pid))
                     .map_err(start_process)?;
-                chan.send(&Msg::Continue)?;
+                chan.send(&Msg::Continue).map_err(died)?;
             }
             Msg::Ready => return Ok(init_pid),
             Msg::Error(e) => return Err(start_process(SyncError::Reported(e))),

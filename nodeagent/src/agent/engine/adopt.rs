@@ -65,7 +65,7 @@ pub async fn adopt(
             if !init {
                 if let Some(spec) = container_spec(rec, false, &c.name) {
                     let h = probes::start_probes(
-                        agent, uid, tx, &spec, inst, &pod_ip, c.started, c.ready,
+                        agent, uid, tx, &spec, inst, &pod_ip, c.started, c.ready, false,
                     );
                     local.probes.insert(inst.id.clone(), h);
                 }

@@ -34,6 +34,7 @@ pub fn start_probes(
     pod_ip: &str,
     started: bool,
     ready: bool,
+    traced: bool,
 ) -> Vec<JoinHandle<()>> {
     let target = Target {
         pod_ip: pod_ip.to_string(),
@@ -68,6 +69,7 @@ pub fn start_probes(
             started_tx: started_tx.clone(),
             started_rx: started_rx.clone(),
             initially_ready: ready,
+            traced,
         };
         handles.push(tokio::spawn(w.run()));
     }
@@ -87,6 +89,9 @@ struct ProbeWorker {
     started_tx: Arc<watch::Sender<bool>>,
     started_rx: watch::Receiver<bool>,
     initially_ready: bool,
+    /// This instance's start is on a pod-start trace (`--trace-dir`): the
+    /// first success goes on it too.
+    traced: bool,
 }
 
 impl ProbeWorker {
@@ -122,7 +127,7 @@ impl ProbeWorker {
             let outcome = probe::attempt(&self.probe, &self.target, &self.agent.http).await;
             let secs = t0.elapsed().as_secs_f64();
             let ok = outcome == Outcome::Success;
-            if ok && std::mem::take(&mut first_success) {
+            if ok && self.traced && std::mem::take(&mut first_success) {
                 self.trace_first_success();
             }
             {

@@ -75,7 +75,9 @@ pub async fn start_if_due(
     let Some(spec) = container_spec(&rec, init, name) else {
         return Due::Later(Duration::from_secs(1));
     };
-    let trace = agent.traces.get(uid);
+    // A pod-start trace covers each container's first run, not restarts.
+    let first_run = c.restart_count == 0 && c.last_state.is_none();
+    let trace = first_run.then(|| agent.traces.get(uid)).flatten();
     let image = {
         let _s = crate::agent::trace::start(
             trace.as_ref(),
@@ -349,7 +351,7 @@ async fn launch(
     if let Some(dir) = a.log.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let trace = agent.traces.get(uid);
+    let trace = (a.restart == 0).then(|| agent.traces.get(uid)).flatten();
     let launched = {
         let _s = crate::agent::trace::start(
             trace.as_ref(),
@@ -424,7 +426,17 @@ async fn launch(
             }
             if !init {
                 let ip = rec.pod_ip.clone().unwrap_or_default();
-                let h = probes::start_probes(agent, uid, tx, spec, &inst, &ip, !has_startup, false);
+                let h = probes::start_probes(
+                    agent,
+                    uid,
+                    tx,
+                    spec,
+                    &inst,
+                    &ip,
+                    !has_startup,
+                    false,
+                    trace.is_some(),
+                );
                 local.probes.insert(a.id, h);
             }
             Due::Started

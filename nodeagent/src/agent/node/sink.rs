@@ -24,18 +24,19 @@
 //! pod (from the pod watch) is compared with the last status sent, and a
 //! pod whose API status differs is sent again. That repairs a write that
 //! was lost, or a status someone else overwrote. Only the node's own part
-//! is compared: conditions of other owners (the scheduler's, a readiness
-//! gate's) and the order of container statuses do not count. A difference
-//! must be seen on two ticks in a row (the watch may lag a patch), and the
-//! same API status is answered once only, so a field the API server
-//! normalises differently can never make the node patch in a loop.
+//! is compared: the fields the node writes, conditions of its own only (not
+//! the scheduler's or a readiness gate's), container statuses in name
+//! order; fields a newer API server fills in (`hostIPs`) do not count. The
+//! same difference must be seen on two ticks in a row (the watch may lag a
+//! patch), and each difference is answered once only, so a field the API
+//! server spells differently can never make the node patch in a loop.
 //!
 //! When a pod whose deletion was asked for through the API has no
 //! container left, the node finishes the deletion: it deletes the object
 //! with a grace period of 0 and a uid precondition. Until then the object
 //! stays, showing `Terminating`, as with kubelet.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,7 +154,23 @@ pub fn fingerprint(status: &PodStatus) -> u64 {
         "ContainersReady",
         "Ready",
     ];
-    let mut st = status.clone();
+    // Only the fields the node writes: a newer API server fills in others
+    // (`hostIPs` from `hostIP`, since 1.29) that must not count as drift.
+    let mut st = PodStatus {
+        phase: status.phase.clone(),
+        conditions: status.conditions.clone(),
+        message: status.message.clone(),
+        reason: status.reason.clone(),
+        host_ip: status.host_ip.clone(),
+        pod_ip: status.pod_ip.clone(),
+        pod_ips: status.pod_ips.clone(),
+        start_time: status.start_time.clone(),
+        qos_class: status.qos_class.clone(),
+        container_statuses: status.container_statuses.clone(),
+        init_container_statuses: status.init_container_statuses.clone(),
+        ephemeral_container_statuses: status.ephemeral_container_statuses.clone(),
+        ..Default::default()
+    };
     if let Some(conds) = st.conditions.as_mut() {
         conds.retain(|c| NODE_OWNED.contains(&c.type_.as_str()));
         conds.sort_by(|a, b| a.type_.cmp(&b.type_));
@@ -180,24 +197,26 @@ pub fn fingerprint(status: &PodStatus) -> u64 {
     h.finish()
 }
 
-/// The reconcile's memory: which pods differed at the last tick, and which
-/// API status each pod was last sent again against.
+/// The reconcile's memory, by pod uid, as pairs of fingerprints (the
+/// status sent, the API's): which pods differed at the last tick, and which
+/// difference each pod was last sent again for.
 #[derive(Default)]
 struct Drift {
-    suspect: BTreeSet<String>,
-    answered: HashMap<String, u64>,
+    suspect: HashMap<String, (u64, u64)>,
+    answered: HashMap<String, (u64, u64)>,
 }
 
 impl Drift {
     /// The pods (uids) to send again: pods from the API whose API status
-    /// differs from the last one sent, on this tick and the one before, and
-    /// not already answered for that API status.
+    /// differs from the last one sent, the same way on this tick and the one
+    /// before (a watch that lags a patch shows a passing difference), and
+    /// not already answered for that very difference.
     fn check(
         &mut self,
         sent: &BTreeMap<String, (StatusChange, String)>,
         api: &HashMap<String, u64>,
     ) -> Vec<String> {
-        let mut now = BTreeSet::new();
+        let mut now = HashMap::new();
         let mut resend = Vec::new();
         for (uid, (c, _)) in sent {
             let (Source::ApiServer, Some(status)) = (&c.source, &c.status) else {
@@ -206,13 +225,15 @@ impl Drift {
             let Some(&theirs) = api.get(uid) else {
                 continue;
             };
-            if theirs == fingerprint(status) {
+            let ours = fingerprint(status);
+            if theirs == ours {
                 self.answered.remove(uid);
                 continue;
             }
-            now.insert(uid.clone());
-            if self.suspect.contains(uid) && self.answered.get(uid) != Some(&theirs) {
-                self.answered.insert(uid.clone(), theirs);
+            let pair = (ours, theirs);
+            now.insert(uid.clone(), pair);
+            if self.suspect.get(uid) == Some(&pair) && self.answered.get(uid) != Some(&pair) {
+                self.answered.insert(uid.clone(), pair);
                 resend.push(uid.clone());
             }
         }
@@ -386,5 +407,33 @@ mod tests {
         assert_eq!(d.check(&sent, &api(&other)), ["u"]);
         // A pod the watch does not show is left alone.
         assert!(d.check(&sent, &HashMap::new()).is_empty());
+    }
+
+    #[test]
+    fn a_difference_that_changes_between_ticks_waits() {
+        let ours = status("Running", &[("Ready", "True")]);
+        let sent = sent("u", ours);
+        let mut d = Drift::default();
+        let api = |st: &PodStatus| HashMap::from([("u".to_string(), fingerprint(st))]);
+        // The API shows a different status on each tick (a watch still
+        // catching up): nothing is sent until one difference holds.
+        assert!(d.check(&sent, &api(&status("Pending", &[]))).is_empty());
+        assert!(d
+            .check(&sent, &api(&status("Running", &[("Ready", "False")])))
+            .is_empty());
+        assert_eq!(
+            d.check(&sent, &api(&status("Running", &[("Ready", "False")]))),
+            ["u"]
+        );
+    }
+
+    #[test]
+    fn fields_a_newer_api_server_fills_in_are_no_drift() {
+        let ours = status("Running", &[("Ready", "True")]);
+        let mut theirs = ours.clone();
+        theirs.host_ips = Some(vec![k8s_openapi::api::core::v1::HostIP {
+            ip: "10.0.0.1".into(),
+        }]);
+        assert_eq!(fingerprint(&ours), fingerprint(&theirs));
     }
 }
