@@ -44,26 +44,6 @@ echo "ready latency ms: $(echo $sorted | tr '\n' ' ')"
 echo "median ${median} ms (goal <= 150 ms)"
 for _ in $(seq 300); do [ "$(curl -s --unix-socket "$sockpath" http://a/pods | jq '.items | length')" = 0 ] && break; sleep 0.1; done
 
-pod_yaml() { # NAME
-  cat <<YAML
-apiVersion: v1
-kind: Pod
-metadata:
-  name: $1
-spec:
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: web
-    image: localhost/busybox:bench
-    command: [httpd, -f, -p, "8080", -h, /www]
-    readinessProbe:
-      httpGet: {path: /healthz, port: 8080}
-      periodSeconds: 1
-    livenessProbe:
-      tcpSocket: {port: 8080}
-      periodSeconds: 1
-YAML
-}
 pct() { # P < numbers: the P-th percentile (nearest rank)
   sort -n | awk -v p="$1" '{a[NR]=$1} END {i=int((p*NR+99)/100); if (i<1) i=1; print a[i]}'
 }

@@ -5,9 +5,10 @@
 #
 # Runs the release skiff-agent with --trace-dir in a network namespace of its
 # own (bench/lib/agent-env.sh), starts one pod: busybox httpd with an HTTP
-# readiness probe every second, the image already in the store. Once the pod
-# is Ready and its first probe success is on the trace, the trace is drawn
-# with scripts/trace-svg.py (and kept as OUT.json if asked).
+# readiness and a TCP liveness probe every second, the image already in the
+# store. Once the pod is Ready and its first probe success is on the trace,
+# the trace is drawn with scripts/trace-svg.py (and kept as OUT.json if
+# asked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/trace-pod.sh OUT.svg [OUT.json]}
@@ -17,21 +18,7 @@ scripts/build-release.sh
 . bench/lib/agent-env.sh
 work=$(mktemp -d /tmp/skiff-trace-pod.XXXXXX)
 agent_env_up --trace-dir "$work/traces"
-cat > "$work/manifests/web.yaml" <<'YAML'
-apiVersion: v1
-kind: Pod
-metadata:
-  name: web
-spec:
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: web
-    image: localhost/busybox:bench
-    command: [httpd, -f, -p, "8080", -h, /www]
-    readinessProbe:
-      httpGet: {path: /healthz, port: 8080}
-      periodSeconds: 1
-YAML
+pod_yaml web > "$work/manifests/web.yaml"
 for _ in $(seq 300); do
   f=$(ls "$work"/traces/default_web_*.json 2>/dev/null || true)
   [ -n "$f" ] && grep -q "probe success" "$f" && break

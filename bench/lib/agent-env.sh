@@ -9,6 +9,9 @@
 # its socket ($sockpath). An EXIT trap removes the pods, stops the agent
 # (pid $pid), and deletes the namespace and $work.
 #
+# pod_yaml NAME prints a pod of busybox httpd with an HTTP readiness and a
+# TCP liveness probe every second.
+#
 # Needs: the release build (scripts/build-release.sh), umoci, jq, curl,
 # containernetworking-plugins.
 bin="$PWD/target/x86_64-unknown-linux-gnu/release"
@@ -49,4 +52,24 @@ JSON
   echo "the agent did not answer; its log:" >&2
   cat "$work/agent.log" >&2
   return 1
+}
+pod_yaml() { # NAME: a web pod, probed every second
+  cat <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $1
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: web
+    image: localhost/busybox:bench
+    command: [httpd, -f, -p, "8080", -h, /www]
+    readinessProbe:
+      httpGet: {path: /healthz, port: 8080}
+      periodSeconds: 1
+    livenessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+YAML
 }
