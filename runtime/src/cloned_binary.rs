@@ -124,15 +124,20 @@ fn beyond_rootless_reach() -> bool {
     let Ok(meta) = std::fs::metadata("/proc/self/exe") else {
         return false;
     };
-    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
-    let overflow = std::fs::read_to_string("/proc/sys/kernel/overflowuid")
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(65534);
+    let uid_map = crate::rootless::own_uid_map();
+    // Only a user namespace shows unmapped owners as the overflow uid.
+    let overflow = if crate::rootless::in_user_namespace() {
+        std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(65534)
+    } else {
+        65534
+    };
     meta.mode() & 0o022 == 0
         && owner_out_of_reach(
             meta.uid(),
-            &uid_map,
+            uid_map,
             overflow,
             nix::unistd::Uid::effective().as_raw(),
         )

@@ -155,11 +155,14 @@ pub fn is_unprivileged() -> bool {
 /// uid 0 of the user namespace podman made for the user: root there, but
 /// with no more power over the host than the user has.
 pub fn in_user_namespace() -> bool {
-    static IN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *IN.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/uid_map")
-            .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
-    })
+    let m = own_uid_map();
+    !m.is_empty() && m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"]
+}
+
+/// This process's `/proc/self/uid_map`, read once ("" if unreadable).
+pub fn own_uid_map() -> &'static str {
+    static MAP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MAP.get_or_init(|| std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default())
 }
 
 /// Whether skiff runs without the host's root: as an ordinary user, or as
