@@ -205,27 +205,38 @@ pub struct Cni {
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Cni {
-    /// ADD: `lo` up, then the network on `eth0`. Returns the result. Each
-    /// plugin's run is a span of the pod's start `trace`, if one is written.
+    /// ADD: `lo` up, and the network's plugin chain on `eth0`. The two are
+    /// independent (they touch different interfaces of the namespace), so
+    /// they run at once, as containerd's go-cni attaches its networks; the
+    /// chain's plugins run in order, each given the previous one's result.
+    /// Returns the chain's result. Each plugin's run is a span of the pod's
+    /// start `trace`, if one is written.
     pub async fn add(
         &self,
         a: &Attachment,
         trace: Option<&crate::agent::trace::PodTrace>,
     ) -> Result<Value, CniError> {
-        {
-            let _s = crate::agent::trace::start(trace, "CNI ADD loopback (lo)");
-            self.exec_plugin("ADD", &loopback(), a, "lo").await?;
-        }
-        let mut prev: Option<Value> = None;
-        for p in &self.network.plugins {
-            let conf = self.plugin_conf(p, prev.as_ref());
-            let _s = crate::agent::trace::start(
-                trace,
-                format!("CNI ADD {} (eth0)", conf["type"].as_str().unwrap_or("?")),
-            );
-            prev = Some(self.exec_plugin("ADD", &conf, a, "eth0").await?);
-        }
-        Ok(prev.unwrap_or(Value::Null))
+        use crate::agent::trace::{start_in, LOOPBACK_LANE, NETWORK_LANE};
+        let lo = async {
+            let _s = start_in(trace, LOOPBACK_LANE, "CNI ADD loopback (lo)");
+            self.exec_plugin("ADD", &loopback(), a, "lo").await
+        };
+        let chain = async {
+            let mut prev: Option<Value> = None;
+            for p in &self.network.plugins {
+                let conf = self.plugin_conf(p, prev.as_ref());
+                let _s = start_in(
+                    trace,
+                    NETWORK_LANE,
+                    format!("CNI ADD {} (eth0)", conf["type"].as_str().unwrap_or("?")),
+                );
+                prev = Some(self.exec_plugin("ADD", &conf, a, "eth0").await?);
+            }
+            Ok(prev.unwrap_or(Value::Null))
+        };
+        let (lo, chain) = tokio::join!(lo, chain);
+        lo?;
+        chain
     }
 
     /// DEL in reverse order; every plugin runs even when one fails, and the

@@ -248,3 +248,90 @@ fn a_killed_pause_costs_one_restart() {
     a.stop_all();
     a.assert_clean();
 }
+
+/// A CNI plugin that fails while the pause container starts beside it
+/// (the two run at once): the sandbox is undone, pause container, veth and
+/// IP included, before the failure is reported; the pod says why and is
+/// tried again.
+#[test]
+fn a_failing_cni_plugin_leaves_no_sandbox_behind() {
+    let mut a = Agent::start();
+    a.kill9();
+    // The test network's bridge, then a plugin that is not installed: the
+    // bridge has made the veth and taken an IP by the time the chain fails.
+    let conf = a.path("cni/10-test.conflist");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&conf).unwrap()).unwrap();
+    v["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "skiff-no-such-plugin"}));
+    std::fs::write(&conf, serde_json::to_vec(&v).unwrap()).unwrap();
+    a.spawn();
+    a.manifest(
+        "p.yaml",
+        &pod_yaml(
+            "p",
+            "  containers:\n  - name: c\n    image: IMAGE\n    command: [sleep, '1000']\n",
+        ),
+    );
+    // The event is posted after the sandbox is taken down; the next try
+    // comes 5 s later, so what is left now is what the failure left.
+    let deadline = Instant::now() + T;
+    let events = loop {
+        let e = skiff_tests::agent::events(&a);
+        if e.contains("FailedCreatePodSandBox") {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no FailedCreatePodSandBox: {e}\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        events.contains("failed to set up pod network") && events.contains("skiff-no-such-plugin"),
+        "{events}"
+    );
+    let out = std::process::Command::new(skiff_tests::skiff_bin())
+        .arg("--root")
+        .arg(a.path("state/runtime"))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "",
+        "a container (the pause) is left\n{}",
+        a.log()
+    );
+    let links = a.in_netns(&["ip", "-o", "link"]);
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.contains("veth"), "veths left: {links}");
+    let ipam: Vec<_> = std::fs::read_dir(a.path(&format!("ipam/{}", a.network)))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .parse::<std::net::IpAddr>()
+                        .is_ok()
+                })
+                .map(|e| e.file_name())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(ipam.is_empty(), "IPs still reserved: {ipam:?}");
+    let pins = std::fs::read_dir(a.path("state/netns"))
+        .map(|rd| rd.count())
+        .unwrap_or(0);
+    assert_eq!(pins, 0, "a network namespace pin is left");
+    let p = a.pod("p").unwrap();
+    assert_eq!(
+        container(&p, "c")["state"]["waiting"]["reason"],
+        "ContainerCreating",
+        "{p}"
+    );
+    a.stop_all();
+    a.assert_clean();
+}

@@ -13,7 +13,8 @@
 //! Each pod start gets one file, `DIR/NAMESPACE_NAME_UID.json`, in the
 //! Chrome trace-event format that `skiff --trace` writes (see the runtime's
 //! `trace` module): the agent adds its own spans (category `agent`, on the
-//! agent's row), and hands the same file to the runtime as `SKIFF_TRACE`,
+//! agent's row; CNI's, which run beside the pause container's start, on
+//! lanes of their own), and hands the same file to the runtime as `SKIFF_TRACE`,
 //! so every `skiff create` and `skiff start` of the pod, and the container
 //! init inside them, append their spans to it. Everyone stamps events with
 //! CLOCK_MONOTONIC and appends under flock(2), so the spans line up on one
@@ -84,6 +85,9 @@ impl Traces {
             pid,
             &format!("skiff-agent, pod {namespace}/{name} [{pid}]"),
         ));
+        for (lane, what) in [(NETWORK_LANE, "network"), (LOOPBACK_LANE, "loopback")] {
+            t.append(&name_event("thread_name", pid, lane_tid(pid, lane), what));
+        }
         Some(t)
     }
 
@@ -114,8 +118,9 @@ impl PodTrace {
         &self.path
     }
 
-    /// A span of the agent's, from `start` ([`now`]) until now.
-    pub fn span(&self, name: &str, start: f64) {
+    /// A span of the agent's, from `start` ([`now`]) until now, on lane
+    /// `lane` of the agent's row (0: the pod worker's own steps).
+    pub fn span(&self, name: &str, start: f64, lane: u32) {
         let pid = std::process::id();
         let end = now_us();
         self.append(&complete_event(
@@ -124,7 +129,7 @@ impl PodTrace {
             start,
             end - start,
             pid,
-            pid,
+            lane_tid(pid, lane),
             None,
         ));
     }
@@ -148,16 +153,42 @@ pub fn now() -> f64 {
     now_us()
 }
 
+/// The lane of the steps that run beside the pod worker's own while a
+/// sandbox is made: CNI ADD, which runs while the pause container starts.
+/// Spans that overlap without nesting must be on a thread of their own
+/// for trace viewers (Perfetto nests the spans of one thread).
+pub const NETWORK_LANE: u32 = 1;
+
+/// The lane of CNI ADD of the loopback interface, beside the network's.
+pub const LOOPBACK_LANE: u32 = 2;
+
+/// The trace's thread id of lane `lane` of process `pid`.
+fn lane_tid(pid: u32, lane: u32) -> u32 {
+    if lane == 0 {
+        pid
+    } else {
+        // Above any pid (pid_max is at most 2^22): never a real thread.
+        (1 << 22) + pid * 4 + lane
+    }
+}
+
 /// A span that records itself when dropped: `let _s = start(&trace, "netns");`.
 pub struct Timed<'a> {
     trace: Option<&'a PodTrace>,
     name: String,
     start: f64,
+    lane: u32,
 }
 
 /// Start a span of `trace` (if any) named `name`, ended when dropped.
 pub fn start<'a>(trace: Option<&'a PodTrace>, name: impl Into<String>) -> Timed<'a> {
+    start_in(trace, 0, name)
+}
+
+/// [`start`], on lane `lane` of the agent's row ([`NETWORK_LANE`]).
+pub fn start_in<'a>(trace: Option<&'a PodTrace>, lane: u32, name: impl Into<String>) -> Timed<'a> {
     Timed {
+        lane,
         trace,
         name: if trace.is_some() {
             name.into()
@@ -171,7 +202,7 @@ pub fn start<'a>(trace: Option<&'a PodTrace>, name: impl Into<String>) -> Timed<
 impl Drop for Timed<'_> {
     fn drop(&mut self) {
         if let Some(t) = self.trace {
-            t.span(&self.name, self.start);
+            t.span(&self.name, self.start, self.lane);
         }
     }
 }

@@ -201,6 +201,7 @@ impl ProbeWorker {
                 self.kind.as_str().to_lowercase()
             ),
             crate::agent::trace::now() - ago * 1e6,
+            0,
         );
     }
 

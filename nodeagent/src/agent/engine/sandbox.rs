@@ -1,14 +1,19 @@
 //! The pod sandbox: what all of a pod's containers share.
 //!
-//! As in the CRI (containerd's `RunPodSandbox`), a sandbox is made in this
-//! order and taken down in reverse:
+//! As in the CRI (containerd's `RunPodSandbox`), a sandbox is made of
+//! these parts, and taken down in reverse:
 //! 1. a network namespace, pinned to a file ([`crate::netns`]);
 //! 2. CNI ADD on it, which gives the pod its IP ([`crate::cni`]);
-//! 3. the pause container, joining that network namespace and making the
-//!    IPC and UTS namespaces the app containers will join;
-//! 4. the pod's local volumes (`emptyDir` directories or tmpfs, `hostPath`
-//!    checks, [`super::volumes`]) and its `/etc/hosts`, `/etc/hostname`
-//!    and `/etc/resolv.conf` ([`super::etc_files`]).
+//! 3. the pod's local volumes (`emptyDir` directories or tmpfs, `hostPath`
+//!    checks, [`super::volumes`]) and the pause container, joining that
+//!    network namespace and making the IPC and UTS namespaces the app
+//!    containers will join;
+//! 4. its `/etc/hosts` (which names the pod's IP), `/etc/hostname` and
+//!    `/etc/resolv.conf` ([`super::etc_files`]).
+//!
+//! 2 and 3 need only the namespace's path, so they run at the same time:
+//! CNI's plugins are programs of their own, and the pause container's
+//! start is mostly the runtime's work, so neither waits for the other.
 //!
 //! A `hostNetwork` pod skips 1 and 2 and shares the agent's network and
 //! UTS namespaces.
@@ -96,45 +101,62 @@ pub async fn create(agent: &Arc<Agent>, rec: &PodRecord, plan: Sandbox) -> Resul
     let trace = trace.as_ref();
     let _sandbox = trace::start(trace, "sandbox");
     let made = async {
-        if let Some(path) = sb.netns.clone() {
+        if let Some(path) = &sb.netns {
+            let _s = trace::start(trace, "network namespace");
+            crate::netns::create(path).map_err(|e| e.to_string())?;
+        }
+        // The pod's network (CNI) and its pause container are independent
+        // once the namespace exists: the pause only joins it by its path.
+        // So they are made at once; each records what it made, so that a
+        // failure of either undoes both.
+        let network = async {
+            let Some(path) = &sb.netns else {
+                return Ok(None);
+            };
             let cni = agent
                 .cni
                 .as_ref()
                 .map_err(|e| format!("network not ready: {e}"))?;
-            {
-                let _s = trace::start(trace, "network namespace");
-                crate::netns::create(&path).map_err(|e| e.to_string())?;
-            }
-            let result = cni
-                .add(&attachment(rec, &path, &id), trace)
+            cni.add(&attachment(rec, path, &id), trace)
                 .await
-                .map_err(|e| format!("failed to set up pod network: {e}"))?;
-            sb.cni_result = Some(result);
+                .map(Some)
+                .map_err(|e| format!("failed to set up pod network: {e}"))
+        };
+        let pod = rec.pod.as_ref().ok_or("no pod")?;
+        let hostname = super::etc_files::hostname(pod, &node_hostname());
+        let pause = async {
+            super::volumes::setup_local(agent, rec)?;
+            write_bundle(agent, &dir, &hostname, sb.netns.as_deref(), &id, &rec.uid)?;
+            let _pause = trace::start(trace, "pause container");
+            container::launch(
+                agent,
+                Launch {
+                    id: &id,
+                    bundle: &dir,
+                    dir: &dir.join("monitor"),
+                    log: None,
+                    trace: trace.map(|t| t.path()),
+                },
+            )
+            .await
+            .map_err(|e| format!("start pause container: {e}"))
+        };
+        let (network, pause) = tokio::join!(network, pause);
+        // Record both before looking at either's error.
+        if let Ok(Some(result)) = &network {
+            sb.cni_result = Some(result.clone());
         }
+        if let Ok((started, monitor_pid)) = &pause {
+            sb.pid = started.pid;
+            sb.monitor_pid = *monitor_pid;
+        }
+        network?;
+        pause?;
         let ip = match &sb.cni_result {
             Some(r) => crate::cni::pod_ip(r).unwrap_or_default(),
             None => agent.host_ip.clone(),
         };
-        super::volumes::setup_local(agent, rec)?;
-        let pod = rec.pod.as_ref().ok_or("no pod")?;
-        let hostname = super::etc_files::hostname(pod, &node_hostname());
         write_etc_files(agent, rec, pod, &ip, &hostname)?;
-        write_bundle(agent, &dir, &hostname, sb.netns.as_deref(), &id, &rec.uid)?;
-        let _pause = trace::start(trace, "pause container");
-        let (started, monitor_pid) = container::launch(
-            agent,
-            Launch {
-                id: &id,
-                bundle: &dir,
-                dir: &dir.join("monitor"),
-                log: None,
-                trace: trace.map(|t| t.path()),
-            },
-        )
-        .await
-        .map_err(|e| format!("start pause container: {e}"))?;
-        sb.pid = started.pid;
-        sb.monitor_pid = monitor_pid;
         sb.complete = true;
         Ok::<(), String>(())
     }
