@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Profile-guided code layout: writes build/link-order/skiff-runtime.txt and
-# build/link-order/skiff-shim.txt, the symbol order the release builds hand to the
-# linker (see build/link_order.rs for why this halves resident memory).
+# Profile-guided code layout: writes build/link-order/skiff-runtime.txt,
+# skiff-shim.txt and skiff-agent.txt, the symbol order the release builds
+# hand to the linker (see build/link_order.rs for why this halves resident
+# memory).
 #
-#   sudo bench/link-order.sh [ROUNDS]      (default 2)
+#   sudo bench/link-order.sh [ROUNDS] ["skiff shim agent"]   (default 2, all)
 #
 # Each round builds the release binaries, copies them onto a small ext4
 # loop device of our own whose read-ahead is 0, and runs them there in
@@ -20,10 +21,15 @@
 #          delete --force, spec, features
 #   shim:  the daemon of one idle container | exec, ps, pause, resume,
 #          metrics, kill, delete and `ctr run --rm`
-# Needs: containerd umoci skopeo python3 e2fsprogs (Debian).
+#   agent: a node of the test control plane (tests/k8s/control-plane.sh)
+#          with ten pods probed every second, steady (the pages it has
+#          mapped) | logs, exec, stats, deletion
+# Needs: containerd umoci skopeo python3 e2fsprogs (Debian), and for the
+# agent the control plane's build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-2}
+which=${2:-skiff shim agent}
 repo=$PWD
 rel="$repo/target/x86_64-unknown-linux-gnu/release"
 lo="python3 $repo/bench/link_order.py"
@@ -131,17 +137,57 @@ profile_shim() {
   $lo cached "$s" "$p/shim.2-serve"
 }
 
+profile_agent() {
+  local d="$mnt/agent" p="$work/pages"
+  mkdir -p "$d"
+  # The monitor must sit next to the agent (it finds it there).
+  cp "$rel/skiff-agent" "$rel/skiff-monitor" "$d/"
+  local s="$d/skiff-agent"
+  $lo evict "$s"
+  # A node of the test control plane with ten probed pods, then what a
+  # node does besides: logs, exec, deletion. In a subshell: node-up.sh's
+  # EXIT trap tears the node and the control plane down.
+  (
+    export SKIFF_LINK_MAP_DIR="$work/maps" AGENT_BIN="$s"
+    # For pod_yaml only (before node-up.sh, which sets $pid and $agent).
+    # shellcheck source=lib/agent-env.sh
+    . bench/lib/agent-env.sh
+    # shellcheck source=lib/node-up.sh
+    . bench/lib/node-up.sh
+    for i in $(seq 10); do pod_yaml "lo-$i"; echo ---; done >"$work/pods.yaml"
+    kc apply -f "$work/pods.yaml" >/dev/null
+    kc wait --for=condition=Ready pod --all --timeout=300s >/dev/null
+    sleep 20
+    $lo mapped "$pid" "$s" "$p/agent.1-steady"
+    kc logs lo-1 >/dev/null
+    kc exec lo-1 -- true
+    kc get --raw "/api/v1/nodes/$node/proxy/stats/summary" >/dev/null
+    kc delete pods --all --grace-period=1 >/dev/null
+  )
+  $lo cached "$s" "$p/agent.2-serve"
+  rm -rf "$d"
+}
+
 for round in $(seq 1 "$rounds"); do
   echo "== round $round"
   rm -rf "$work/pages" "$work/maps" "$work/ctrd"
   mkdir -p "$work/pages" "$work/maps" "$work/ctrd"
   SKIFF_LINK_MAP_DIR="$work/maps" scripts/build-release.sh
-  profile_skiff
-  profile_shim
-  $lo order "$rel/skiff" "$work/maps/skiff-runtime.map" build/link-order/skiff-runtime.txt \
-    "$work/pages/skiff.1-run" "$work/pages/skiff.2-lifecycle" "$work/pages/skiff.3-other"
-  $lo order "$rel/containerd-shim-skiff-v2" "$work/maps/skiff-shim.map" build/link-order/skiff-shim.txt \
-    "$work/pages/shim.1-idle" "$work/pages/shim.2-serve"
+  if [[ " $which " == *" skiff "* ]]; then
+    profile_skiff
+    $lo order "$rel/skiff" "$work/maps/skiff.map" build/link-order/skiff-runtime.txt \
+      "$work/pages/skiff.1-run" "$work/pages/skiff.2-lifecycle" "$work/pages/skiff.3-other"
+  fi
+  if [[ " $which " == *" shim "* ]]; then
+    profile_shim
+    $lo order "$rel/containerd-shim-skiff-v2" "$work/maps/containerd-shim-skiff-v2.map" build/link-order/skiff-shim.txt \
+      "$work/pages/shim.1-idle" "$work/pages/shim.2-serve"
+  fi
+  if [[ " $which " == *" agent "* ]]; then
+    profile_agent
+    $lo order "$rel/skiff-agent" "$work/maps/skiff-agent.map" build/link-order/skiff-agent.txt \
+      "$work/pages/agent.1-steady" "$work/pages/agent.2-serve"
+  fi
 done
 scripts/build-release.sh
-echo "wrote build/link-order/skiff-runtime.txt and skiff-shim.txt; measure with bench/lifecycle.sh and bench/shim.sh"
+echo "wrote build/link-order/*.txt for: $which; measure with bench/lifecycle.sh, bench/shim.sh and bench/node.sh"

@@ -1,4 +1,5 @@
-//! Build script shared by `skiff` and `containerd-shim-skiff-v2`: lays out
+//! Build script shared by `skiff`, `containerd-shim-skiff-v2` and
+//! `skiff-agent` (with its `skiff-monitor`): lays out
 //! a release binary's hot code together, so that fewer of its pages become
 //! resident.
 //!
@@ -27,7 +28,7 @@
 //! makes it 80 times smaller.
 //!
 //! Only release binaries are ordered. `SKIFF_LINK_ORDER=0` turns it off;
-//! `SKIFF_LINK_MAP_DIR=DIR` also writes the linker's map, `DIR/<crate>.map`
+//! `SKIFF_LINK_MAP_DIR=DIR` also writes the linker's map, `DIR/<binary>.map`
 //! (every input section's address and mangled symbols, which the stripped
 //! binary no longer has), for the profiling script.
 
@@ -68,11 +69,31 @@ fn main() {
         arg("-Wl,--no-warn-symbol-ordering".into());
     }
     if let Some(dir) = map_dir {
-        let name = std::env::var("CARGO_PKG_NAME").unwrap_or_default();
-        let map = Path::new(&dir).join(format!("{name}.map"));
-        arg(format!("-Wl,-Map={}", map.display()));
+        // One map per binary: a package may link several (the agent's
+        // package has skiff-agent and skiff-monitor).
+        for bin in bin_names(&manifest.join("Cargo.toml")) {
+            let map = Path::new(&dir).join(format!("{bin}.map"));
+            println!("cargo:rustc-link-arg-bin={bin}=-Wl,-Map={}", map.display());
+        }
         arg("-Wl,--no-demangle".into());
     }
+}
+
+/// The `name`s of the `[[bin]]` targets of a Cargo.toml.
+fn bin_names(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).unwrap_or_default();
+    let mut in_bin = false;
+    let mut names = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+        } else if let (true, Some(v)) = (in_bin, line.strip_prefix("name")) {
+            if let Some(v) = v.trim_start().strip_prefix('=') {
+                names.push(v.trim().trim_matches('"').to_string());
+            }
+        }
+    }
+    names
 }
 
 /// The directory holding the toolchain's `ld.lld` wrapper, for gcc's `-B`.

@@ -6,10 +6,11 @@
 # torn down on exit. Gives: kc (kubectl as admin), $work, $cp, $node,
 # $netns, $pid (the agent), $bin, and the control plane's env ($NETNS_PATH,
 # $KUBECTL, $KUBECONFIG, $CA_CERT...).
-# Set AGENT_LOG (SKIFF_LOG for the agent) and AGENT_FLAGS before sourcing.
+# Set AGENT_LOG (SKIFF_LOG for the agent), AGENT_FLAGS and AGENT_BIN (another
+# skiff-agent binary, with its skiff-monitor beside it) before sourcing.
 scripts/build-release.sh
 bin="$PWD/target/x86_64-unknown-linux-gnu/release"
-agent="$bin/skiff-agent"
+agent="${AGENT_BIN:-$bin/skiff-agent}"
 work=$(mktemp -d /tmp/skiff-nodebench.XXXXXX)
 cp="$work/cp"
 netns="skiff-nodebench-$$"
