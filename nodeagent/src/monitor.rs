@@ -35,7 +35,6 @@ use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -194,10 +193,10 @@ pub fn run(a: &MonitorArgs) -> i32 {
         Ok((started, fifos)) => {
             let _ = write_json(&a.dir, "state.json", &started);
             say(Report::Started(started.clone()));
-            let done = Arc::new(AtomicBool::new(false));
+            let done = Done::new();
             let readers = copy_logs(a, fifos, &done);
             let status = wait_for(started.pid);
-            done.store(true, Ordering::Relaxed);
+            done.set();
             for r in readers {
                 let _ = r.join();
             }
@@ -234,7 +233,7 @@ fn adopt(a: &MonitorArgs, pid: i32) -> i32 {
         eprintln!("monitor: open the FIFOs in {}", a.dir.display());
         return 1;
     };
-    let done = Arc::new(AtomicBool::new(false));
+    let done = Done::new();
     let readers = copy_logs(a, Some(fifos), &done);
     if let Ok(fd) = skiff_runtime::pidfd::pidfd_open(pid) {
         let mut fds = [nix::poll::PollFd::new(
@@ -244,7 +243,7 @@ fn adopt(a: &MonitorArgs, pid: i32) -> i32 {
         while let Err(nix::Error::EINTR) = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
         }
     }
-    done.store(true, Ordering::Relaxed);
+    done.set();
     for r in readers {
         let _ = r.join();
     }
@@ -357,30 +356,73 @@ fn wait_for(pid: i32) -> (i32, Option<i32>) {
     }
 }
 
-/// A FIFO's read end that ends once `done` is set and nothing more is
+/// "The container has exited", for the log readers: a pipe whose write end
+/// is closed to say it. A reader sleeps in poll(2) on its FIFO and on this
+/// pipe's read end at once, so it wakes only for output or for the end; a
+/// flag would need a timeout to be looked at, and with it every container
+/// would wake its monitor ten times a second for nothing.
+struct Done {
+    rd: Option<OwnedFd>,
+    wr: Mutex<Option<OwnedFd>>,
+}
+
+impl Done {
+    fn new() -> Arc<Done> {
+        // Without a pipe (out of descriptors) a reader ends at its FIFO's
+        // end of file only, as before the container's exit was awaited.
+        let (rd, wr) = match nix::unistd::pipe() {
+            Ok((rd, wr)) => (Some(rd), Some(wr)),
+            Err(e) => {
+                eprintln!("monitor: pipe: {e}");
+                (None, None)
+            }
+        };
+        Arc::new(Done {
+            rd,
+            wr: Mutex::new(wr),
+        })
+    }
+
+    /// Say it: the read end becomes readable (POLLHUP) for every reader.
+    fn set(&self) {
+        self.wr.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// A FIFO's read end that ends once [`Done`] is set and nothing more is
 /// waiting (other writers, the agent's among them, keep it from reaching
 /// end-of-file by itself).
 struct FifoReader {
     fd: OwnedFd,
-    done: Arc<AtomicBool>,
+    done: Arc<Done>,
 }
 
 impl Read for FifoReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use std::os::fd::AsFd;
+        let mut ended = false;
         loop {
             match nix::unistd::read(&self.fd, buf) {
                 Ok(n) => return Ok(n),
                 Err(nix::Error::EINTR) => continue,
+                // Nothing waiting, and the container is gone.
+                Err(nix::Error::EAGAIN) if ended => return Ok(0),
                 Err(nix::Error::EAGAIN) => {
-                    if self.done.load(Ordering::Relaxed) {
-                        return Ok(0);
+                    let mut fds = vec![PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+                    if let Some(rd) = &self.done.rd {
+                        fds.push(PollFd::new(rd.as_fd(), PollFlags::POLLIN));
                     }
-                    let mut fds = [nix::poll::PollFd::new(
-                        self.fd.as_fd(),
-                        nix::poll::PollFlags::POLLIN,
-                    )];
-                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u8));
+                    match poll(&mut fds, PollTimeout::NONE) {
+                        Ok(_) | Err(nix::Error::EINTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    // Read once more either way: output that came with the
+                    // end is still copied.
+                    ended = fds
+                        .get(1)
+                        .and_then(|f| f.revents())
+                        .is_some_and(|r| !r.is_empty());
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -391,7 +433,7 @@ impl Read for FifoReader {
 fn copy_logs(
     a: &MonitorArgs,
     fifos: Option<[OwnedFd; 2]>,
-    done: &Arc<AtomicBool>,
+    done: &Arc<Done>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let Some([out, err]) = fifos else {
         return Vec::new();
