@@ -1,7 +1,7 @@
 //! `skiff-monitor`: the agent's two long-lived helpers in a small binary.
 //!
-//! Every container runs under a monitor and every pod has a pause process,
-//! each living as long as its container or pod. They need none of the
+//! Every app container runs under a monitor and every pod has a pause
+//! process, each living as long as its container or pod. They need none of the
 //! agent's HTTP, gRPC or async machinery, so they get a binary of their own
 //! that links only what they run: `skiff-monitor monitor ...` (see
 //! `monitor.rs`) and `skiff-monitor pause` (see `pause.rs`). The agent

@@ -11,8 +11,8 @@
 //! ```text
 //! <state-dir>/                      tmpfs (/run/skiff/agent): gone at reboot,
 //!   pods/<uid>/pod.json             like the processes it describes
-//!   pods/<uid>/sandbox/             the pause container's bundle
-//!   pods/<uid>/sandbox/monitor/     its monitor's state.json, exit.json
+//!   pods/<uid>/sandbox/             the pause container's bundle, pid file
+//!                                   and runtime log (it has no monitor)
 //!   pods/<uid>/containers/<id>/     a container instance's monitor
 //!   pods/<uid>/etc/                 the pod's hosts and hostname files
 //!   netns/<uid>                     the pinned network namespace
@@ -51,8 +51,9 @@ impl Layout {
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
         self.state_dir.join("pods").join(uid)
     }
-    /// The pause container's bundle, `pods/<uid>/sandbox`; its monitor's
-    /// directory is `monitor/` inside.
+    /// The pause container's bundle, `pods/<uid>/sandbox`, with its pid
+    /// file and the runtime's log (`monitor/` inside, for a pause an older
+    /// agent started under a monitor).
     pub fn sandbox_dir(&self, uid: &str) -> PathBuf {
         self.pod_dir(uid).join("sandbox")
     }
@@ -207,7 +208,8 @@ pub struct Sandbox {
     pub netns: Option<PathBuf>,
     /// The pause process's pid, on the host; 0 until it runs.
     pub pid: i32,
-    /// The pid of the pause container's monitor; 0 until it runs.
+    /// The pid of the pause container's monitor, for a sandbox an older
+    /// agent made; 0 since the pause runs without one.
     pub monitor_pid: i32,
     /// The CNI `ADD` result (interfaces, `ips`, routes), kept for `CHECK` and
     /// `DEL`.

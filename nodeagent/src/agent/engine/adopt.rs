@@ -102,19 +102,24 @@ pub async fn check_network(
     }
 }
 
-/// Watch the sandbox's pause container through its monitor, as any
-/// instance is watched: its end reaches the worker as `Msg::Exited` with
-/// the sandbox id.
+/// Watch the sandbox's pause container: its end is the sandbox's end. A
+/// pause an older agent started under a monitor is watched through it, as
+/// any container; since then the pause runs without one
+/// ([`super::sandbox`]), and is watched itself.
 pub fn watch_sandbox(agent: &Arc<Agent>, tx: &mpsc::UnboundedSender<Msg>, sb: &state::Sandbox) {
-    container::watch(
-        agent,
-        tx.clone(),
-        sb.id.clone(),
-        sb.dir.join("monitor"),
-        sb.pid,
-        sb.monitor_pid,
-        None,
-    );
+    if sb.monitor_pid > 0 {
+        container::watch(
+            agent,
+            tx.clone(),
+            sb.id.clone(),
+            sb.dir.join("monitor"),
+            sb.pid,
+            sb.monitor_pid,
+            None,
+        );
+    } else {
+        container::watch_unmonitored(tx.clone(), sb.id.clone(), sb.pid);
+    }
 }
 
 /// A start the previous agent did not see through: if its container runs,

@@ -141,6 +141,19 @@ async fn wait_exit(pid: i32) -> Option<WaitStatus> {
     }
 }
 
+/// Watch a process that runs without a monitor (a pod's pause container):
+/// when it exits, the worker hears `Exited { id }`. The agent, a child
+/// subreaper, inherits it once `skiff create` has exited, and reaps it
+/// here; a restarted agent is not its parent, and only watches.
+pub fn watch_unmonitored(tx: mpsc::UnboundedSender<Msg>, id: String, pid: i32) {
+    tokio::spawn(async move {
+        if pid > 0 {
+            wait_exit(pid).await;
+        }
+        let _ = tx.send(Msg::Exited { id });
+    });
+}
+
 /// Whether process `pid` exists and has not exited (a zombie has exited);
 /// 0 and negative pids never count.
 pub fn alive(pid: i32) -> bool {

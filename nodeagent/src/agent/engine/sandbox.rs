@@ -7,7 +7,9 @@
 //! 3. the pod's local volumes (`emptyDir` directories or tmpfs, `hostPath`
 //!    checks, [`super::volumes`]) and the pause container, joining that
 //!    network namespace and making the IPC and UTS namespaces the app
-//!    containers will join;
+//!    containers will join. Unlike the app containers it has no monitor:
+//!    it writes nothing and its exit status means nothing, so the agent
+//!    watches it itself;
 //! 4. its `/etc/hosts` (which names the pod's IP), `/etc/hostname` and
 //!    `/etc/resolv.conf` ([`super::etc_files`]).
 //!
@@ -25,7 +27,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::super::state::{PodRecord, Sandbox};
 use super::super::Agent;
-use super::container::{self, Launch};
+use super::container;
 use crate::agent::trace;
 use crate::cni::Attachment;
 
@@ -128,27 +130,17 @@ pub async fn create(agent: &Arc<Agent>, rec: &PodRecord, plan: Sandbox) -> Resul
             super::volumes::setup_local(agent, rec)?;
             write_bundle(agent, &dir, &hostname, sb.netns.as_deref(), &id, &rec.uid)?;
             let _pause = trace::start(trace, "pause container");
-            container::launch(
-                agent,
-                Launch {
-                    id: &id,
-                    bundle: &dir,
-                    dir: &dir.join("monitor"),
-                    log: None,
-                    trace: trace.map(|t| t.path()),
-                },
-            )
-            .await
-            .map_err(|e| format!("start pause container: {e}"))
+            run_pause(agent, &id, &dir, trace.map(|t| t.path()))
+                .await
+                .map_err(|e| format!("start pause container: {e}"))
         };
         let (network, pause) = tokio::join!(network, pause);
         // Record both before looking at either's error.
         if let Ok(Some(result)) = &network {
             sb.cni_result = Some(result.clone());
         }
-        if let Ok((started, monitor_pid)) = &pause {
-            sb.pid = started.pid;
-            sb.monitor_pid = *monitor_pid;
+        if let Ok(pid) = &pause {
+            sb.pid = *pid;
         }
         network?;
         pause?;
@@ -169,6 +161,80 @@ pub async fn create(agent: &Arc<Agent>, rec: &PodRecord, plan: Sandbox) -> Resul
         }
     }
 }
+
+/// Create and start the pause container of bundle `dir` as `id`, with no
+/// monitor: it writes nothing and its exit status means nothing (any end of
+/// it is the sandbox's end), so a monitor would only hold ~150 KiB per pod
+/// to wait for it. The runtime's debug log and pid file go into `dir`.
+/// Returns the pause's pid.
+///
+/// The agent, a child subreaper, inherits the pause once `skiff create` has
+/// exited; [`super::adopt::watch_sandbox`] waits for it through a pidfd.
+/// Its own process group keeps a terminal's ^C to the agent from reaching
+/// it (the runtime's init then makes it a session of its own).
+async fn run_pause(
+    agent: &Agent,
+    id: &str,
+    dir: &Path,
+    trace: Option<&Path>,
+) -> Result<i32, String> {
+    let log = dir.join(PAUSE_LOG);
+    let pid_file = dir.join("pause.pid");
+    let runtime = |verb: &str| {
+        let mut c = container::skiff(agent);
+        c.arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json", verb]);
+        c.process_group(0);
+        if let Some(t) = trace {
+            c.env(skiff_runtime::trace::ENV, t);
+        }
+        c
+    };
+    let failed = |verb: &str, status: std::process::ExitStatus, stderr: &[u8]| {
+        let stderr = String::from_utf8_lossy(stderr).trim().to_string();
+        skiff_runtime::logging::last_error(&log).unwrap_or(if stderr.is_empty() {
+            format!("skiff {verb}: {status}")
+        } else {
+            stderr
+        })
+    };
+    let spawn_error = |e: std::io::Error| format!("run {}: {e}", agent.cfg.runtime.display());
+    // The pause inherits create's stdio, so it gets nothing of the agent's:
+    // a pipe would stay open for as long as the pause lives (and `output()`
+    // would wait for its end). Errors are in the runtime's log.
+    let status = runtime("create")
+        .stderr(std::process::Stdio::null())
+        .arg("--bundle")
+        .arg(dir)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg(id)
+        .status()
+        .await
+        .map_err(spawn_error)?;
+    if !status.success() {
+        return Err(failed("create", status, b""));
+    }
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| format!("read {}", pid_file.display()))?;
+    let out = runtime("start")
+        .arg(id)
+        .output()
+        .await
+        .map_err(spawn_error)?;
+    if !out.status.success() {
+        // The caller's clean-up deletes the container.
+        return Err(failed("start", out.status, &out.stderr));
+    }
+    Ok(pid)
+}
+
+/// The runtime's debug log of the pause container, in the sandbox's
+/// directory.
+const PAUSE_LOG: &str = "skiff.log";
 
 /// The node's host name (a hostNetwork pod's).
 fn node_hostname() -> String {
@@ -249,23 +315,33 @@ fn write_bundle(
 /// Stop the pause container and take down network and volumes. Safe to
 /// repeat; every step tolerates what is already gone.
 pub async fn remove(agent: &Arc<Agent>, rec: &PodRecord, sb: &Sandbox) {
-    // An incomplete sandbox may have a pause container whose pids were
-    // never recorded: its monitor wrote its own.
-    let monitor_pid = if sb.monitor_pid > 0 {
+    // What to wait for once the pause is killed: the pause itself, or the
+    // monitor of a pause that an older agent started under one. An
+    // incomplete sandbox may have a pause whose pid was never recorded:
+    // the runtime wrote its pid file (a monitor, its own).
+    let waited = if sb.monitor_pid > 0 {
         sb.monitor_pid
+    } else if sb.pid > 0 {
+        sb.pid
     } else {
-        crate::monitor::read_pid(&sb.dir.join("monitor")).unwrap_or(0)
+        std::fs::read_to_string(sb.dir.join("pause.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .or_else(|| crate::monitor::read_pid(&sb.dir.join("monitor")))
+            .unwrap_or(0)
     };
-    if sb.pid > 0 || monitor_pid > 0 || !sb.complete {
+    if sb.pid > 0 || waited > 0 || !sb.complete {
         container::signal(agent, &sb.id, "KILL").await;
         for _ in 0..200 {
-            if monitor_pid <= 0
-                || nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor_pid), None).is_err()
+            if waited <= 0
+                || nix::sys::signal::kill(nix::unistd::Pid::from_raw(waited), None).is_err()
             {
                 break;
             }
+            // A child of ours (the agent inherits the pause) is reaped
+            // here; anyone else's goes when its parent reaps it.
             let _ = nix::sys::wait::waitpid(
-                nix::unistd::Pid::from_raw(monitor_pid),
+                nix::unistd::Pid::from_raw(waited),
                 Some(nix::sys::wait::WaitPidFlag::WNOHANG),
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
