@@ -220,6 +220,7 @@ mod tests {
         {
             let _s = start(Some(&t), "sandbox");
             let _n = start(Some(&t), "netns");
+            let _c = start_in(Some(&t), NETWORK_LANE, "CNI ADD bridge (eth0)");
         }
         let text = std::fs::read_to_string(t.path()).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -229,7 +230,32 @@ mod tests {
             .iter()
             .map(|e| e["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["process_name", "netns", "sandbox"]);
+        assert_eq!(
+            names,
+            [
+                "process_name",
+                "thread_name",
+                "thread_name",
+                "CNI ADD bridge (eth0)",
+                "netns",
+                "sandbox"
+            ]
+        );
+        // The lane's span is on a thread of its own, named, never a pid.
+        let events = v["traceEvents"].as_array().unwrap();
+        let pid = std::process::id() as u64;
+        let cni = events
+            .iter()
+            .find(|e| e["name"] == "CNI ADD bridge (eth0)")
+            .unwrap();
+        assert_eq!(cni["pid"], pid);
+        assert_eq!(cni["tid"], lane_tid(pid as u32, NETWORK_LANE) as u64);
+        assert!(cni["tid"].as_u64().unwrap() > 1 << 22);
+        assert!(events.iter().any(|e| e["name"] == "thread_name"
+            && e["tid"] == cni["tid"]
+            && e["args"]["name"] == "network"));
+        let sandbox = events.iter().find(|e| e["name"] == "sandbox").unwrap();
+        assert_eq!(sandbox["tid"], pid);
         assert!(t.path().ends_with("ns_web_u1.json"));
         traces.end("u1");
         assert!(traces.get("u1").is_none());
