@@ -103,6 +103,12 @@ pub async fn create(agent: &Arc<Agent>, rec: &PodRecord, plan: Sandbox) -> Resul
     let trace = trace.as_ref();
     let _sandbox = trace::start(trace, "sandbox");
     let made = async {
+        // No network configuration: fail before making anything.
+        let cni = match (&sb.netns, &agent.cni) {
+            (Some(_), Err(e)) => return Err(format!("network not ready: {e}")),
+            (Some(_), Ok(cni)) => Some(cni),
+            (None, _) => None,
+        };
         if let Some(path) = &sb.netns {
             let _s = trace::start(trace, "network namespace");
             crate::netns::create(path).map_err(|e| e.to_string())?;
@@ -112,13 +118,9 @@ pub async fn create(agent: &Arc<Agent>, rec: &PodRecord, plan: Sandbox) -> Resul
         // So they are made at once; each records what it made, so that a
         // failure of either undoes both.
         let network = async {
-            let Some(path) = &sb.netns else {
+            let (Some(path), Some(cni)) = (&sb.netns, cni) else {
                 return Ok(None);
             };
-            let cni = agent
-                .cni
-                .as_ref()
-                .map_err(|e| format!("network not ready: {e}"))?;
             cni.add(&attachment(rec, path, &id), trace)
                 .await
                 .map(Some)
