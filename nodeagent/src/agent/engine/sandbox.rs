@@ -205,16 +205,21 @@ async fn run_pause(
     // The pause inherits create's stdio, so it gets nothing of the agent's:
     // a pipe would stay open for as long as the pause lives (and `output()`
     // would wait for its end). Errors are in the runtime's log.
-    let status = runtime("create")
+    let mut create = runtime("create")
         .stderr(std::process::Stdio::null())
         .arg("--bundle")
         .arg(dir)
         .arg("--pid-file")
         .arg(&pid_file)
         .arg(id)
-        .status()
-        .await
+        .spawn()
         .map_err(spawn_error)?;
+    // Should the agent be killed now, `create` runs on, and the next agent
+    // must let it finish before it can remove what it made.
+    if let Some(pid) = create.id() {
+        let _ = std::fs::write(dir.join(CREATE_PID), pid.to_string());
+    }
+    let status = create.wait().await.map_err(spawn_error)?;
     if !status.success() {
         return Err(failed("create", status, b""));
     }
@@ -237,6 +242,34 @@ async fn run_pause(
 /// The runtime's debug log of the pause container, in the sandbox's
 /// directory.
 const PAUSE_LOG: &str = "skiff.log";
+
+/// The pid of the pause's `skiff create`, in the sandbox's directory.
+const CREATE_PID: &str = "create.pid";
+
+/// A `skiff create` of the pause that a killed agent left running: wait
+/// (up to 20 s) until it has finished, so that what it makes can be
+/// removed. It is checked to be that very command (pids are reused).
+async fn settle_create(sb: &Sandbox) {
+    let Some(pid) = std::fs::read_to_string(sb.dir.join(CREATE_PID))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let ours = || {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            c.split(|b| *b == 0).any(|arg| arg == b"create")
+                && c.split(|b| *b == 0).any(|arg| arg == sb.id.as_bytes())
+        })
+    };
+    for _ in 0..2000 {
+        if !container::alive(pid) || !ours() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tracing::warn!("sandbox {}: its skiff create {pid} is still running", sb.id);
+}
 
 /// The node's host name (a hostNetwork pod's).
 fn node_hostname() -> String {
@@ -317,6 +350,9 @@ fn write_bundle(
 /// Stop the pause container and take down network and volumes. Safe to
 /// repeat; every step tolerates what is already gone.
 pub async fn remove(agent: &Arc<Agent>, rec: &PodRecord, sb: &Sandbox) {
+    if !sb.complete && sb.pid == 0 && sb.monitor_pid == 0 {
+        settle_create(sb).await;
+    }
     // What to wait for once the pause is killed: the pause itself, or the
     // monitor of a pause that an older agent started under one. An
     // incomplete sandbox may have a pause whose pid was never recorded:
