@@ -364,13 +364,14 @@ fn wait_for(pid: i32) -> (i32, Option<i32>) {
 struct Done {
     rd: Option<OwnedFd>,
     wr: Mutex<Option<OwnedFd>>,
+    /// The same, as a flag: without a pipe (out of descriptors) a reader
+    /// falls back to looking at it every 100 ms.
+    flag: std::sync::atomic::AtomicBool,
 }
 
 impl Done {
     fn new() -> Arc<Done> {
-        // Without a pipe (out of descriptors) a reader ends at its FIFO's
-        // end of file only, as before the container's exit was awaited.
-        let (rd, wr) = match nix::unistd::pipe() {
+        let (rd, wr) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
             Ok((rd, wr)) => (Some(rd), Some(wr)),
             Err(e) => {
                 eprintln!("monitor: pipe: {e}");
@@ -380,11 +381,13 @@ impl Done {
         Arc::new(Done {
             rd,
             wr: Mutex::new(wr),
+            flag: Default::default(),
         })
     }
 
     /// Say it: the read end becomes readable (POLLHUP) for every reader.
     fn set(&self) {
+        self.flag.store(true, std::sync::atomic::Ordering::Release);
         self.wr.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
@@ -410,19 +413,24 @@ impl Read for FifoReader {
                 Err(nix::Error::EAGAIN) if ended => return Ok(0),
                 Err(nix::Error::EAGAIN) => {
                     let mut fds = vec![PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-                    if let Some(rd) = &self.done.rd {
-                        fds.push(PollFd::new(rd.as_fd(), PollFlags::POLLIN));
-                    }
-                    match poll(&mut fds, PollTimeout::NONE) {
+                    let timeout = match &self.done.rd {
+                        Some(rd) => {
+                            fds.push(PollFd::new(rd.as_fd(), PollFlags::POLLIN));
+                            PollTimeout::NONE
+                        }
+                        None => PollTimeout::from(100u8),
+                    };
+                    match poll(&mut fds, timeout) {
                         Ok(_) | Err(nix::Error::EINTR) => {}
                         Err(e) => return Err(e.into()),
                     }
                     // Read once more either way: output that came with the
                     // end is still copied.
-                    ended = fds
-                        .get(1)
-                        .and_then(|f| f.revents())
-                        .is_some_and(|r| !r.is_empty());
+                    ended = self.done.flag.load(std::sync::atomic::Ordering::Acquire)
+                        || fds
+                            .get(1)
+                            .and_then(|f| f.revents())
+                            .is_some_and(|r| !r.is_empty());
                 }
                 Err(e) => return Err(e.into()),
             }
