@@ -235,7 +235,16 @@ impl Cni {
             Ok(prev.unwrap_or(Value::Null))
         };
         let (lo, chain) = tokio::join!(lo, chain);
-        lo?;
+        if let Err(e) = lo {
+            // The caller's DEL would have no result to go by: undo the
+            // chain now, with it.
+            if let Ok(result) = &chain {
+                if let Err(d) = self.del(a, Some(result)).await {
+                    tracing::warn!("CNI DEL after a failed loopback ADD: {d}");
+                }
+            }
+            return Err(e);
+        }
         chain
     }
 
