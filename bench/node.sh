@@ -34,10 +34,14 @@ echo "== 1. kubectl apply -> pod Ready ($runs pods, one at a time)"
 # A watch beside the measurement stamps each pod's creation in the API and
 # its first Ready: the part of the latency that the scheduler and the node
 # make, without the two kubectl processes' own start-up.
-kc get pods -l bench=latency -w --output-watch-events \
-  -o jsonpath='{.type} {.object.metadata.name} {.object.status.conditions[?(@.type=="Ready")].status}{"\n"}' 2>/dev/null \
-  | while read -r line; do echo "$(date +%s%3N) $line"; done >"$work/watch.log" &
+set -m # the watch pipeline gets a process group of its own, to end it whole
+{
+  kc get pods -l bench=latency -w --output-watch-events \
+    -o jsonpath='{.type} {.object.metadata.name} {.object.status.conditions[?(@.type=="Ready")].status}{"\n"}' 2>/dev/null \
+    | while read -r line; do echo "$(date +%s%3N) $line"; done >"$work/watch.log"
+} &
 watcher=$!
+set +m
 sleep 1
 times=()
 for i in $(seq "$runs"); do
@@ -50,7 +54,7 @@ for i in $(seq "$runs"); do
   kc delete pod "lat-$i" --grace-period=0 --force >/dev/null 2>&1
 done
 sleep 1
-kill "$watcher" 2>/dev/null || true
+kill -- -"$watcher" 2>/dev/null || true
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 sorted=$(printf '%s\n' "${times[@]}" | sort -n)
 echo "apply -> Ready ms: $(echo $sorted | tr '\n' ' ')"
