@@ -230,7 +230,7 @@ fn write_pty(master: &std::os::fd::OwnedFd, s: &str) {
 
 #[test]
 fn kubectl_exec_cp_and_attach() {
-    let (_node, ns) = node_with_pod("box", TALKER);
+    let (node, ns) = node_with_pod("box", TALKER);
 
     // The exit status comes back through the v4 error stream.
     let o = kubectl(
@@ -262,6 +262,16 @@ fn kubectl_exec_cp_and_attach() {
         &"x".repeat(100_000),
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "100000");
+
+    // A terminal has the client's size before the program runs: one that
+    // asks at once sees it, every time (not 0x0, which `stty` reports as
+    // an error).
+    for _ in 0..3 {
+        let (m, mut child) = under_pty(&ns, &["exec", "-it", "box", "--", "stty", "size"], 40, 120);
+        let t = read_pty(&m, T, |t| t.contains("40 120") || t.contains("stty:"));
+        assert!(t.contains("40 120"), "{t:?}");
+        assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    }
 
     // A terminal: its size, input, and a resize seen inside.
     let (m, mut child) = under_pty(
@@ -313,6 +323,18 @@ fn kubectl_exec_cp_and_attach() {
     let second = lines.next().and_then(Result::ok).unwrap_or_default();
     let (x, y) = (line_no(&first), line_no(&second));
     assert!(x.is_some() && y == x.map(|n| n + 1), "{first:?} {second:?}");
+    drop(lines);
+    let _ = at.0.kill();
+    let _ = at.0.wait();
+
+    // Every exec's pid file and process file went with it.
+    let left: Vec<_> = std::fs::read_dir(node.path("state"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("exec-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

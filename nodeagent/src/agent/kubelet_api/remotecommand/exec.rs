@@ -56,34 +56,114 @@ async fn pump_out(mut r: impl tokio::io::AsyncRead + Unpin, w: Option<Sink>) {
     }
 }
 
-/// Apply the window sizes the resize stream sends.
-async fn pump_resize(mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>, master: Arc<OwnedFd>) {
-    #[derive(serde::Deserialize)]
-    struct Size {
-        #[serde(rename = "Width")]
-        width: u16,
-        #[serde(rename = "Height")]
-        height: u16,
+/// A terminal size as the resize stream carries it (Go's
+/// `remotecommand.TerminalSize`, one JSON object per line).
+#[derive(serde::Deserialize)]
+struct Size {
+    #[serde(rename = "Width")]
+    width: u16,
+    #[serde(rename = "Height")]
+    height: u16,
+}
+
+/// The whole sizes at the front of `buf`, which loses them; a partial
+/// one stays for the next bytes.
+fn take_sizes(buf: &mut Vec<u8>) -> Vec<Size> {
+    let mut de = serde_json::Deserializer::from_slice(buf).into_iter::<Size>();
+    let mut used = 0;
+    let mut sizes = Vec::new();
+    while let Some(Ok(sz)) = de.next() {
+        used = de.byte_offset();
+        sizes.push(sz);
     }
-    let mut buf = Vec::new();
+    buf.drain(..used);
+    sizes
+}
+
+/// The client's first window size, which kubectl sends as soon as the
+/// streams are up. The process must start with it: a program that asks
+/// for its size at once (`stty size`, a shell's line editor) would
+/// otherwise see 0x0. Waits at most `limit`; a client that sends none
+/// gets the runtime's default.
+async fn first_size(
+    rx: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+    buf: &mut Vec<u8>,
+    limit: Duration,
+) -> Option<Size> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let b = tokio::time::timeout_at(deadline, rx.recv()).await.ok()??;
+        buf.extend_from_slice(&b);
+        if let Some(last) = take_sizes(buf).pop() {
+            return Some(last);
+        }
+    }
+}
+
+/// Apply the window sizes the resize stream sends.
+async fn pump_resize(
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    mut buf: Vec<u8>,
+    master: Arc<OwnedFd>,
+) {
     while let Some(b) = rx.recv().await {
         buf.extend_from_slice(&b);
-        // One JSON object per line (a Go json.Encoder); tolerate none.
-        let mut de = serde_json::Deserializer::from_slice(&buf).into_iter::<Size>();
-        let mut used = 0;
-        while let Some(Ok(sz)) = de.next() {
-            used = de.byte_offset();
+        for sz in take_sizes(&mut buf) {
             let r = skiff_runtime::terminal::set_window_size(&*master, sz.width, sz.height);
             tracing::debug!("kubelet API: resize to {}x{}: {r:?}", sz.width, sz.height);
         }
-        buf.drain(..used);
     }
+}
+
+/// The `process.json` of a terminal exec that starts at `size`: the
+/// container's own process changed as `skiff exec ID CMD...` would
+/// change it, plus `consoleSize`, which the runtime applies to the
+/// terminal before the program runs (runc's flags have no size).
+fn tty_process(
+    agent: &Agent,
+    id: &str,
+    command: &[String],
+    size: &Size,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    use skiff_runtime::container::exec::{process_from_flags, ExecFlags};
+    let c =
+        skiff_runtime::Container::load(&agent.cfg.runtime_root(), id).map_err(|e| e.to_string())?;
+    let base = c.state.config.process().clone().unwrap_or_default();
+    let flags = ExecFlags {
+        args: command.to_vec(),
+        tty: true,
+        env: Vec::new(),
+        cwd: None,
+        user: None,
+        additional_gids: Vec::new(),
+        no_new_privs: false,
+        caps: Vec::new(),
+    };
+    let mut p = process_from_flags(&base, &flags).map_err(|e| e.to_string())?;
+    let b = oci_spec::runtime::BoxBuilder::default()
+        .height(size.height)
+        .width(size.width)
+        .build()
+        .map_err(|e| e.to_string())?;
+    p.set_console_size(Some(b));
+    let json = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
+    // Root's alone: the environment may hold a secret's value.
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(&json))
+        .map_err(|e| format!("write {}: {e}", path.display()))
 }
 
 pub(super) async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
     let Io {
         stdin,
-        resize,
+        mut resize,
         stdout,
         stderr,
         ended,
@@ -91,6 +171,29 @@ pub(super) async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
     use std::process::Stdio;
     let agent = &t.agent;
     let pidf = pid_file(agent);
+    let mut resize_buf = Vec::new();
+    let size = match (&mut resize, o.tty) {
+        (Some(r), true) => first_size(r, &mut resize_buf, Duration::from_secs(1)).await,
+        _ => None,
+    };
+    // The process, with its starting size, as a file beside the pid file.
+    let procf = size.as_ref().map(|_| pidf.with_extension("json"));
+    if let (Some(sz), Some(f)) = (&size, &procf) {
+        if let Err(e) = tty_process(agent, &t.id, &o.command, sz, f) {
+            let _ = std::fs::remove_file(f);
+            return Ended::Failed(format!("OCI runtime exec failed: {e}"));
+        }
+    }
+    // Removed however the exec ends.
+    struct RemoveOnDrop(Option<PathBuf>);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            if let Some(p) = &self.0 {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+    let _procf = RemoveOnDrop(procf.clone());
     let mut cmd = tokio::process::Command::new(&agent.cfg.runtime);
     cmd.arg("--root")
         .arg(agent.cfg.runtime_root())
@@ -108,7 +211,10 @@ pub(super) async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
     } else {
         None
     };
-    cmd.arg(&t.id).args(&o.command);
+    match &procf {
+        Some(f) => cmd.arg("--process").arg(f).arg(&t.id),
+        None => cmd.arg(&t.id).args(&o.command),
+    };
     let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
     cmd.stdin(piped(o.stdin && !o.tty))
         .stdout(piped(o.stdout && !o.tty))
@@ -177,7 +283,7 @@ pub(super) async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
             inputs.push(tokio::spawn(pump_in(s, wr)));
         }
         if let Some(r) = resize {
-            inputs.push(tokio::spawn(pump_resize(r, master.clone())));
+            inputs.push(tokio::spawn(pump_resize(r, resize_buf, master.clone())));
         }
     }
     let mut ended = ended;
