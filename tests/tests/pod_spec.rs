@@ -253,7 +253,17 @@ both!(active_deadline, |r: &Runner| {
         p["status"]["message"],
         "Pod was active on the node longer than the specified deadline"
     );
-    assert!(container(&p, "main")["state"]["terminated"].is_object());
+    // As kubelet, the phase is Failed before the kill: the container is
+    // terminated within its grace period (1 s; sleep as PID 1 ignores
+    // SIGTERM, so it takes the SIGKILL).
+    let p = r.wait("deadline", "its container killed", |p| {
+        container(p, "main")["state"]["terminated"].is_object()
+    });
+    assert_eq!(p["status"]["phase"], "Failed");
+    assert_eq!(
+        container(&p, "main")["state"]["terminated"]["exitCode"],
+        137
+    );
 });
 
 both!(sub_path_expr_and_downward_api_files, |r: &Runner| {
