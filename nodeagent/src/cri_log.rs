@@ -79,43 +79,46 @@ pub fn timestamp(t: jiff::Timestamp) -> String {
     format!("{t:.9}")
 }
 
-/// Split what a stream produced into records: complete lines are `F`,
-/// a line longer than [`MAX_LINE`] is cut into `P` pieces, and output that
-/// ends without a newline is a final `P`.
-pub fn copy_stream(
-    input: impl io::Read,
-    stream: &str,
-    mut sink: impl FnMut(&str, bool, &[u8]),
-) -> io::Result<()> {
-    let mut r = BufReader::with_capacity(MAX_LINE, input);
-    let mut pending: Vec<u8> = Vec::new();
-    loop {
-        let buf = match r.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if buf.is_empty() {
-            if !pending.is_empty() {
-                sink(stream, false, &pending);
+/// Splits a stream's bytes into records as they arrive: complete lines
+/// are `F`, a line longer than [`MAX_LINE`] is cut into `P` pieces, and
+/// output that ends without a newline is a final `P` ([`Lines::finish`]).
+/// Bytes are pushed in (from a poll(2) loop), so one process can split
+/// several streams without a thread each.
+#[derive(Default)]
+pub struct Lines {
+    /// The line begun but not ended yet.
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    /// Take `data`, giving every record it completes to `sink(full, text)`.
+    pub fn feed(&mut self, mut data: &[u8], mut sink: impl FnMut(bool, &[u8])) {
+        while let Some(i) = data.iter().position(|b| *b == b'\n') {
+            if self.pending.is_empty() {
+                sink(true, &data[..i]);
+            } else {
+                self.pending.extend_from_slice(&data[..i]);
+                sink(true, &self.pending);
+                self.pending.clear();
             }
-            return Ok(());
+            data = &data[i + 1..];
         }
-        let (used, line_end) = match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
-        };
-        pending.extend_from_slice(&buf[..if line_end { used - 1 } else { used }]);
-        r.consume(used);
-        if line_end {
-            sink(stream, true, &pending);
-            pending.clear();
-        } else {
-            while pending.len() >= MAX_LINE {
-                let rest = pending.split_off(MAX_LINE);
-                sink(stream, false, &pending);
-                pending = rest;
-            }
+        self.pending.extend_from_slice(data);
+        while self.pending.len() >= MAX_LINE {
+            sink(false, &self.pending[..MAX_LINE]);
+            self.pending.drain(..MAX_LINE);
+        }
+        if self.pending.is_empty() {
+            // A long line's buffer is not kept for the rest of the stream.
+            self.pending = Vec::new();
+        }
+    }
+
+    /// The stream ended: what is left without a newline is a `P` record.
+    pub fn finish(&mut self, mut sink: impl FnMut(bool, &[u8])) {
+        if !self.pending.is_empty() {
+            sink(false, &self.pending);
+            self.pending = Vec::new();
         }
     }
 }
@@ -198,6 +201,27 @@ pub fn plain(path: &Path, out: &mut impl Write) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Split a whole stream into records with [`Lines`], reading until its
+    /// end.
+    fn copy_stream(
+        mut input: impl io::Read,
+        stream: &str,
+        mut sink: impl FnMut(&str, bool, &[u8]),
+    ) -> io::Result<()> {
+        let mut lines = Lines::default();
+        let mut buf = vec![0u8; MAX_LINE];
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => lines.feed(&buf[..n], |full, t| sink(stream, full, t)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        lines.finish(|full, t| sink(stream, full, t));
+        Ok(())
+    }
+
     fn records(input: &[u8]) -> Vec<(bool, Vec<u8>)> {
         let mut v = Vec::new();
         copy_stream(input, "stdout", |_, full, t| v.push((full, t.to_vec()))).unwrap();
@@ -214,6 +238,14 @@ mod tests {
                 (false, b"d".to_vec())
             ]
         );
+        // The same records however the bytes arrive.
+        let mut l = Lines::default();
+        let mut v = Vec::new();
+        for chunk in b"a\nb".chunks(1).chain([&b"c\nd"[..]]) {
+            l.feed(chunk, |full, t| v.push((full, t.to_vec())));
+        }
+        l.finish(|full, t| v.push((full, t.to_vec())));
+        assert_eq!(v, records(b"a\nbc\nd"));
         let long = vec![b'x'; MAX_LINE + 5];
         let mut input = long.clone();
         input.push(b'\n');

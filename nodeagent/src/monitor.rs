@@ -14,8 +14,11 @@
 //!    when there is no terminal);
 //! 3. reports the container's PID (or the runtime's error) to the agent on
 //!    fd 3, and records it in `state.json` in its directory;
-//! 4. copies the pipes into the CRI log file ([`crate::cri_log`]);
-//! 5. when the init exits, writes `exit.json` (exit code, signal, times)
+//! 4. copies the pipes into the CRI log file ([`crate::cri_log`]), in a
+//!    single thread that sleeps in poll(2) on both FIFOs and on a
+//!    signalfd(2) for SIGCHLD, so it wakes only for output or for the end;
+//! 5. when the init exits (waitpid(2) after SIGCHLD), copies what is
+//!    still waiting, writes `exit.json` (exit code, signal, times)
 //!    atomically and exits itself.
 //!
 //! The agent watches each monitor with a pidfd; a restarted agent finds
@@ -35,7 +38,6 @@ use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -193,14 +195,8 @@ pub fn run(a: &MonitorArgs) -> i32 {
         Ok((started, fifos)) => {
             let _ = write_json(&a.dir, "state.json", &started);
             say(Report::Started(started.clone()));
-            let done = Done::new();
-            let readers = copy_logs(a, fifos, &done);
-            let status = wait_for(started.pid);
-            done.set();
-            for r in readers {
-                let _ = r.join();
-            }
-            let (exit_code, signal) = status;
+            release_free_memory();
+            let (exit_code, signal) = copy_until_exit(a, fifos, Exit::child(started.pid));
             let exit = Exited {
                 exit_code,
                 signal,
@@ -226,6 +222,18 @@ pub fn run(a: &MonitorArgs) -> i32 {
     }
 }
 
+/// Give the kernel back the heap that starting the container used and
+/// freed (argument parsing, the runtimes' command lines and output): a
+/// monitor then lives as long as its container, and there is one per
+/// container. See malloc_trim(3).
+fn release_free_memory() {
+    // SAFETY: malloc_trim only returns free memory of the allocator's
+    // arenas to the kernel; no live allocation is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Take over from a dead monitor: copy the FIFOs until the container
 /// `pid` has exited (seen through a pidfd: it is not our child).
 fn adopt(a: &MonitorArgs, pid: i32) -> i32 {
@@ -233,20 +241,9 @@ fn adopt(a: &MonitorArgs, pid: i32) -> i32 {
         eprintln!("monitor: open the FIFOs in {}", a.dir.display());
         return 1;
     };
-    let done = Done::new();
-    let readers = copy_logs(a, Some(fifos), &done);
-    if let Ok(fd) = skiff_runtime::pidfd::pidfd_open(pid) {
-        let mut fds = [nix::poll::PollFd::new(
-            std::os::fd::AsFd::as_fd(&fd),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        while let Err(nix::Error::EINTR) = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
-        }
-    }
-    done.set();
-    for r in readers {
-        let _ = r.join();
-    }
+    let exit = Exit::Pidfd(skiff_runtime::pidfd::pidfd_open(pid).ok());
+    release_free_memory();
+    copy_until_exit(a, Some(fifos), exit);
     0
 }
 
@@ -356,117 +353,207 @@ fn wait_for(pid: i32) -> (i32, Option<i32>) {
     }
 }
 
-/// "The container has exited", for the log readers: a pipe whose write end
-/// is closed to say it. A reader sleeps in poll(2) on its FIFO and on this
-/// pipe's read end at once, so it wakes only for output or for the end; a
-/// flag would need a timeout to be looked at, and with it every container
-/// would wake its monitor ten times a second for nothing.
-struct Done {
-    rd: Option<OwnedFd>,
-    wr: Mutex<Option<OwnedFd>>,
-    /// The same, as a flag: without a pipe (out of descriptors) a reader
-    /// falls back to looking at it every 100 ms.
-    flag: std::sync::atomic::AtomicBool,
+/// How the monitor learns that the container's init has ended.
+enum Exit {
+    /// The init is its child (it is their subreaper). SIGCHLD, blocked and
+    /// read from a signalfd(2), wakes it, and waitpid(2) then reaps every
+    /// child that ended: the init, and any orphan of the container's
+    /// (an exec'd process whose runtime died) that was re-parented here.
+    /// Without a signalfd (out of descriptors) it looks every 100 ms.
+    Child {
+        pid: i32,
+        sfd: Option<nix::sys::signalfd::SignalFd>,
+    },
+    /// The init is not its child (an adopting monitor): its pidfd turns
+    /// readable when it exits. `None`: it is gone already.
+    Pidfd(Option<OwnedFd>),
 }
 
-impl Done {
-    fn new() -> Arc<Done> {
-        let (rd, wr) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
-            Ok((rd, wr)) => (Some(rd), Some(wr)),
-            Err(e) => {
-                eprintln!("monitor: pipe: {e}");
-                (None, None)
-            }
-        };
-        Arc::new(Done {
-            rd,
-            wr: Mutex::new(wr),
-            flag: Default::default(),
-        })
+impl Exit {
+    /// Watch for the end of our child `pid`.
+    fn child(pid: i32) -> Exit {
+        use nix::sys::signal::{SigSet, Signal};
+        use nix::sys::signalfd::{SfdFlags, SignalFd};
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        // The monitor has one thread, so blocking it here blocks it for
+        // the process; the runtimes it started reset their masks.
+        let sfd = mask
+            .thread_block()
+            .and_then(|()| {
+                SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            })
+            .map_err(|e| eprintln!("monitor: signalfd: {e}"))
+            .ok();
+        Exit::Child { pid, sfd }
     }
 
-    /// Say it: the read end becomes readable (POLLHUP) for every reader.
-    fn set(&self) {
-        self.flag.store(true, std::sync::atomic::Ordering::Release);
-        self.wr.lock().unwrap_or_else(|e| e.into_inner()).take();
-    }
-}
-
-/// A FIFO's read end that ends once [`Done`] is set and nothing more is
-/// waiting (other writers, the agent's among them, keep it from reaching
-/// end-of-file by itself).
-struct FifoReader {
-    fd: OwnedFd,
-    done: Arc<Done>,
-}
-
-impl Read for FifoReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    /// What poll(2) waits on besides the FIFOs, if anything.
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd;
-        let mut ended = false;
-        loop {
-            match nix::unistd::read(&self.fd, buf) {
-                Ok(n) => return Ok(n),
-                Err(nix::Error::EINTR) => continue,
-                // Nothing waiting, and the container is gone.
-                Err(nix::Error::EAGAIN) if ended => return Ok(0),
-                Err(nix::Error::EAGAIN) => {
-                    let mut fds = vec![PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-                    let timeout = match &self.done.rd {
-                        Some(rd) => {
-                            fds.push(PollFd::new(rd.as_fd(), PollFlags::POLLIN));
-                            PollTimeout::NONE
-                        }
-                        None => PollTimeout::from(100u8),
-                    };
-                    match poll(&mut fds, timeout) {
-                        Ok(_) | Err(nix::Error::EINTR) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    // Read once more either way: output that came with the
-                    // end is still copied.
-                    ended = self.done.flag.load(std::sync::atomic::Ordering::Acquire)
-                        || fds
-                            .get(1)
-                            .and_then(|f| f.revents())
-                            .is_some_and(|r| !r.is_empty());
+        match self {
+            Exit::Child { sfd, .. } => sfd.as_ref().map(|s| s.as_fd()),
+            Exit::Pidfd(fd) => fd.as_ref().map(|f| f.as_fd()),
+        }
+    }
+
+    /// Has the init ended? Its (exit code, signal) when it has (unknown
+    /// for one that is not our child). Never blocks.
+    fn check(&mut self) -> Option<(i32, Option<i32>)> {
+        use nix::sys::wait::WaitPidFlag;
+        match self {
+            Exit::Pidfd(None) => Some((255, None)),
+            Exit::Pidfd(Some(fd)) => {
+                let mut fds = [nix::poll::PollFd::new(
+                    std::os::fd::AsFd::as_fd(fd),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO);
+                matches!(ready, Ok(n) if n > 0).then_some((255, None))
+            }
+            Exit::Child { pid, sfd } => {
+                if let Some(sfd) = sfd {
+                    // Empty the queue: one SIGCHLD may stand for many children.
+                    while let Ok(Some(_)) = sfd.read_signal() {}
                 }
-                Err(e) => return Err(e.into()),
+                loop {
+                    match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                        Ok(WaitStatus::Exited(p, code)) if p.as_raw() == *pid => {
+                            return Some((code, None))
+                        }
+                        Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == *pid => {
+                            return Some((128 + sig as i32, Some(sig as i32)))
+                        }
+                        Ok(WaitStatus::StillAlive) => return None,
+                        Ok(_) | Err(nix::Error::EINTR) => {}
+                        // No child at all: the init is not ours (should not
+                        // happen for a subreaper); an unknown status.
+                        Err(_) => return Some((255, None)),
+                    }
+                }
             }
         }
     }
 }
 
-fn copy_logs(
+/// One FIFO being copied into the log.
+struct Stream {
+    name: &'static str,
+    fd: OwnedFd,
+    lines: cri_log::Lines,
+    /// False after end-of-file or an error: no more to read.
+    open: bool,
+}
+
+impl Stream {
+    /// One read(2) of what is waiting, split into records for `w`.
+    /// False when nothing was read.
+    fn copy_once(&mut self, buf: &mut [u8], w: &mut Option<cri_log::Writer>) -> bool {
+        match nix::unistd::read(&self.fd, buf) {
+            Ok(n) if n > 0 => {
+                let name = self.name;
+                self.lines.feed(&buf[..n], |full, text| {
+                    if let Some(w) = w.as_mut() {
+                        let _ = w.record(name, full, text);
+                    }
+                });
+                true
+            }
+            Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => false,
+            // End-of-file (no writer left at all) or an error.
+            _ => {
+                self.open = false;
+                false
+            }
+        }
+    }
+}
+
+/// Copy the container's stdout and stderr FIFOs into its CRI log until
+/// its init has ended, then what is still waiting in them; returns the
+/// init's status. One thread does it all, sleeping in poll(2) on the two
+/// FIFOs and on `exit`'s descriptor: it wakes only for output or for the
+/// end. (A thread per stream would cost each container about 50 KiB more,
+/// in stacks and malloc arenas.)
+fn copy_until_exit(
     a: &MonitorArgs,
     fifos: Option<[OwnedFd; 2]>,
-    done: &Arc<Done>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    let Some([out, err]) = fifos else {
-        return Vec::new();
-    };
-    let writer = a.log.as_ref().and_then(|p| {
+    mut exit: Exit,
+) -> (i32, Option<i32>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut writer = fifos.as_ref().and(a.log.as_ref()).and_then(|p| {
         cri_log::Writer::open(p, a.log_max_size, a.log_max_files)
             .map_err(|e| eprintln!("monitor: open {}: {e}", p.display()))
             .ok()
     });
-    let writer = Arc::new(Mutex::new(writer));
-    [("stdout", out), ("stderr", err)]
+    let mut streams: Vec<Stream> = fifos
         .into_iter()
-        .map(|(name, fd)| {
-            let w = writer.clone();
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let f = FifoReader { fd, done };
-                let _ = cri_log::copy_stream(f, name, |s, full, text| {
-                    if let Some(w) = w.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                        let _ = w.record(s, full, text);
-                    }
-                });
-            })
+        .flatten()
+        .zip(FIFOS)
+        .map(|(fd, (name, _))| Stream {
+            name,
+            fd,
+            lines: Default::default(),
+            open: true,
         })
-        .collect()
+        .collect();
+    let mut buf = vec![0u8; cri_log::MAX_LINE];
+    let mut status = exit.check();
+    while status.is_none() {
+        let mut fds: Vec<PollFd> = streams
+            .iter()
+            .filter(|s| s.open)
+            .map(|s| PollFd::new(s.fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let watched = exit.fd();
+        let timeout = match watched {
+            Some(fd) => {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                PollTimeout::NONE
+            }
+            None => PollTimeout::from(100u8),
+        };
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => {
+                eprintln!("monitor: poll: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut i = 0;
+        for s in streams.iter_mut().filter(|s| s.open) {
+            if ready[i] {
+                s.copy_once(&mut buf, &mut writer);
+            }
+            i += 1;
+        }
+        if watched.is_none() || ready.get(i).copied().unwrap_or(false) {
+            status = exit.check();
+        }
+    }
+    // Output written just before the end is still copied; bounded, as a
+    // process outside the container's pid namespace may hold a FIFO open
+    // and go on writing.
+    for s in &mut streams {
+        for _ in 0..256 {
+            if !s.open || !s.copy_once(&mut buf, &mut writer) {
+                break;
+            }
+        }
+        let name = s.name;
+        s.lines.finish(|full, text| {
+            if let Some(w) = writer.as_mut() {
+                let _ = w.record(name, full, text);
+            }
+        });
+    }
+    status.unwrap_or((255, None))
 }
 
 /// Read the report the monitor writes on its fd 3 (until it closes it).
