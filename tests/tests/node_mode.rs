@@ -860,3 +860,48 @@ fn two_nodes_take_a_deployment_and_their_pods_reach_each_other() {
         assert!(got.contains("hello from a skiff pod"), "{got}");
     }
 }
+
+/// The agent's established TCP connections to the API server, from the
+/// kernel's table of its network namespace (the node's own).
+fn api_connections(a: &Agent) -> usize {
+    // 6443 is the test API server's port, in hex as /proc/net/tcp has it.
+    let table = std::fs::read_to_string(format!("/proc/{}/net/tcp", a.pid())).unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2].ends_with(":192B") && f[3] == "01"
+        })
+        .count()
+}
+
+#[test]
+fn a_burst_of_pods_leaves_no_pile_of_api_connections() {
+    let l = label();
+    let a = Agent::start_node(&l, &[]);
+    let ns = Namespace::new();
+    let c = cluster();
+    let before = api_connections(&a);
+    // Every pod start makes several requests at once (its token, status
+    // patches, events); twelve pods together need many connections.
+    let yaml: Vec<String> = (0..12)
+        .map(|i| {
+            pod_yaml(
+                &format!("burst-{i}"),
+                &l,
+                "",
+                "    command: [sleep, '3600']\n",
+            )
+        })
+        .collect();
+    c.apply(&ns.name, &yaml.join("---\n"));
+    for i in 0..12 {
+        wait_pod(&ns, &format!("burst-{i}"), "Ready", running_ready);
+    }
+    // Once they are all running, only a few idle ones stay open for reuse
+    // (and the pod watch with them): not one per request that was in
+    // flight.
+    let after = api_connections(&a);
+    assert!(after > 0 && after <= before + 4, "{before} -> {after}");
+}

@@ -179,7 +179,48 @@ async fn client(kubeconfig: &std::path::Path) -> Result<kube::Client, NodeError>
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .map_err(|e| bad(Box::new(e)))?;
-    kube::Client::try_from(cfg).map_err(|e| NodeError::Client(Box::new(e)))
+    build_client(cfg).map_err(|e| NodeError::Client(Box::new(e)))
+}
+
+/// Idle connections to the API server kept for reuse. A burst of pod
+/// starts opens one HTTP/1.1 connection per request in flight (token
+/// requests, status patches, events: 45 for 50 pods); without a limit the
+/// pool keeps every one of them, each with its TLS state and buffers, for
+/// as long as the agent runs. (kubelet's Go client speaks HTTP/2 and
+/// multiplexes all its requests over one connection.)
+const IDLE_CONNECTIONS: usize = 4;
+
+/// How long an idle connection is kept (Go's `http.Transport` default).
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// kube's default client stack (`ClientBuilder::try_from`: timeouts,
+/// base URI, retries of 429/503/504, authentication, extra headers), with
+/// a bounded, timed connection pool.
+fn build_client(cfg: kube::Config) -> Result<kube::Client, kube::Error> {
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    use kube::client::ConfigExt;
+    let https = cfg.rustls_https_connector()?;
+    let mut connector = hyper_timeout::TimeoutConnector::new(https);
+    connector.set_connect_timeout(cfg.connect_timeout);
+    connector.set_read_timeout(cfg.read_timeout);
+    connector.set_write_timeout(cfg.write_timeout);
+    let http: hyper_util::client::legacy::Client<_, kube::client::Body> =
+        hyper_util::client::legacy::Builder::new(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(IDLE_CONNECTIONS)
+            .build(connector);
+    let retry = cfg
+        .default_retry
+        .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
+    let service = tower::ServiceBuilder::new()
+        .layer(cfg.base_uri_layer())
+        .option_layer(retry)
+        .option_layer(cfg.auth_layer()?)
+        .layer(cfg.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(http);
+    Ok(kube::Client::new(service, cfg.default_namespace))
 }
 
 /// Errors of node mode's set-up.
