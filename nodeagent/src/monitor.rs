@@ -195,7 +195,10 @@ pub fn run(a: &MonitorArgs) -> i32 {
         Ok((started, fifos)) => {
             let _ = write_json(&a.dir, "state.json", &started);
             say(Report::Started(started.clone()));
-            release_free_memory();
+            // What starting the container used and freed (argument parsing,
+            // the runtimes' command lines and output) goes back to the
+            // kernel: a monitor lives as long as its container.
+            crate::agent::heap::release_free_memory();
             let (exit_code, signal) = copy_until_exit(a, fifos, Exit::child(started.pid));
             let exit = Exited {
                 exit_code,
@@ -222,18 +225,6 @@ pub fn run(a: &MonitorArgs) -> i32 {
     }
 }
 
-/// Give the kernel back the heap that starting the container used and
-/// freed (argument parsing, the runtimes' command lines and output): a
-/// monitor then lives as long as its container, and there is one per
-/// container. See malloc_trim(3).
-fn release_free_memory() {
-    // SAFETY: malloc_trim only returns free memory of the allocator's
-    // arenas to the kernel; no live allocation is touched.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Take over from a dead monitor: copy the FIFOs until the container
 /// `pid` has exited (seen through a pidfd: it is not our child).
 fn adopt(a: &MonitorArgs, pid: i32) -> i32 {
@@ -242,7 +233,7 @@ fn adopt(a: &MonitorArgs, pid: i32) -> i32 {
         return 1;
     };
     let exit = Exit::Pidfd(skiff_runtime::pidfd::pidfd_open(pid).ok());
-    release_free_memory();
+    crate::agent::heap::release_free_memory();
     copy_until_exit(a, Some(fifos), exit);
     0
 }

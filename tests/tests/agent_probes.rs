@@ -123,6 +123,14 @@ fn probes_flip_readiness_and_restart_on_liveness_failure() {
     );
     a.stop_all();
     a.assert_clean();
+    // A pod that is gone leaves no counters behind (kubelet deletes its
+    // probe metrics' labels too); the pod-start summary stays.
+    let metrics = a.http("/metrics");
+    assert!(!metrics.contains("pod=\"probes\""), "{metrics}");
+    assert!(
+        metrics.contains("skiff_pod_start_duration_seconds_count 1"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@ pub mod admission;
 pub mod api;
 pub mod engine;
 pub mod events;
+pub mod heap;
 pub mod kubelet_api;
 pub mod node;
 pub mod reasons;
@@ -108,12 +109,12 @@ impl Config {
     }
 }
 
-/// Probe counters for `/metrics`.
+/// A Prometheus summary's count and sum, for `/metrics`.
 #[derive(Debug, Default, Clone)]
 pub struct ProbeStats {
-    /// Attempts counted.
+    /// Events counted (probe attempts, pod starts).
     pub total: u64,
-    /// The time those attempts took, summed, in seconds.
+    /// The time they took, summed, in seconds.
     pub seconds_sum: f64,
 }
 
@@ -122,8 +123,18 @@ pub struct ProbeStats {
 pub struct Metrics {
     /// (namespace, pod, container, probe, result) → counters.
     pub probes: BTreeMap<(String, String, String, &'static str, &'static str), ProbeStats>,
-    /// Seconds from first seeing a pod to all its containers running.
-    pub start_latencies: Vec<f64>,
+    /// Seconds from first seeing a pod to all its containers running: how
+    /// many pods, and their sum (all that the summary shows).
+    pub pod_starts: ProbeStats,
+}
+
+impl Metrics {
+    /// Drop the counters of pod `namespace/name`, which is gone: kept, they
+    /// would grow with every pod name the node ever ran.
+    pub fn forget_pod(&mut self, namespace: &str, name: &str) {
+        self.probes
+            .retain(|(ns, pod, ..), _| !(ns == namespace && pod == name));
+    }
 }
 
 /// The running agent: its settings and everything its tasks share. One
@@ -296,6 +307,7 @@ pub async fn serve(
     engine::Engine::adopt(&agent);
     node::start(&agent);
     tokio::spawn(reap_orphans());
+    tokio::spawn(heap::trim_periodically());
     let watcher = tokio::spawn(sources::file::watch(agent.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

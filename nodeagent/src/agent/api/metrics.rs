@@ -19,11 +19,7 @@ fn esc(s: &str) -> String {
 pub async fn metrics(State(agent): State<Shared>, _h: HeaderMap) -> Response {
     let (recs, probes, latencies) = {
         let m = agent.metrics();
-        (
-            agent.status.list(),
-            m.probes.clone(),
-            m.start_latencies.clone(),
-        )
+        (agent.status.list(), m.probes.clone(), m.pod_starts.clone())
     };
     let mut o = String::new();
     let mut phases = std::collections::BTreeMap::new();
@@ -130,12 +126,12 @@ pub async fn metrics(State(agent): State<Shared>, _h: HeaderMap) -> Response {
     let _ = writeln!(
         o,
         "skiff_pod_start_duration_seconds_sum {}",
-        latencies.iter().sum::<f64>()
+        latencies.seconds_sum
     );
     let _ = writeln!(
         o,
         "skiff_pod_start_duration_seconds_count {}",
-        latencies.len()
+        latencies.total
     );
     ([("content-type", "text/plain; version=0.0.4")], o).into_response()
 }

@@ -117,6 +117,11 @@ async fn handle(
 fn finish(agent: &Arc<Agent>, uid: &str, tx: &mpsc::UnboundedSender<Msg>) {
     if agent.engine.finished(uid, tx) {
         agent.traces.end(uid);
+        if let Some(r) = agent.status.record(uid) {
+            // Its probes' counters go with it, as kubelet's prober workers
+            // delete their metric labels when they stop.
+            agent.metrics().forget_pod(&r.namespace, &r.name);
+        }
         agent.status.remove(uid);
     }
 }
@@ -261,7 +266,9 @@ async fn sync(
                 let secs = (Timestamp::now().as_millisecond() - r.created_at.as_millisecond())
                     as f64
                     / 1000.0;
-                agent.metrics().start_latencies.push(secs);
+                let mut m = agent.metrics();
+                m.pod_starts.total += 1;
+                m.pod_starts.seconds_sum += secs;
             }
         }
     }
