@@ -368,7 +368,8 @@ impl Exit {
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGCHLD);
         // The monitor has one thread, so blocking it here blocks it for
-        // the process; the runtimes it started reset their masks.
+        // the process. It starts nothing after this point, so no child
+        // inherits the mask.
         let sfd = mask
             .thread_block()
             .and_then(|()| {

@@ -862,18 +862,23 @@ fn two_nodes_take_a_deployment_and_their_pods_reach_each_other() {
 }
 
 /// The agent's established TCP connections to the API server, from the
-/// kernel's table of its network namespace (the node's own).
+/// kernel's tables of its network namespace (the node's own).
 fn api_connections(a: &Agent) -> usize {
     // 6443 is the test API server's port, in hex as /proc/net/tcp has it.
-    let table = std::fs::read_to_string(format!("/proc/{}/net/tcp", a.pid())).unwrap();
-    table
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[2].ends_with(":192B") && f[3] == "01"
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{}/net/{t}", a.pid())).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.len() > 3 && f[2].ends_with(":192B") && f[3] == "01"
+                })
+                .count()
         })
-        .count()
+        .sum()
 }
 
 #[test]
@@ -882,6 +887,8 @@ fn a_burst_of_pods_leaves_no_pile_of_api_connections() {
     let a = Agent::start_node(&l, &[]);
     let ns = Namespace::new();
     let c = cluster();
+    // The node's own start-up requests settle first.
+    std::thread::sleep(Duration::from_secs(2));
     let before = api_connections(&a);
     // Every pod start makes several requests at once (its token, status
     // patches, events); twelve pods together need many connections.
@@ -902,6 +909,13 @@ fn a_burst_of_pods_leaves_no_pile_of_api_connections() {
     // Once they are all running, only a few idle ones stay open for reuse
     // (and the pod watch with them): not one per request that was in
     // flight.
-    let after = api_connections(&a);
+    // A lease renewal or an event in flight may hold one more for a
+    // moment: look for a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = api_connections(&a);
+    while after > before + 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        after = api_connections(&a);
+    }
     assert!(after > 0 && after <= before + 4, "{before} -> {after}");
 }

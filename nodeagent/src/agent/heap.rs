@@ -38,6 +38,7 @@ pub async fn trim_periodically() {
     tick.tick().await;
     loop {
         tick.tick().await;
-        release_free_memory();
+        // It takes every arena's lock in turn: not on a runtime worker.
+        let _ = tokio::task::spawn_blocking(release_free_memory).await;
     }
 }

@@ -119,8 +119,11 @@ fn finish(agent: &Arc<Agent>, uid: &str, tx: &mpsc::UnboundedSender<Msg>) {
         agent.traces.end(uid);
         if let Some(r) = agent.status.record(uid) {
             // Its probes' counters go with it, as kubelet's prober workers
-            // delete their metric labels when they stop.
-            agent.metrics().forget_pod(&r.namespace, &r.name);
+            // delete their metric labels when they stop; unless a new pod
+            // of the same name runs already (they are counted by name).
+            if !agent.status.named_other_than(uid, &r.namespace, &r.name) {
+                agent.metrics().forget_pod(&r.namespace, &r.name);
+            }
         }
         agent.status.remove(uid);
     }

@@ -199,11 +199,21 @@ const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 fn build_client(cfg: kube::Config) -> Result<kube::Client, kube::Error> {
     use hyper_util::rt::{TokioExecutor, TokioTimer};
     use kube::client::ConfigExt;
+    // A proxy (the kubeconfig's `proxy-url`, or HTTPS_PROXY) is refused
+    // with kube's own error, as its default client without the
+    // `http-proxy` feature does: connecting past it would only time out.
+    if let Some(url) = &cfg.proxy_url {
+        return Err(kube::Error::ProxyProtocolDisabled {
+            proxy_url: Box::new(url.clone()),
+            protocol_feature: "kube/http-proxy",
+        });
+    }
     let https = cfg.rustls_https_connector()?;
     let mut connector = hyper_timeout::TimeoutConnector::new(https);
     connector.set_connect_timeout(cfg.connect_timeout);
     connector.set_read_timeout(cfg.read_timeout);
     connector.set_write_timeout(cfg.write_timeout);
+    connector.set_reset_reader_on_write(cfg.reset_reader_on_write);
     let http: hyper_util::client::legacy::Client<_, kube::client::Body> =
         hyper_util::client::legacy::Builder::new(TokioExecutor::new())
             .pool_timer(TokioTimer::new())

@@ -130,6 +130,14 @@ impl StatusManager {
             .cloned()
     }
 
+    /// Whether a pod other than `uid` is named `namespace/name` (a
+    /// replacement that came while the old one was torn down).
+    pub fn named_other_than(&self, uid: &str, namespace: &str, name: &str) -> bool {
+        self.pods()
+            .values()
+            .any(|p| p.uid != uid && p.namespace == namespace && p.name == name)
+    }
+
     /// Change a pod's record, save it, and tell the sinks.
     pub fn update<R>(&self, uid: &str, f: impl FnOnce(&mut PodRecord) -> R) -> Option<R> {
         let (r, saved) = {

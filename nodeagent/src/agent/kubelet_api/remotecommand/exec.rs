@@ -58,7 +58,7 @@ async fn pump_out(mut r: impl tokio::io::AsyncRead + Unpin, w: Option<Sink>) {
 
 /// A terminal size as the resize stream carries it (Go's
 /// `remotecommand.TerminalSize`, one JSON object per line).
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Clone, Copy)]
 struct Size {
     #[serde(rename = "Width")]
     width: u16,
@@ -123,7 +123,7 @@ fn tty_process(
     agent: &Agent,
     id: &str,
     command: &[String],
-    size: &Size,
+    size: Size,
     path: &std::path::Path,
 ) -> Result<(), String> {
     use skiff_runtime::container::exec::{process_from_flags, ExecFlags};
@@ -148,7 +148,9 @@ fn tty_process(
         .map_err(|e| e.to_string())?;
     p.set_console_size(Some(b));
     let json = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
-    // Root's alone: the environment may hold a secret's value.
+    // Root's alone: the environment may hold a secret's value. A file left
+    // by a killed agent whose pid came back goes first.
+    let _ = std::fs::remove_file(path);
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
@@ -171,29 +173,44 @@ pub(super) async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
     use std::process::Stdio;
     let agent = &t.agent;
     let pidf = pid_file(agent);
+    let mut ended = ended;
     let mut resize_buf = Vec::new();
     let size = match (&mut resize, o.tty) {
-        (Some(r), true) => first_size(r, &mut resize_buf, Duration::from_secs(1)).await,
+        (Some(r), true) => tokio::select! {
+            s = first_size(r, &mut resize_buf, Duration::from_secs(1)) => s,
+            _ = &mut ended => return Ended::Gone,
+        },
         _ => None,
     };
     // The process, with its starting size, as a file beside the pid file.
-    let procf = size.as_ref().map(|_| pidf.with_extension("json"));
-    if let (Some(sz), Some(f)) = (&size, &procf) {
-        if let Err(e) = tty_process(agent, &t.id, &o.command, sz, f) {
-            let _ = std::fs::remove_file(f);
-            return Ended::Failed(format!("OCI runtime exec failed: {e}"));
+    // Without it (no size came, or the container's state cannot be read
+    // here) the exec goes on as `skiff exec ID CMD`, at the runtime's size.
+    let mut procf = None;
+    if let Some(sz) = size {
+        let f = pidf.with_extension("json");
+        let (a, id, command, path) = (agent.clone(), t.id.clone(), o.command.clone(), f.clone());
+        let made =
+            tokio::task::spawn_blocking(move || tty_process(&a, &id, &command, sz, &path)).await;
+        match made {
+            Ok(Ok(())) => procf = Some(f),
+            Ok(Err(e)) => {
+                tracing::debug!("kubelet API: exec in {} without a starting size: {e}", t.id);
+                let _ = std::fs::remove_file(&f);
+            }
+            Err(e) => tracing::debug!("kubelet API: exec in {}: {e}", t.id),
         }
     }
-    // Removed however the exec ends.
+    // Removed once the runtime has read it (when the terminal's master
+    // arrives), or however the exec ends.
     struct RemoveOnDrop(Option<PathBuf>);
     impl Drop for RemoveOnDrop {
         fn drop(&mut self) {
-            if let Some(p) = &self.0 {
+            if let Some(p) = self.0.take() {
                 let _ = std::fs::remove_file(p);
             }
         }
     }
-    let _procf = RemoveOnDrop(procf.clone());
+    let mut procf_guard = RemoveOnDrop(procf.clone());
     let mut cmd = tokio::process::Command::new(&agent.cfg.runtime);
     cmd.arg("--root")
         .arg(agent.cfg.runtime_root())
@@ -272,6 +289,7 @@ pub(super) async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
             return Ended::Failed(format!("OCI runtime exec failed: {msg}"));
         };
         let master = Arc::new(master);
+        drop(std::mem::replace(&mut procf_guard, RemoveOnDrop(None)));
         let file = |m: &OwnedFd| {
             m.try_clone()
                 .map(|fd| tokio::fs::File::from_std(std::fs::File::from(fd)))
@@ -286,7 +304,6 @@ pub(super) async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
             inputs.push(tokio::spawn(pump_resize(r, resize_buf, master.clone())));
         }
     }
-    let mut ended = ended;
     let code = tokio::select! {
         st = child.wait() => st.ok().and_then(|s| s.code()).unwrap_or(-1),
         _ = &mut ended => {
