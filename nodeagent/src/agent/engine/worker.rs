@@ -117,15 +117,14 @@ async fn handle(
 fn finish(agent: &Arc<Agent>, uid: &str, tx: &mpsc::UnboundedSender<Msg>) {
     if agent.engine.finished(uid, tx) {
         agent.traces.end(uid);
-        if let Some(r) = agent.status.record(uid) {
+        if let Some(r) = agent.status.remove(uid) {
             // Its probes' counters go with it, as kubelet's prober workers
             // delete their metric labels when they stop; unless a new pod
             // of the same name runs already (they are counted by name).
-            if !agent.status.named_other_than(uid, &r.namespace, &r.name) {
+            if agent.status.find(&r.namespace, &r.name).is_none() {
                 agent.metrics().forget_pod(&r.namespace, &r.name);
             }
         }
-        agent.status.remove(uid);
     }
 }
 

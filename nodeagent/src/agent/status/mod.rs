@@ -99,17 +99,18 @@ impl StatusManager {
         self.publish(&uid);
     }
 
-    /// The pod is gone from the node.
-    pub fn remove(&self, uid: &str) {
+    /// The pod is gone from the node; returns the record it had.
+    pub fn remove(&self, uid: &str) -> Option<PodRecord> {
         let gone = self.pods().remove(uid);
         self.last
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
-        if let Some(r) = gone {
-            self.send(StatusChange::of(&r, None));
+        if let Some(r) = &gone {
+            self.send(StatusChange::of(r, None));
         }
         self.changed.notify_waiters();
+        gone
     }
 
     /// A copy of pod `uid`'s record, if the node has the pod.
@@ -128,14 +129,6 @@ impl StatusManager {
             .values()
             .find(|p| p.namespace == namespace && p.name == name)
             .cloned()
-    }
-
-    /// Whether a pod other than `uid` is named `namespace/name` (a
-    /// replacement that came while the old one was torn down).
-    pub fn named_other_than(&self, uid: &str, namespace: &str, name: &str) -> bool {
-        self.pods()
-            .values()
-            .any(|p| p.uid != uid && p.namespace == namespace && p.name == name)
     }
 
     /// Change a pod's record, save it, and tell the sinks.

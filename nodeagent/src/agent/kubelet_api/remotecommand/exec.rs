@@ -182,26 +182,11 @@ pub(super) async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
         },
         _ => None,
     };
-    // The process, with its starting size, as a file beside the pid file.
-    // Without it (no size came, or the container's state cannot be read
-    // here) the exec goes on as `skiff exec ID CMD`, at the runtime's size.
-    let mut procf = None;
-    if let Some(sz) = size {
-        let f = pidf.with_extension("json");
-        let (a, id, command, path) = (agent.clone(), t.id.clone(), o.command.clone(), f.clone());
-        let made =
-            tokio::task::spawn_blocking(move || tty_process(&a, &id, &command, sz, &path)).await;
-        match made {
-            Ok(Ok(())) => procf = Some(f),
-            Ok(Err(e)) => {
-                tracing::debug!("kubelet API: exec in {} without a starting size: {e}", t.id);
-                let _ = std::fs::remove_file(&f);
-            }
-            Err(e) => tracing::debug!("kubelet API: exec in {}: {e}", t.id),
-        }
-    }
-    // Removed once the runtime has read it (when the terminal's master
-    // arrives), or however the exec ends.
+    // The process, with its starting size, as a file beside the pid file:
+    // removed once the runtime has read it (when the terminal's master
+    // arrives), or however the exec ends. Without it (no size came, or the
+    // container's state cannot be read here) the exec goes on as
+    // `skiff exec ID CMD`, at the runtime's size.
     struct RemoveOnDrop(Option<PathBuf>);
     impl Drop for RemoveOnDrop {
         fn drop(&mut self) {
@@ -210,7 +195,21 @@ pub(super) async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
             }
         }
     }
-    let mut procf_guard = RemoveOnDrop(procf.clone());
+    let mut procf = RemoveOnDrop(None);
+    if let Some(sz) = size {
+        let f = pidf.with_extension("json");
+        let (a, id, command, path) = (agent.clone(), t.id.clone(), o.command.clone(), f.clone());
+        let made =
+            tokio::task::spawn_blocking(move || tty_process(&a, &id, &command, sz, &path)).await;
+        match made {
+            Ok(Ok(())) => procf.0 = Some(f),
+            Ok(Err(e)) => {
+                tracing::debug!("kubelet API: exec in {} without a starting size: {e}", t.id);
+                let _ = std::fs::remove_file(&f);
+            }
+            Err(e) => tracing::debug!("kubelet API: exec in {}: {e}", t.id),
+        }
+    }
     let mut cmd = tokio::process::Command::new(&agent.cfg.runtime);
     cmd.arg("--root")
         .arg(agent.cfg.runtime_root())
@@ -228,7 +227,7 @@ pub(super) async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
     } else {
         None
     };
-    match &procf {
+    match &procf.0 {
         Some(f) => cmd.arg("--process").arg(f).arg(&t.id),
         None => cmd.arg(&t.id).args(&o.command),
     };
@@ -289,7 +288,7 @@ pub(super) async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
             return Ended::Failed(format!("OCI runtime exec failed: {msg}"));
         };
         let master = Arc::new(master);
-        drop(std::mem::replace(&mut procf_guard, RemoveOnDrop(None)));
+        drop(RemoveOnDrop(procf.0.take()));
         let file = |m: &OwnedFd| {
             m.try_clone()
                 .map(|fd| tokio::fs::File::from_std(std::fs::File::from(fd)))
