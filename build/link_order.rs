@@ -1,5 +1,6 @@
 //! Build script shared by `skiff`, `containerd-shim-skiff-v2` and
-//! `skiff-agent` (with its `skiff-monitor`): lays out
+//! `skiff-agent` (with its `skiff-monitor`; the agent's own build script,
+//! `nodeagent/build.rs`, calls this one's `main`): lays out
 //! a release binary's hot code together, so that fewer of its pages become
 //! resident.
 //!
@@ -35,7 +36,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn main() {
+pub fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let package = std::env::var("CARGO_PKG_NAME").unwrap_or_default();
     let order = manifest

@@ -1,7 +1,7 @@
 //! `skiff-agent`: the pod daemon (`serve`), its clients (`get`, `describe`,
 //! `logs`, `exec`, `apply`, `delete`), the image commands (which work
-//! without a daemon), and two internal commands the daemon runs:
-//! `monitor` (one per container) and `pause` (one per pod).
+//! without a daemon), and the internal `monitor` command the daemon runs
+//! (one per container) when `skiff-monitor` is not next to it.
 
 mod client;
 mod image_cmd;
@@ -140,9 +140,6 @@ enum Command {
     /// Internal: watch over one container (started by the agent)
     #[command(hide = true)]
     Monitor(skiff_agent::monitor::MonitorArgs),
-    /// Internal: a pod sandbox's pause process
-    #[command(hide = true)]
-    Pause,
 }
 
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
@@ -300,7 +297,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
 
 fn main() {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Monitor(_) | Command::Pause) {
+    if !matches!(cli.command, Command::Monitor(_)) {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_env_filter(
@@ -319,7 +316,6 @@ fn main() {
         Command::Delete(a) => client::delete(&a),
         Command::Image(a) => image_cmd::run(&a),
         Command::Monitor(a) => std::process::exit(skiff_agent::monitor::run(&a)),
-        Command::Pause => std::process::exit(skiff_agent::pause::run()),
     };
     if let Err(e) = result {
         eprintln!("skiff-agent: {}", one_line(&e));

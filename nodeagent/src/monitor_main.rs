@@ -1,12 +1,11 @@
-//! `skiff-monitor`: the agent's two long-lived helpers in a small binary.
+//! `skiff-monitor`: the agent's per-container helper in a small binary.
 //!
-//! Every app container runs under a monitor and every pod has a pause
-//! process, each living as long as its container or pod. They need none of the
-//! agent's HTTP, gRPC or async machinery, so they get a binary of their own
-//! that links only what they run: `skiff-monitor monitor ...` (see
-//! `monitor.rs`) and `skiff-monitor pause` (see `pause.rs`). The agent
-//! falls back to its own `monitor` and `pause` subcommands when this binary
-//! is not next to it.
+//! Every app container runs under a monitor, which lives as long as its
+//! container. It needs none of the agent's HTTP, gRPC or async machinery, so
+//! it gets a binary of its own that links only what it runs:
+//! `skiff-monitor monitor ...` (see `monitor.rs`). The agent falls back to
+//! its own `monitor` subcommand when this binary is not next to it. (The
+//! pod's pause process is smaller still: see `pause.rs`.)
 
 use clap::{Parser, Subcommand};
 
@@ -14,7 +13,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "skiff-monitor",
     version,
-    about = "skiff-agent's container monitor and pause process"
+    about = "skiff-agent's container monitor"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,14 +24,11 @@ struct Cli {
 enum Command {
     /// Watch over one container
     Monitor(skiff_agent::monitor::MonitorArgs),
-    /// A pod sandbox's pause process
-    Pause,
 }
 
 fn main() {
     let code = match Cli::parse().command {
         Command::Monitor(a) => skiff_agent::monitor::run(&a),
-        Command::Pause => skiff_agent::pause::run(),
     };
     std::process::exit(code);
 }

@@ -521,4 +521,21 @@ both!(shared_process_namespace, |r: &Runner| {
         first.trim_start().starts_with("1 ") && first.contains("pause"),
         "{ps}"
     );
+    // The pause, PID 1 of the pod, reaps an orphan: the shell exits at
+    // once, its sleep is re-parented to the pause and must not stay a
+    // zombie once it ends.
+    r.exec("shared", Some("debug"), &["sh", "-c", "sleep 0.2 & exit 0"]);
+    let mut ps = String::new();
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        ps = r.exec("shared", Some("debug"), &["ps", "-o", "pid,ppid,stat,args"]);
+        // busybox's ps shows a zombie as `Z [sleep]`.
+        if !ps.contains("sleep 0.2") && !ps.contains("[sleep]") {
+            break;
+        }
+    }
+    assert!(
+        !ps.contains("sleep 0.2") && !ps.contains("[sleep]"),
+        "the orphan is reaped: {ps}"
+    );
 });

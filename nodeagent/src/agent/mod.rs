@@ -63,9 +63,9 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// The `skiff` runtime binary.
     pub runtime: PathBuf,
-    /// The binary that runs `monitor` and `pause`: `skiff-monitor` when it
-    /// sits next to the agent (small, so cheap to keep resident per
-    /// container), else the agent itself.
+    /// The binary that runs `monitor`: `skiff-monitor` when it sits next to
+    /// the agent (small, so cheap to keep resident per container), else the
+    /// agent itself.
     pub exe: PathBuf,
     /// The node's name, reported as each pod's `spec.nodeName` (`--node-name`;
     /// default the host name, lower-cased).
@@ -291,6 +291,12 @@ pub async fn serve(
     // The state directory holds sockets and records: root only.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))?;
+    crate::pause::install(&cfg.state_dir).with_context(|| {
+        format!(
+            "install the pause program at {}",
+            crate::pause::path(&cfg.state_dir).display()
+        )
+    })?;
     // Containers whose monitor dies are re-parented here, so their exit
     // status can still be collected (see monitor.rs).
     nix::sys::prctl::set_child_subreaper(true).context("set child subreaper")?;

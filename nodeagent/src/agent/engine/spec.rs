@@ -356,10 +356,15 @@ fn resources(spec: &mut Value, c: &Container) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// The pause container's spec: an empty read-only root with the agent's
-/// binary at /pause, new PID, IPC, UTS and mount namespaces, and the
+/// The pause container's spec: an empty read-only root with the pause
+/// program ([`crate::pause`]) at /pause, new PID, IPC, UTS and mount namespaces, and the
 /// pod's pinned network namespace (the host's with hostNetwork).
-pub fn sandbox_spec(exe: &Path, hostname: &str, netns: Option<&Path>, cgroups_path: &str) -> Value {
+pub fn sandbox_spec(
+    pause: &Path,
+    hostname: &str,
+    netns: Option<&Path>,
+    cgroups_path: &str,
+) -> Value {
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
@@ -374,7 +379,7 @@ pub fn sandbox_spec(exe: &Path, hostname: &str, netns: Option<&Path>, cgroups_pa
         "process": {
             "terminal": false,
             "user": {"uid": 65535, "gid": 65535},
-            "args": ["/pause", "pause"],
+            "args": ["/pause"],
             "env": ["PATH=/"],
             "cwd": "/",
             "capabilities": {"bounding": [], "effective": [], "permitted": []},
@@ -386,7 +391,7 @@ pub fn sandbox_spec(exe: &Path, hostname: &str, netns: Option<&Path>, cgroups_pa
              "options": ["nosuid", "noexec", "nodev"]},
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
              "options": ["nosuid", "strictatime", "mode=755", "size=64k"]},
-            {"destination": "/pause", "type": "bind", "source": exe,
+            {"destination": "/pause", "type": "bind", "source": pause,
              "options": ["rbind", "ro", "nosuid", "nodev"]}
         ],
         "linux": {
