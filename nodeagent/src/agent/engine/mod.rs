@@ -250,15 +250,22 @@ fn start_worker(agent: &Arc<Agent>, rec: PodRecord, after: Option<watch::Receive
             stopping: false,
         },
     );
-    if after.is_none() {
-        agent.status.insert(rec.clone());
-    }
+    // A record to insert once the older worker is done. Boxed, so that the
+    // task, which lives as long as the pod, holds a pointer rather than the
+    // record's own size for all that time.
+    let mut later = match after {
+        None => {
+            agent.status.insert(rec);
+            None
+        }
+        Some(prev) => Some((prev, Box::new(rec))),
+    };
     let agent = agent.clone();
     tokio::spawn(async move {
-        if let Some(mut prev) = after {
+        if let Some((mut prev, rec)) = later.take() {
             let _ = prev.wait_for(|d| *d).await;
-            agent.status.insert(rec.clone());
             agent.status.save(&rec);
+            agent.status.insert(*rec);
         }
         worker::run(agent.clone(), uid.clone(), tx, rx).await;
         let _ = done_tx.send(true);

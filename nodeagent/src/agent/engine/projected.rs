@@ -412,7 +412,10 @@ impl VolumeTask {
                 for c in &mut changes {
                     c.mark_unchanged();
                 }
-                let next = match projector.project(&agent, &rec).await {
+                // Boxed, as the pod worker's steps are: the token request's
+                // state is needed only while it runs, not for the minutes
+                // this task then waits.
+                let next = match Box::pin(projector.project(&agent, &rec)).await {
                     Ok(next) => {
                         retry = Duration::from_millis(500);
                         if !*ready_tx.borrow() {
@@ -434,6 +437,9 @@ impl VolumeTask {
                         continue;
                     }
                 };
+                // The pod's record is read afresh each pass, not kept while
+                // waiting.
+                drop(rec);
                 let wait = next.map_or(Duration::from_secs(60), |t| {
                     let ms = t.as_millisecond() - jiff::Timestamp::now().as_millisecond();
                     Duration::from_millis(ms.clamp(1000, 60_000) as u64)

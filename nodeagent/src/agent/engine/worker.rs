@@ -45,13 +45,17 @@ pub async fn run(
         finish(&agent, &uid, &tx);
         return;
     }
-    adopt::adopt(&agent, &uid, &tx, &mut local, &rec).await;
-    adopt::check_network(&agent, &uid, &tx, &rec).await;
+    // The steps are boxed: a future is as large as its largest await, and
+    // this one lives as long as the pod, mostly waiting for a message. Boxed,
+    // a step's ~24 KiB of state exists only while the step runs.
+    Box::pin(adopt::adopt(&agent, &uid, &tx, &mut local, &rec)).await;
+    Box::pin(adopt::check_network(&agent, &uid, &tx, &rec)).await;
+    drop(rec);
     loop {
         let wake = if agent.status.record(&uid).is_some_and(|r| r.terminating) {
             break;
         } else {
-            sync(&agent, &uid, &tx, &mut local).await
+            Box::pin(sync(&agent, &uid, &tx, &mut local)).await
         };
         let msg = match wake {
             Some(d) => tokio::select! {
@@ -61,13 +65,13 @@ pub async fn run(
             None => rx.recv().await,
         };
         let Some(msg) = msg else { break };
-        handle(&agent, &uid, &tx, &mut local, msg).await;
+        Box::pin(handle(&agent, &uid, &tx, &mut local, msg)).await;
         // Take every message already queued before the next pass.
         while let Ok(m) = rx.try_recv() {
-            handle(&agent, &uid, &tx, &mut local, m).await;
+            Box::pin(handle(&agent, &uid, &tx, &mut local, m)).await;
         }
     }
-    stop::teardown(&agent, &uid, &tx, &mut rx, &mut local).await;
+    Box::pin(stop::teardown(&agent, &uid, &tx, &mut rx, &mut local)).await;
     finish(&agent, &uid, &tx);
 }
 
