@@ -196,9 +196,11 @@ pub fn run(a: &MonitorArgs) -> i32 {
             let _ = write_json(&a.dir, "state.json", &started);
             say(Report::Started(started.clone()));
             // What starting the container used and freed (argument parsing,
-            // the runtimes' command lines and output) goes back to the
-            // kernel: a monitor lives as long as its container.
+            // the runtimes' command lines and output, and the stack all that
+            // ran on) goes back to the kernel: a monitor lives as long as its
+            // container.
             crate::agent::heap::release_free_memory();
+            crate::agent::heap::release_unused_stack();
             let (exit_code, signal) = copy_until_exit(a, fifos, Exit::child(started.pid));
             let exit = Exited {
                 exit_code,
@@ -234,6 +236,7 @@ fn adopt(a: &MonitorArgs, pid: i32) -> i32 {
     };
     let exit = Exit::Pidfd(skiff_runtime::pidfd::pidfd_open(pid).ok());
     crate::agent::heap::release_free_memory();
+    crate::agent::heap::release_unused_stack();
     copy_until_exit(a, Some(fifos), exit);
     0
 }

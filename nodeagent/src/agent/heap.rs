@@ -1,4 +1,5 @@
-//! Giving freed heap back to the kernel.
+//! Giving freed heap, and a long-lived process's start-up stack, back to
+//! the kernel.
 //!
 //! glibc's malloc(3) keeps what a program frees, to hand it out again:
 //! small blocks go back on free lists inside an *arena* (the main heap, and
@@ -40,5 +41,48 @@ pub async fn trim_periodically() {
         tick.tick().await;
         // It takes every arena's lock in turn: not on a runtime worker.
         let _ = tokio::task::spawn_blocking(release_free_memory).await;
+    }
+}
+
+/// How much of the stack below the caller's page is left alone: one page,
+/// for the rest of the caller's frame, its red zone and madvise(2)'s own
+/// call, a few hundred bytes at most.
+const STACK_MARGIN: usize = 4 << 10;
+
+/// How far below that the stack is released: more than start-up ever uses.
+const STACK_SPAN: usize = 1 << 20;
+
+/// Give the kernel back the stack pages below the caller's frame, which
+/// start-up used (argument parsing, spawning the runtime, JSON) and which
+/// stay resident for as long as the process lives, though nothing is on
+/// them any more: a stack's pages are never freed as it shrinks.
+///
+/// Only for a process's main thread, as the monitor's only thread. Below
+/// the main stack the kernel keeps a gap of at least 128 MiB before any
+/// other mapping (`mmap_base` in mm/util.c), so the range holds stack
+/// pages or nothing; madvise(2) `MADV_DONTNEED` drops the ones there and
+/// reports the rest as unmapped (ignored). A page needed again later comes
+/// back zeroed on its first touch.
+#[inline(never)]
+pub fn release_unused_stack() {
+    let marker = 0u8;
+    let here = std::hint::black_box(&marker) as *const u8 as usize;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |p| p as usize);
+    let Some(end) = (here & !(page - 1)).checked_sub(STACK_MARGIN) else {
+        return;
+    };
+    let Some(start) = end.checked_sub(STACK_SPAN) else {
+        return;
+    };
+    // SAFETY: [start, end) lies at least STACK_MARGIN below this function's
+    // own frame, and the stack grows down: no live frame, and (on the main
+    // thread) no other mapping, is there. Dropping its pages only makes
+    // them read as zero when next touched, which a stack below its pointer
+    // may.
+    unsafe {
+        libc::madvise(start as *mut libc::c_void, STACK_SPAN, libc::MADV_DONTNEED);
     }
 }
