@@ -90,18 +90,19 @@ sum() { # FIELD-REGEX FILE-SUFFIX PIDS...
   local re=$1 f=$2 total=0 p
   shift 2
   for p in "$@"; do
-    total=$((total + $(awk -v re="$re" '$0 ~ re {print $2; exit}' "/proc/$p/$f" 2>/dev/null || echo 0)))
+    total=$((total + $(awk -v re="$re" '$0 ~ re {v = $2; exit} END {print v + 0}' "/proc/$p/$f" 2>/dev/null || echo 0)))
   done
   echo "$total"
 }
-monitors=$(pgrep -f "monitor.*$work" | tr '\n' ' ')
-pauses=$(jq -r '.sandbox.pid // empty' "$work"/state/pods/*/pod.json | tr '\n' ' ')
 # KiB, and MiB with two decimals, in PSS and in VmRSS; the goal is in MB
 # (10^6 bytes) as the issue gives it, so that is printed too.
 memory() { # WHEN
   # shellcheck disable=SC2086
   {
     echo "$1:"
+    local monitors pauses
+    monitors=$(pgrep -f "monitor.*$work" | tr '\n' ' ')
+    pauses=$(jq -r '.sandbox.pid // empty' "$work"/state/pods/*/pod.json | tr '\n' ' ')
     echo "  agent:    VmRSS $(sum '^VmRSS' status $pid) KiB, PSS $(sum '^Pss:' smaps_rollup $pid) KiB"
     echo "  monitors: $(echo $monitors | wc -w), VmRSS $(sum '^VmRSS' status $monitors) KiB, PSS $(sum '^Pss:' smaps_rollup $monitors) KiB"
     echo "  pauses:   $(echo $pauses | wc -w), VmRSS $(sum '^VmRSS' status $pauses) KiB, PSS $(sum '^Pss:' smaps_rollup $pauses) KiB"

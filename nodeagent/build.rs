@@ -26,14 +26,9 @@ fn build_pause() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join("skiff-pause");
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let target = std::env::var("TARGET").unwrap_or_default();
-    let status = Command::new(&rustc)
-        .args([
-            "--edition=2021",
-            "--crate-type=bin",
-            "--crate-name=skiff_pause",
-        ])
-        .args(["--target", &target])
-        .args(["-D", "warnings"])
+    let mut cmd = Command::new(&rustc);
+    cmd.args(["--edition=2021", "--crate-type=bin"])
+        .args(["--crate-name=skiff_pause", "--target", &target])
         // No unwinding without std; small code; nothing to debug in 300 bytes.
         .args([
             "-C",
@@ -51,11 +46,26 @@ fn build_pause() {
         .args(["-C", "link-arg=-Wl,--build-id=none"])
         .arg("-o")
         .arg(&out)
-        .arg(&src)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => fail(&format!("compile {}: rustc {s}", src.display())),
+        .arg(&src);
+    // The linker cargo was configured with (`target.<triple>.linker`).
+    if let Some(linker) = std::env::var_os("RUSTC_LINKER") {
+        let mut arg = std::ffi::OsString::from("linker=");
+        arg.push(linker);
+        cmd.arg("-C").arg(arg);
+    }
+    match cmd.output() {
+        Ok(o) if o.status.success() => {
+            // A build script's output is hidden; cargo shows these.
+            for line in String::from_utf8_lossy(&o.stderr).lines() {
+                println!("cargo:warning=pause.rs: {line}");
+            }
+        }
+        Ok(o) => fail(&format!(
+            "compile {}: rustc {}\n{}",
+            src.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        )),
         Err(e) => fail(&format!("run {}: {e}", PathBuf::from(rustc).display())),
     }
 }

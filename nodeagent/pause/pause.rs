@@ -11,7 +11,7 @@
 //!
 //! Why it is written this way: a node runs one pause per pod for as long as
 //! the pod lives, so what counts is the private memory each one holds. Any
-//! program linked with a C library and Rust's `std` holds about 100 KiB
+//! program linked with a C library and Rust's `std` holds about 120 KiB
 //! before it does anything: the C library's start-up data and heap, thread
 //! structures, and the pages its relocations write. This one makes four
 //! kinds of system call and nothing else (syscall(2)):
@@ -34,7 +34,7 @@
 //!
 //! It is compiled by the agent's build script (`nodeagent/build.rs`), with
 //! `panic=abort` and without the start files, and embedded in `skiff-agent`,
-//! which writes it to its state directory (`nodeagent/src/pause.rs`).
+//! which writes it to its data directory (`nodeagent/src/pause.rs`).
 
 #![no_std]
 #![no_main]
@@ -51,6 +51,7 @@ const RT_SIGTIMEDWAIT: usize = 128;
 const EXIT_GROUP: usize = 231;
 
 const SIG_BLOCK: usize = 0;
+const EINTR: isize = -4;
 const WNOHANG: usize = 1;
 const SIGINT: isize = 2;
 const SIGTERM: isize = 15;
@@ -111,6 +112,13 @@ global_asm!(
     main = sym main,
 );
 
+/// Reap every child that has ended, without waiting for the others.
+fn reap() {
+    // SAFETY: no status or usage is asked for; pid -1 is any child. It
+    // returns 0 when no child has ended, and -ECHILD when there is none.
+    while unsafe { syscall4(WAIT4, usize::MAX, 0, WNOHANG, 0) } > 0 {}
+}
+
 extern "C" fn main() -> ! {
     let set = SET;
     let set_ptr = &set as *const u64 as usize;
@@ -118,16 +126,19 @@ extern "C" fn main() -> ! {
     if unsafe { syscall4(RT_SIGPROCMASK, SIG_BLOCK, set_ptr, 0, SET_SIZE) } != 0 {
         exit(1);
     }
+    // A child that ended before the mask was set sent a SIGCHLD nobody will
+    // see again.
+    reap();
     loop {
         // SAFETY: as above; no siginfo and no timeout are asked for.
         match unsafe { syscall4(RT_SIGTIMEDWAIT, set_ptr, 0, 0, SET_SIZE) } {
-            SIGCHLD => {
-                // SAFETY: no status or usage is asked for; pid -1 is any child.
-                while unsafe { syscall4(WAIT4, usize::MAX, 0, WNOHANG, 0) } > 0 {}
-            }
+            SIGCHLD => reap(),
             SIGINT | SIGTERM => exit(0),
-            // -EINTR (the process was stopped and continued): wait again.
-            _ => {}
+            // The process was stopped and continued: wait again.
+            EINTR => {}
+            // Nothing else can come back with these arguments; should it,
+            // ending is better than spinning on it.
+            _ => exit(1),
         }
     }
 }

@@ -10,47 +10,91 @@
 //! while it runs, where a `std` program holds about 120 KiB (that file says
 //! why). The build script compiles it and it is embedded here, so the agent
 //! needs no second binary installed next to it: [`install`] writes it to
-//! the agent's state directory when the agent starts, and each sandbox
+//! the agent's data directory when the agent starts, and each sandbox
 //! bind-mounts it read-only at `/pause` of an otherwise empty root
 //! filesystem (`engine/spec.rs`, `sandbox_spec`).
+//!
+//! Why the data directory (`/var/lib/skiff`, on disk) and not the state
+//! directory (`/run/skiff/agent`): Debian and Ubuntu mount `/run` with
+//! `noexec`, and a bind mount keeps its source's flags, so a program there
+//! could not be executed in any sandbox. [`install`] checks the file
+//! system with statvfs(3) and says so, rather than let every pod fail.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::sys::statvfs::{statvfs, FsFlags};
+
 /// The compiled pause program (an x86_64 static PIE, no relocations).
 pub const PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/skiff-pause"));
 
-/// The pause program's place in the agent's state directory.
-pub fn path(state_dir: &Path) -> PathBuf {
-    state_dir.join("pause")
+/// Its mode: anyone may execute it (the pause runs as user 65535).
+const MODE: u32 = 0o555;
+
+/// Why the pause program could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// Writing or renaming the file failed.
+    #[error("write the pause program to {path}: {source}")]
+    Write {
+        /// Where it was to go.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The directory's file system does not execute programs.
+    #[error("{dir} is on a file system mounted noexec: the pause program cannot run from it (choose a --data-dir elsewhere)")]
+    NoExec {
+        /// The data directory.
+        dir: PathBuf,
+    },
+}
+
+/// The pause program's place in the agent's data directory.
+pub fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join("pause")
 }
 
 /// Write the pause program to [`path`] (mode 0555) unless it is already
-/// there, byte for byte. A different file is replaced by rename, so a
-/// running sandbox keeps the one it mounted, and a crash never leaves a
-/// half-written program behind.
-pub fn install(state_dir: &Path) -> std::io::Result<PathBuf> {
-    let dest = path(state_dir);
-    if std::fs::read(&dest).is_ok_and(|b| b == PROGRAM) {
+/// there, byte for byte and with that mode. A different file is replaced by
+/// rename, so a running sandbox keeps the one it mounted, and a crash never
+/// leaves a half-written program in its place.
+pub fn install(data_dir: &Path) -> Result<PathBuf, InstallError> {
+    let dest = path(data_dir);
+    if statvfs(data_dir).is_ok_and(|v| v.flags().contains(FsFlags::ST_NOEXEC)) {
+        return Err(InstallError::NoExec {
+            dir: data_dir.to_path_buf(),
+        });
+    }
+    let current = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o7777 == MODE)
+            && std::fs::read(p).is_ok_and(|b| b == PROGRAM)
+    };
+    if current(&dest) {
         return Ok(dest);
     }
-    let tmp = state_dir.join(format!(".pause.{}", std::process::id()));
+    // A name no other writer uses (create_new fails rather than share one).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = data_dir.join(format!(".pause.{}.{nanos}", std::process::id()));
     let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o555)
+        .create_new(true)
+        .mode(MODE)
         .open(&tmp)
         .and_then(|mut f| {
             f.write_all(PROGRAM)?;
-            f.set_permissions(std::fs::Permissions::from_mode(0o555))
+            // The umask may have taken bits off the mode asked for.
+            f.set_permissions(std::fs::Permissions::from_mode(MODE))
         })
         .and_then(|()| std::fs::rename(&tmp, &dest));
-    if written.is_err() {
+    if let Err(source) = written {
         let _ = std::fs::remove_file(&tmp);
+        return Err(InstallError::Write { path: dest, source });
     }
-    written.map(|()| dest)
+    Ok(dest)
 }
 
 #[cfg(test)]
@@ -72,6 +116,11 @@ mod tests {
         std::fs::write(&p, b"stale").unwrap();
         install(dir.path()).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), PROGRAM);
+        // The right bytes with a mode that cannot be executed are replaced.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        install(dir.path()).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o555);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "only the program is left");
     }
@@ -93,23 +142,39 @@ mod tests {
         for sig in [Signal::SIGTERM, Signal::SIGINT] {
             let mut child = Kill(Command::new(&p).spawn().unwrap());
             let pid = child.0.id();
-            // Until it waits for its signals, a SIGTERM would kill it (by
-            // the signal, not with 0). While it waits, the kernel shows the
-            // waited-for signals as unblocked, so look at the system call
-            // it sleeps in instead: rt_sigtimedwait, number 128.
+            // It has taken every signal sent so far (none pending) and
+            // sleeps in rt_sigtimedwait, system call 128. (While it waits,
+            // the kernel shows the waited-for signals as unblocked, so
+            // SigBlk says nothing.)
             let waiting = || {
-                std::fs::read_to_string(format!("/proc/{pid}/syscall"))
-                    .is_ok_and(|s| s.starts_with("128 "))
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+                let none_pending = status.is_ok_and(|s| {
+                    s.lines()
+                        .filter(|l| l.starts_with("SigPnd:") || l.starts_with("ShdPnd:"))
+                        .all(|l| l.trim_end().ends_with("0000000000000000"))
+                });
+                none_pending
+                    && std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+                        .is_ok_and(|s| s.starts_with("128 "))
             };
-            for _ in 0..500 {
-                if waiting() {
-                    break;
+            let wait_until_waiting = || {
+                for _ in 0..500 {
+                    if waiting() {
+                        return true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
                 }
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-            assert!(waiting(), "the pause sleeps in rt_sigtimedwait");
+                false
+            };
+            // Until it waits, a SIGTERM would kill it (by the signal, not
+            // with 0).
+            assert!(wait_until_waiting(), "the pause sleeps in rt_sigtimedwait");
             let target = Pid::from_raw(pid as i32);
+            // A SIGCHLD with no child to reap: it goes on waiting. (Sent
+            // alone: with both pending, the lower-numbered signal comes
+            // first.)
             kill(target, Signal::SIGCHLD).unwrap();
+            assert!(wait_until_waiting(), "the pause lives through a SIGCHLD");
             kill(target, sig).unwrap();
             let status = child.0.wait().unwrap();
             assert_eq!((status.code(), status.signal()), (Some(0), None), "{sig}");

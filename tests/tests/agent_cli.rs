@@ -314,3 +314,74 @@ fn images_are_pulled_from_a_registry_by_pull_policy() {
     a.stop_all();
     a.assert_clean();
 }
+
+/// A data directory the pause program cannot run from (a `noexec` mount, as
+/// Debian's /run is) is refused when the agent starts, with the reason,
+/// and nothing is left in it: otherwise every pod's sandbox would fail.
+#[test]
+fn a_data_dir_on_a_noexec_mount_is_refused_at_start() {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    /// Unmounts the test's tmpfs however the test ends.
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    mount(
+        Some("tmpfs"),
+        &data,
+        Some("tmpfs"),
+        MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("size=1m"),
+    )
+    .unwrap();
+    let _unmount = Unmount(data.clone());
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    let mut child = std::process::Command::new(skiff_tests::agent_bin())
+        .args([
+            "serve",
+            "--manifests",
+            &p("manifests"),
+            "--state-dir",
+            &p("state"),
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", &format!("unix://{}", p("agent.sock"))])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the agent started on a noexec data directory");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is on a file system mounted noexec",
+            data.display()
+        )),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains("pause"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

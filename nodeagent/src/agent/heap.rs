@@ -44,12 +44,8 @@ pub async fn trim_periodically() {
     }
 }
 
-/// How much of the stack below the caller's page is left alone: one page,
-/// for the rest of the caller's frame, its red zone and madvise(2)'s own
-/// call, a few hundred bytes at most.
-const STACK_MARGIN: usize = 4 << 10;
-
-/// How far below that the stack is released: more than start-up ever uses.
+/// How far below the caller's frame the stack is released at most: more
+/// than start-up ever uses.
 const STACK_SPAN: usize = 1 << 20;
 
 /// Give the kernel back the stack pages below the caller's frame, which
@@ -57,12 +53,14 @@ const STACK_SPAN: usize = 1 << 20;
 /// stay resident for as long as the process lives, though nothing is on
 /// them any more: a stack's pages are never freed as it shrinks.
 ///
-/// Only for a process's main thread, as the monitor's only thread. Below
-/// the main stack the kernel keeps a gap of at least 128 MiB before any
-/// other mapping (`mmap_base` in mm/util.c), so the range holds stack
-/// pages or nothing; madvise(2) `MADV_DONTNEED` drops the ones there and
-/// reports the rest as unmapped (ignored). A page needed again later comes
-/// back zeroed on its first touch.
+/// The range ends one page below the page of this function's own frame
+/// (room for the rest of the frame, its red zone and madvise(2)'s call)
+/// and never leaves the stack's own mapping, read from /proc/self/maps: the
+/// main thread's, or a thread's. madvise(2) `MADV_DONTNEED` drops its
+/// pages; a page needed again later comes back zeroed on its first touch,
+/// which is all a stack below its pointer may hold. Call it before
+/// [`release_free_memory`], which then gives back the buffer the maps were
+/// read into.
 #[inline(never)]
 pub fn release_unused_stack() {
     let marker = 0u8;
@@ -71,18 +69,63 @@ pub fn release_unused_stack() {
         .ok()
         .flatten()
         .map_or(4096, |p| p as usize);
-    let Some(end) = (here & !(page - 1)).checked_sub(STACK_MARGIN) else {
+    let Some(low) = mapping_start(here) else {
         return;
     };
-    let Some(start) = end.checked_sub(STACK_SPAN) else {
+    let Some(end) = (here & !(page - 1)).checked_sub(page) else {
         return;
     };
-    // SAFETY: [start, end) lies at least STACK_MARGIN below this function's
-    // own frame, and the stack grows down: no live frame, and (on the main
-    // thread) no other mapping, is there. Dropping its pages only makes
-    // them read as zero when next touched, which a stack below its pointer
-    // may.
+    let start = end.saturating_sub(STACK_SPAN).max(low);
+    if start >= end {
+        return;
+    }
+    // SAFETY: [start, end) lies inside the mapping that holds this frame,
+    // below it by at least a page, and a stack grows down: no live frame
+    // and no other mapping is there.
     unsafe {
-        libc::madvise(start as *mut libc::c_void, STACK_SPAN, libc::MADV_DONTNEED);
+        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+    }
+}
+
+/// The start of the mapping that holds address `addr` (/proc/self/maps,
+/// proc(5)).
+fn mapping_start(addr: usize) -> Option<usize> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|l| {
+        let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
+        let (lo, hi) = (
+            usize::from_str_radix(lo, 16).ok()?,
+            usize::from_str_radix(hi, 16).ok()?,
+        );
+        (lo <= addr && addr < hi).then_some(lo)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deep frames, so the stack below has pages to give back.
+    #[inline(never)]
+    fn deep(n: u32) -> u64 {
+        let buf = std::hint::black_box([n as u8; 512]);
+        if n == 0 {
+            buf.iter().map(|b| *b as u64).sum()
+        } else {
+            deep(n - 1) + buf[0] as u64
+        }
+    }
+
+    #[test]
+    fn the_stack_below_is_given_back_and_used_again() {
+        let x = 0u8;
+        let here = std::hint::black_box(&x) as *const u8 as usize;
+        let low = mapping_start(here).expect("a mapping holds the stack");
+        assert!(low <= here);
+        let before = deep(64);
+        // On this test's thread (not the main one): the range stays in the
+        // thread's own stack mapping.
+        release_unused_stack();
+        assert_eq!(deep(64), before, "the stack works after its release");
     }
 }

@@ -291,12 +291,7 @@ pub async fn serve(
     // The state directory holds sockets and records: root only.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))?;
-    crate::pause::install(&cfg.state_dir).with_context(|| {
-        format!(
-            "install the pause program at {}",
-            crate::pause::path(&cfg.state_dir).display()
-        )
-    })?;
+    crate::pause::install(&cfg.data_dir)?;
     // Containers whose monitor dies are re-parented here, so their exit
     // status can still be collected (see monitor.rs).
     nix::sys::prctl::set_child_subreaper(true).context("set child subreaper")?;

@@ -18,6 +18,7 @@
 //!   netns/<uid>                     the pinned network namespace
 //!   runtime/                        `skiff --root`
 //! <data-dir>/                       disk (/var/lib/skiff)
+//!   pause                           the pause program (`crate::pause`)
 //!   pods/<uid>/containers/<id>/     a container's bundle (rootfs overlay)
 //!   pods/<uid>/volumes/<name>/      emptyDir volumes
 //!   pod-logs/<ns>_<name>_<uid>/<container>/<restart>.log

@@ -432,6 +432,7 @@ impl VolumeTask {
                             format!("MountVolume.SetUp failed for volume {volume:?} : {e}"),
                             None,
                         );
+                        drop(rec);
                         tokio::time::sleep(retry).await;
                         retry = (retry * 2).min(Duration::from_secs(30));
                         continue;

@@ -338,7 +338,7 @@ fn write_bundle(
     }
     std::fs::write(rootfs.join("pause"), b"").map_err(io(&rootfs))?;
     let spec = super::spec::sandbox_spec(
-        &crate::pause::path(&agent.cfg.state_dir),
+        &crate::pause::path(&agent.cfg.data_dir),
         hostname,
         netns,
         &format!("{}/{id}", cgroup_parent(uid)),
