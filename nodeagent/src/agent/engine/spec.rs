@@ -357,8 +357,9 @@ fn resources(spec: &mut Value, c: &Container) -> Result<(), SpecError> {
 }
 
 /// The pause container's spec: an empty read-only root with the pause
-/// program ([`crate::pause`]) at /pause, new PID, IPC, UTS and mount namespaces, and the
-/// pod's pinned network namespace (the host's with hostNetwork).
+/// program ([`crate::pause`]) at /pause, new PID, IPC, UTS and mount
+/// namespaces, and the pod's pinned network namespace (the host's with
+/// hostNetwork).
 pub fn sandbox_spec(
     pause: &Path,
     hostname: &str,
