@@ -199,8 +199,7 @@ pub fn run(a: &MonitorArgs) -> i32 {
             // the runtimes' command lines and output, and the stack all that
             // ran on) goes back to the kernel: a monitor lives as long as its
             // container.
-            crate::agent::heap::release_unused_stack();
-            crate::agent::heap::release_free_memory();
+            crate::agent::heap::release_start_up_memory();
             let (exit_code, signal) = copy_until_exit(a, fifos, Exit::child(started.pid));
             let exit = Exited {
                 exit_code,
@@ -235,8 +234,7 @@ fn adopt(a: &MonitorArgs, pid: i32) -> i32 {
         return 1;
     };
     let exit = Exit::Pidfd(skiff_runtime::pidfd::pidfd_open(pid).ok());
-    crate::agent::heap::release_unused_stack();
-    crate::agent::heap::release_free_memory();
+    crate::agent::heap::release_start_up_memory();
     copy_until_exit(a, Some(fifos), exit);
     0
 }

@@ -320,12 +320,12 @@ fn images_are_pulled_from_a_registry_by_pull_policy() {
 /// and nothing is left in it: otherwise every pod's sandbox would fail.
 #[test]
 fn a_data_dir_on_a_noexec_mount_is_refused_at_start() {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    use nix::mount::{mount, MsFlags};
     /// Unmounts the test's tmpfs however the test ends.
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+            skiff_tests::unmount_below(&self.0);
         }
     }
     let dir = tempfile::tempdir().unwrap();

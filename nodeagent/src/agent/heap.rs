@@ -44,6 +44,14 @@ pub async fn trim_periodically() {
     }
 }
 
+/// What a long-lived helper (a monitor) used to start and no longer needs:
+/// the stack below the caller's frame, then the heap's free pages
+/// (including the buffer the first step read its maps into).
+pub fn release_start_up_memory() {
+    release_unused_stack();
+    release_free_memory();
+}
+
 /// How far below the caller's frame the stack is released at most: more
 /// than start-up ever uses.
 const STACK_SPAN: usize = 1 << 20;
@@ -58,11 +66,9 @@ const STACK_SPAN: usize = 1 << 20;
 /// and never leaves the stack's own mapping, read from /proc/self/maps: the
 /// main thread's, or a thread's. madvise(2) `MADV_DONTNEED` drops its
 /// pages; a page needed again later comes back zeroed on its first touch,
-/// which is all a stack below its pointer may hold. Call it before
-/// [`release_free_memory`], which then gives back the buffer the maps were
-/// read into.
+/// which is all a stack below its pointer may hold.
 #[inline(never)]
-pub fn release_unused_stack() {
+fn release_unused_stack() {
     let marker = 0u8;
     let here = std::hint::black_box(&marker) as *const u8 as usize;
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
