@@ -137,9 +137,13 @@ enum Command {
     Delete(client::DeleteArgs),
     /// Manage images in the local store
     Image(image_cmd::ImageArgs),
-    /// Internal: watch over one container (started by the agent)
+    /// Internal: watch over one container (started by the agent; its flags
+    /// are `skiff_agent::monitor::USAGE`)
     #[command(hide = true)]
-    Monitor(skiff_agent::monitor::MonitorArgs),
+    Monitor {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
@@ -297,7 +301,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
 
 fn main() {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Monitor(_)) {
+    if !matches!(cli.command, Command::Monitor { .. }) {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_env_filter(
@@ -315,7 +319,10 @@ fn main() {
         Command::Apply(a) => client::apply(&a),
         Command::Delete(a) => client::delete(&a),
         Command::Image(a) => image_cmd::run(&a),
-        Command::Monitor(a) => std::process::exit(skiff_agent::monitor::run(&a)),
+        Command::Monitor { args } => match skiff_agent::monitor::MonitorArgs::parse(args) {
+            Ok(a) => std::process::exit(skiff_agent::monitor::run(&a)),
+            Err(e) => Err(e.into()),
+        },
     };
     if let Err(e) = result {
         eprintln!("skiff-agent: {}", one_line(&e));

@@ -45,37 +45,161 @@ use serde::{Deserialize, Serialize};
 
 use crate::cri_log;
 
-/// What a monitor was asked to run.
-#[derive(Debug, Clone, clap::Args)]
+/// What a monitor was asked to run: its command line, which the agent
+/// writes with [`MonitorArgs::to_args`] and the monitor reads back with
+/// [`MonitorArgs::parse`].
+///
+/// The monitor parses it with `lexopt`, not clap: a monitor lives as long
+/// as its container, and what a parser allocates while it runs is left on
+/// heap pages that stay resident next to the few objects that live on
+/// (clap's left about 30 KiB per monitor).
+#[derive(Debug, Clone, PartialEq)]
 pub struct MonitorArgs {
-    /// The skiff binary
-    #[arg(long)]
+    /// The skiff binary (`--skiff`).
     pub skiff: PathBuf,
-    /// skiff's --root
-    #[arg(long)]
+    /// skiff's `--root` (`--root`).
     pub root: PathBuf,
-    /// The bundle to create the container from (not with --adopt)
-    #[arg(long, required_unless_present = "adopt")]
+    /// The bundle to create the container from (`--bundle`; not with
+    /// `--adopt`).
     pub bundle: Option<PathBuf>,
-    /// The container id
-    #[arg(long)]
+    /// The container id (`--id`).
     pub id: String,
-    /// Directory for state.json, exit.json and skiff.log
-    #[arg(long)]
+    /// Directory for state.json, exit.json and skiff.log (`--dir`).
     pub dir: PathBuf,
-    /// CRI log file (no log when absent)
-    #[arg(long)]
+    /// CRI log file; no log when absent (`--log`).
     pub log: Option<PathBuf>,
-    /// Rotate the CRI log when it would grow past this many bytes (0: never)
-    #[arg(long, default_value_t = 10 << 20)]
+    /// Rotate the CRI log when it would grow past this many bytes; 0:
+    /// never (`--log-max-size`).
     pub log_max_size: u64,
-    /// How many rotated log files to keep
-    #[arg(long, default_value_t = 5)]
+    /// How many rotated log files to keep (`--log-max-files`).
     pub log_max_files: u32,
     /// Take over a running container whose monitor died: copy its output
-    /// until it exits (its exit status is its parent's to collect)
-    #[arg(long, value_name = "PID")]
+    /// until it exits; its exit status is its parent's to collect
+    /// (`--adopt PID`).
     pub adopt: Option<i32>,
+}
+
+/// The monitor's command line, for `--help` and for errors.
+pub const USAGE: &str = "usage: skiff-monitor monitor --skiff PATH --root DIR \
+(--bundle DIR | --adopt PID) --id ID --dir DIR [--log FILE] \
+[--log-max-size BYTES] [--log-max-files N]";
+
+/// A monitor's command line that cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    /// An unknown flag, a flag without its value, or a value that is not
+    /// valid Unicode where text is needed.
+    #[error("monitor arguments: {0}")]
+    Syntax(#[from] lexopt::Error),
+    /// A flag's value is not what the flag takes.
+    #[error("monitor arguments: --{flag} {value:?}: {reason}")]
+    Value {
+        /// The flag, without its dashes.
+        flag: &'static str,
+        /// The value as given.
+        value: String,
+        /// Why it is not one.
+        reason: String,
+    },
+    /// A flag that must be given was not.
+    #[error("monitor arguments: --{0} is required")]
+    Missing(&'static str),
+    /// `--bundle` and `--adopt` were both given: a monitor either starts
+    /// a container or takes over a running one.
+    #[error("monitor arguments: --bundle and --adopt exclude each other")]
+    BundleAndAdopt,
+}
+
+impl MonitorArgs {
+    /// Rotate at 10 MiB when `--log-max-size` is absent.
+    pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
+    /// Keep 5 rotated files when `--log-max-files` is absent.
+    pub const DEFAULT_LOG_MAX_FILES: u32 = 5;
+
+    /// Read the flags that follow `monitor` on a monitor's command line
+    /// (`--flag VALUE` or `--flag=VALUE`).
+    pub fn parse<I>(args: I) -> Result<MonitorArgs, ArgsError>
+    where
+        I: IntoIterator,
+        I::Item: Into<std::ffi::OsString>,
+    {
+        use lexopt::prelude::*;
+        let mut p = lexopt::Parser::from_args(args);
+        let (mut skiff, mut root, mut dir, mut id) = (None, None, None, None);
+        let mut a = MonitorArgs {
+            skiff: PathBuf::new(),
+            root: PathBuf::new(),
+            bundle: None,
+            id: String::new(),
+            dir: PathBuf::new(),
+            log: None,
+            log_max_size: Self::DEFAULT_LOG_MAX_SIZE,
+            log_max_files: Self::DEFAULT_LOG_MAX_FILES,
+            adopt: None,
+        };
+        while let Some(arg) = p.next()? {
+            match arg {
+                Long("skiff") => skiff = Some(PathBuf::from(p.value()?)),
+                Long("root") => root = Some(PathBuf::from(p.value()?)),
+                Long("bundle") => a.bundle = Some(PathBuf::from(p.value()?)),
+                Long("id") => id = Some(p.value()?.string()?),
+                Long("dir") => dir = Some(PathBuf::from(p.value()?)),
+                Long("log") => a.log = Some(PathBuf::from(p.value()?)),
+                Long("log-max-size") => a.log_max_size = number(&mut p, "log-max-size")?,
+                Long("log-max-files") => a.log_max_files = number(&mut p, "log-max-files")?,
+                Long("adopt") => a.adopt = Some(number(&mut p, "adopt")?),
+                _ => return Err(arg.unexpected().into()),
+            }
+        }
+        a.skiff = skiff.ok_or(ArgsError::Missing("skiff"))?;
+        a.root = root.ok_or(ArgsError::Missing("root"))?;
+        a.id = id.ok_or(ArgsError::Missing("id"))?;
+        a.dir = dir.ok_or(ArgsError::Missing("dir"))?;
+        match (&a.bundle, a.adopt) {
+            (None, None) => Err(ArgsError::Missing("bundle")),
+            (Some(_), Some(_)) => Err(ArgsError::BundleAndAdopt),
+            _ => Ok(a),
+        }
+    }
+
+    /// The flags [`MonitorArgs::parse`] reads back as `self`.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = Vec::with_capacity(18);
+        let mut flag = |name: &str, value: &std::ffi::OsStr| {
+            v.push(name.into());
+            v.push(value.into());
+        };
+        flag("--skiff", self.skiff.as_os_str());
+        flag("--root", self.root.as_os_str());
+        if let Some(b) = &self.bundle {
+            flag("--bundle", b.as_os_str());
+        }
+        flag("--id", self.id.as_ref());
+        flag("--dir", self.dir.as_os_str());
+        if let Some(l) = &self.log {
+            flag("--log", l.as_os_str());
+        }
+        flag("--log-max-size", self.log_max_size.to_string().as_ref());
+        flag("--log-max-files", self.log_max_files.to_string().as_ref());
+        if let Some(pid) = self.adopt {
+            flag("--adopt", pid.to_string().as_ref());
+        }
+        v
+    }
+}
+
+/// The value of `--FLAG`, as a number.
+fn number<T>(p: &mut lexopt::Parser, flag: &'static str) -> Result<T, ArgsError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let value = p.value()?.to_string_lossy().into_owned();
+    value.parse().map_err(|e: T::Err| ArgsError::Value {
+        flag,
+        reason: e.to_string(),
+        value,
+    })
 }
 
 /// The FIFOs of a monitor's directory, for the container's stdout and stderr.
@@ -555,4 +679,87 @@ pub fn read_report(mut f: impl Read) -> Report {
     let _ = f.read_to_end(&mut buf);
     serde_json::from_slice(&buf)
         .unwrap_or_else(|_| Report::Failed("the container monitor exited without a report".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Result<MonitorArgs, ArgsError> {
+        MonitorArgs::parse(a.iter().copied())
+    }
+
+    #[test]
+    fn the_agents_command_line_reads_back_as_what_it_wrote() {
+        let start = MonitorArgs {
+            skiff: "/usr/bin/skiff".into(),
+            root: "/run/skiff/agent/runtime".into(),
+            bundle: Some("/var/lib/skiff/b c".into()),
+            id: "k8s_c_p_default_0".into(),
+            dir: "/run/skiff/agent/x".into(),
+            log: Some("/var/log/pods/p/c/0.log".into()),
+            log_max_size: 1 << 30,
+            log_max_files: 2,
+            adopt: None,
+        };
+        assert_eq!(MonitorArgs::parse(start.to_args()).unwrap(), start);
+        let adopt = MonitorArgs {
+            bundle: None,
+            log: None,
+            adopt: Some(4242),
+            ..start
+        };
+        assert_eq!(MonitorArgs::parse(adopt.to_args()).unwrap(), adopt);
+    }
+
+    #[test]
+    fn defaults_and_the_equals_form() {
+        let a = args(&[
+            "--skiff=/s",
+            "--root",
+            "/r",
+            "--id",
+            "i",
+            "--dir",
+            "/d",
+            "--bundle",
+            "/b",
+        ])
+        .unwrap();
+        assert_eq!(a.skiff, PathBuf::from("/s"));
+        assert_eq!(a.log, None);
+        assert_eq!(a.log_max_size, 10 << 20);
+        assert_eq!(a.log_max_files, 5);
+    }
+
+    #[test]
+    fn bad_command_lines_say_what_is_wrong() {
+        let base = ["--skiff", "/s", "--root", "/r", "--id", "i", "--dir", "/d"];
+        let with = |extra: &[&'static str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            args(&v).unwrap_err().to_string()
+        };
+        assert_eq!(
+            with(&[]),
+            "monitor arguments: --bundle is required",
+            "neither --bundle nor --adopt"
+        );
+        assert!(
+            with(&["--bundle", "/b", "--adopt", "1"]).contains("exclude each other"),
+            "both --bundle and --adopt"
+        );
+        let e = with(&["--bundle", "/b", "--log-max-size", "ten"]);
+        assert!(e.contains("--log-max-size") && e.contains("ten"), "{e}");
+        let e = with(&["--bundle", "/b", "--frobnicate"]);
+        assert!(e.contains("--frobnicate"), "{e}");
+        let e = with(&["--bundle"]);
+        assert!(e.contains("--bundle"), "{e}");
+        assert_eq!(
+            args(&["--root", "/r", "--id", "i", "--dir", "/d", "--bundle", "/b"])
+                .unwrap_err()
+                .to_string(),
+            "monitor arguments: --skiff is required"
+        );
+    }
 }

@@ -6,29 +6,34 @@
 //! `skiff-monitor monitor ...` (see `monitor.rs`). The agent falls back to
 //! its own `monitor` subcommand when this binary is not next to it. (The
 //! pod's pause process is smaller still: see `pause.rs`.)
+//!
+//! Its command line is read with `lexopt` rather than clap, for the memory
+//! a long-lived process keeps (see [`skiff_agent::monitor::MonitorArgs`]).
 
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(
-    name = "skiff-monitor",
-    version,
-    about = "skiff-agent's container monitor"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Watch over one container
-    Monitor(skiff_agent::monitor::MonitorArgs),
-}
+use skiff_agent::monitor::{run, MonitorArgs, USAGE};
 
 fn main() {
-    let code = match Cli::parse().command {
-        Command::Monitor(a) => skiff_agent::monitor::run(&a),
+    let mut args = std::env::args_os().skip(1);
+    let code = match args.next().as_ref().and_then(|a| a.to_str()) {
+        Some("monitor") => match MonitorArgs::parse(args) {
+            Ok(a) => run(&a),
+            Err(e) => {
+                eprintln!("skiff-monitor: {e}\n{USAGE}");
+                2
+            }
+        },
+        Some("--version" | "-V") => {
+            println!("skiff-monitor {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Some("--help" | "-h" | "help") => {
+            println!("skiff-agent's container monitor\n{USAGE}");
+            0
+        }
+        _ => {
+            eprintln!("skiff-monitor: the only command is `monitor`\n{USAGE}");
+            2
+        }
     };
     std::process::exit(code);
 }

@@ -44,25 +44,16 @@ pub async fn launch(agent: &Arc<Agent>, l: Launch<'_>) -> Result<(Started, i32),
     let _ = std::fs::remove_file(l.dir.join("exit.json"));
     let cfg = &agent.cfg;
     let (r, w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let args = monitor::MonitorArgs {
+        bundle: Some(l.bundle.to_path_buf()),
+        id: l.id.to_string(),
+        dir: l.dir.to_path_buf(),
+        log: l.log.map(Path::to_path_buf),
+        adopt: None,
+        ..monitor_args(agent)
+    };
     let mut cmd = Command::new(&cfg.exe);
-    cmd.arg("monitor")
-        .arg("--skiff")
-        .arg(&cfg.runtime)
-        .arg("--root")
-        .arg(cfg.runtime_root())
-        .arg("--bundle")
-        .arg(l.bundle)
-        .arg("--id")
-        .arg(l.id)
-        .arg("--dir")
-        .arg(l.dir)
-        .arg("--log-max-size")
-        .arg(cfg.log_max_size.to_string())
-        .arg("--log-max-files")
-        .arg(cfg.log_max_files.to_string());
-    if let Some(log) = l.log {
-        cmd.arg("--log").arg(log);
-    }
+    cmd.arg("monitor").args(args.to_args());
     if let Some(t) = l.trace {
         cmd.env(skiff_runtime::trace::ENV, t);
     }
@@ -180,6 +171,23 @@ fn keep_fifos(dir: &Path) -> Vec<std::fs::File> {
         .collect()
 }
 
+/// A monitor's flags that come from the agent's configuration; the caller
+/// fills in the container's own.
+fn monitor_args(agent: &Agent) -> monitor::MonitorArgs {
+    let cfg = &agent.cfg;
+    monitor::MonitorArgs {
+        skiff: cfg.runtime.clone(),
+        root: cfg.runtime_root(),
+        bundle: None,
+        id: String::new(),
+        dir: PathBuf::new(),
+        log: None,
+        log_max_size: cfg.log_max_size,
+        log_max_files: cfg.log_max_files,
+        adopt: None,
+    }
+}
+
 /// Start a monitor that takes over a running container from a dead one:
 /// it copies the container's output from the FIFOs until the container
 /// exits. Returns its pid.
@@ -190,24 +198,16 @@ fn replace_monitor(agent: &Agent, id: &str, dir: &Path, pid: i32, log: &Path) ->
         .append(true)
         .open(dir.join("monitor.log"))
         .ok()?;
+    let args = monitor::MonitorArgs {
+        id: id.to_string(),
+        dir: dir.to_path_buf(),
+        log: Some(log.to_path_buf()),
+        adopt: Some(pid),
+        ..monitor_args(agent)
+    };
     let mut cmd = Command::new(&cfg.exe);
     cmd.arg("monitor")
-        .arg("--skiff")
-        .arg(&cfg.runtime)
-        .arg("--root")
-        .arg(cfg.runtime_root())
-        .arg("--id")
-        .arg(id)
-        .arg("--dir")
-        .arg(dir)
-        .arg("--log")
-        .arg(log)
-        .arg("--log-max-size")
-        .arg(cfg.log_max_size.to_string())
-        .arg("--log-max-files")
-        .arg(cfg.log_max_files.to_string())
-        .arg("--adopt")
-        .arg(pid.to_string())
+        .args(args.to_args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(errlog);
