@@ -91,6 +91,9 @@ pub async fn launch(agent: &Arc<Agent>, l: Launch<'_>) -> Result<(Started, i32),
     let report = tokio::task::spawn_blocking(move || monitor::read_report(r))
         .await
         .map_err(|e| e.to_string())?;
+    // A start allocates much (spec, bundle, the runtime's output): give it
+    // back once the starts have settled.
+    crate::agent::heap::work_done();
     match report {
         Report::Started(s) => Ok((s, monitor_pid)),
         Report::Failed(msg) => {

@@ -120,6 +120,7 @@ async fn handle(
 /// The worker is done: forget the pod (unless a new worker took over).
 fn finish(agent: &Arc<Agent>, uid: &str, tx: &mpsc::UnboundedSender<Msg>) {
     if agent.engine.finished(uid, tx) {
+        crate::agent::heap::work_done();
         agent.traces.end(uid);
         if let Some(r) = agent.status.remove(uid) {
             // Its probes' counters go with it, as kubelet's prober workers
