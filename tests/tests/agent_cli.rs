@@ -1,6 +1,6 @@
 //! The node agent end to end, as users drive it: bad manifests reported with
 //! their reason, apply, logs -f and delete through the CLI, log rotation,
-//! image pulls by pull policy.
+//! image pulls by pull policy, and the monitor's command line.
 //!
 //! Real pods from manifest files, run by the skiff runtime, networked by
 //! Debian's CNI plugins inside a network namespace made for each test,
@@ -384,4 +384,73 @@ fn a_data_dir_on_a_noexec_mount_is_refused_at_start() {
         .filter(|n| n.to_string_lossy().contains("pause"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The monitor's command line is read the same way by `skiff-monitor` and
+/// by the agent's own `monitor` subcommand (its fallback when no
+/// `skiff-monitor` is beside it): flags that cannot run are refused with
+/// the reason, and flags that can reach the monitor itself, which here
+/// records its pid and then finds no FIFOs to take over.
+#[test]
+fn both_monitor_command_lines_read_the_same_flags() {
+    let agent = skiff_tests::agent_bin();
+    let monitor = agent.with_file_name("skiff-monitor");
+    assert!(
+        monitor.exists(),
+        "{} is built with the agent",
+        monitor.display()
+    );
+    for (bin, sub) in [(&monitor, "monitor"), (&agent, "monitor")] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |extra: &[&str]| {
+            let out = std::process::Command::new(bin)
+                .arg(sub)
+                .args([
+                    "--skiff",
+                    "/nonexistent/skiff",
+                    "--root",
+                    "/nonexistent/root",
+                ])
+                .args(["--id", "c1", "--dir"])
+                .arg(dir.path())
+                .args(extra)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (code, err) = run(&["--bundle", "/b", "--adopt", "1"]);
+        assert_ne!(code, Some(0), "{}: {err}", bin.display());
+        assert!(
+            err.contains("--bundle and --adopt exclude each other"),
+            "{}: {err}",
+            bin.display()
+        );
+        let (code, err) = run(&["--adopt", "1", "--log-max-files", "many"]);
+        assert_ne!(code, Some(0), "{}: {err}", bin.display());
+        assert!(
+            err.contains("--log-max-files \"many\""),
+            "{}: {err}",
+            bin.display()
+        );
+        assert!(
+            !dir.path().join("monitor.pid").exists(),
+            "refused before it ran"
+        );
+        let pid = std::process::id().to_string();
+        let (code, err) = run(&["--adopt", &pid, "--log-max-size=0"]);
+        assert_eq!(code, Some(1), "{}: {err}", bin.display());
+        assert!(
+            err.contains("monitor: open the FIFOs in"),
+            "{}: {err}",
+            bin.display()
+        );
+        assert!(
+            dir.path().join("monitor.pid").exists(),
+            "{}: the monitor ran",
+            bin.display()
+        );
+    }
 }
