@@ -139,7 +139,7 @@ enum Command {
     Image(image_cmd::ImageArgs),
     /// Internal: watch over one container (started by the agent; its flags
     /// are `skiff_agent::monitor::USAGE`)
-    #[command(hide = true)]
+    #[command(hide = true, disable_help_flag = true)]
     Monitor {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
@@ -319,10 +319,9 @@ fn main() {
         Command::Apply(a) => client::apply(&a),
         Command::Delete(a) => client::delete(&a),
         Command::Image(a) => image_cmd::run(&a),
-        Command::Monitor { args } => match skiff_agent::monitor::MonitorArgs::parse(args) {
-            Ok(a) => std::process::exit(skiff_agent::monitor::run(&a)),
-            Err(e) => Err(e.into()),
-        },
+        Command::Monitor { args } => {
+            std::process::exit(skiff_agent::monitor::main("skiff-agent", args))
+        }
     };
     if let Err(e) = result {
         eprintln!("skiff-agent: {}", one_line(&e));

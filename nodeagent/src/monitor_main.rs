@@ -10,18 +10,12 @@
 //! Its command line is read with `lexopt` rather than clap, for the memory
 //! a long-lived process keeps (see [`skiff_agent::monitor::MonitorArgs`]).
 
-use skiff_agent::monitor::{run, MonitorArgs, USAGE};
+use skiff_agent::monitor::{self, USAGE};
 
 fn main() {
     let mut args = std::env::args_os().skip(1);
     let code = match args.next().as_ref().and_then(|a| a.to_str()) {
-        Some("monitor") => match MonitorArgs::parse(args) {
-            Ok(a) => run(&a),
-            Err(e) => {
-                eprintln!("skiff-monitor: {e}\n{USAGE}");
-                2
-            }
-        },
+        Some("monitor") => monitor::main("skiff-monitor", args),
         Some("--version" | "-V") => {
             println!("skiff-monitor {}", env!("CARGO_PKG_VERSION"));
             0
