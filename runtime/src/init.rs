@@ -119,9 +119,15 @@ pub struct InitConfig<'a> {
 }
 
 /// Entry point of the forked child. Never returns: exits or execs.
-pub fn run(cfg: &InitConfig<'_>, chan: &Channel) -> ! {
+/// `join`: the cgroup files it moves itself with, and whether it was born
+/// in its cgroup2 directory (see [`crate::cgroups::self_join`]).
+pub fn run(
+    cfg: &InitConfig<'_>,
+    chan: &Channel,
+    join: Option<(crate::cgroups::self_join::SelfJoin, bool)>,
+) -> ! {
     crate::trace::forked("container init");
-    let code = match stage1(cfg, chan) {
+    let code = match stage1(cfg, chan, join) {
         Ok(()) => 0,
         Err(e) => {
             let _ = chan.send(&Msg::Error(crate::error_chain(&e)));
@@ -164,7 +170,16 @@ fn disarm_parent_death() {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
 }
 
-fn stage1(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
+fn stage1(
+    cfg: &InitConfig<'_>,
+    chan: &Channel,
+    join: Option<(crate::cgroups::self_join::SelfJoin, bool)>,
+) -> Result<()> {
+    if let Some((files, born_unified)) = join {
+        // First, so that all it does and allocates counts in the cgroup.
+        let _s = crate::span!("init: move itself into its cgroups");
+        files.join(born_unified)?;
+    }
     let ns_span = crate::span!("init: namespaces");
     set_non_dumpable();
     die_with_runtime(chan)?;

@@ -28,6 +28,7 @@
 
 pub mod device_filter;
 pub mod layout;
+pub mod self_join;
 pub mod stats;
 pub mod v1;
 pub mod v2;

@@ -8,14 +8,17 @@
 //!
 //! 1. [`prepare`]: read and check the bundle (nothing is made yet);
 //! 2. [`make_state_dir`]: the state directory and its `exec.fifo`;
-//! 3. [`spawn_init`]: fork the init (on cgroup v2 straight into its cgroup,
-//!    see [`crate::clone_into_cgroup`]; into a new pid namespace directly,
-//!    when nothing else needs a two-step start);
+//! 3. [`spawn_init`]: fork the init (on cgroup v2, and into the cgroup2
+//!    tree of a hybrid host, straight into its cgroup, see
+//!    [`crate::clone_into_cgroup`]; on v1 the init then moves itself, see
+//!    [`cgroups::self_join`]; into a new pid namespace directly, when
+//!    nothing else needs a two-step start);
 //! 4. [`record`]: write `state.json` at once, as `creating`, so that a
 //!    runtime killed from here on leaves a container that `state`, `list`
 //!    and `delete` know about (until the end, the init dies with the
 //!    runtime);
-//! 5. [`join_cgroup`]: make the cgroup and put the init in it;
+//! 5. [`join_cgroup`]: make the cgroup and put the init in it, unless it
+//!    is in already (made ahead, then born or moved in by itself);
 //! 6. [`serve_init`]: answer the init's requests — write its uid/gid maps,
 //!    take its real pid, run the `prestart` and `createRuntime` hooks, pass
 //!    a seccomp listener descriptor on — until it reports ready;
@@ -229,7 +232,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     // Made before the fork: when the init will reach its /sys/fs/cgroup
     // mount without waiting for us (the directories it binds must exist by
     // then), and when it can be born in the cgroup.
-    let ahead = deferred || born_in_cgroup(&p).is_some();
+    let ahead = deferred || born_in_cgroup(&p).is_some() || joins_itself(&p);
     if ahead {
         let _s = crate::span!("create: cgroup (made ahead)");
         cleanup.cgroups = Some(p.cgroup_paths.clone());
@@ -439,6 +442,13 @@ fn spawn_init(
     // Orphans of the init's middle process come back to us, not to the host's init.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // On v1 the init moves itself into its cgroups, with files opened here
+    // (the directories were made ahead).
+    let self_join = if joins_itself(p) {
+        cgroups::self_join::SelfJoin::open(&p.cgroup_paths)?
+    } else {
+        None
+    };
     // When the container gets a new pid namespace and nothing else needs a
     // two-step start (a user namespace must own the pid namespace; time and
     // joined pid namespaces apply only to children), the runtime unshares the
@@ -498,11 +508,12 @@ fn spawn_init(
         ForkResult::Child => {
             // SAFETY: the runtime's end of the channel is only the parent's.
             unsafe { libc::close(runtime_end) };
-            crate::init::run(&cfg, &init_end)
+            let join = self_join.map(|j| (j, born.is_some()));
+            crate::init::run(&cfg, &init_end, join)
         }
         ForkResult::Parent { child } => Ok(Spawned {
             pid: child.as_raw(),
-            in_cgroup: born.is_some(),
+            in_cgroup: born.is_some() || self_join.is_some(),
         }),
     }
 }
@@ -511,7 +522,9 @@ fn spawn_init(
 struct Spawned {
     /// Its pid.
     pid: i32,
-    /// Born in its cgroup (see [`crate::clone_into_cgroup`]): nothing to move.
+    /// Born in its cgroup (see [`crate::clone_into_cgroup`]), or it moves
+    /// itself there first thing (see [`cgroups::self_join`]): nothing for
+    /// the runtime to move.
     in_cgroup: bool,
 }
 
@@ -594,15 +607,26 @@ fn defer_join(p: &Prepared) -> bool {
 
 /// The cgroup the init can be born in (clone3 `CLONE_INTO_CGROUP`, see
 /// [`crate::clone_into_cgroup`]): on a pure cgroup v2 host, the container's
-/// one directory. Born there, the init is inside from its first instruction,
-/// which is all that every reason to join first (see [`defer_join`]) asks
-/// for: a cgroup namespace it makes is rooted there, what it forks and what
-/// it allocates count against the limits.
+/// one directory; on a hybrid host, its directory in the cgroup2 tree (the
+/// init moves itself into the v1 ones, see [`joins_itself`]). Born there,
+/// the init is inside from its first instruction, which is all that every
+/// reason to join first (see [`defer_join`]) asks for: a cgroup namespace
+/// it makes is rooted there, what it forks and what it allocates count
+/// against the limits.
 fn born_in_cgroup(p: &Prepared) -> Option<&std::path::Path> {
-    if !p.cgroup_paths.is_v2() || p.cgroup_paths.paths.len() != 1 {
+    if p.cgroup_paths.is_v2() && p.cgroup_paths.paths.len() != 1 {
         return None;
     }
     p.cgroup_paths.unified()
+}
+
+/// Whether the init moves itself into its v1 cgroups as the first thing it
+/// does (see [`cgroups::self_join`]), rather than being moved by the
+/// runtime: on every v1 or hybrid host where it has a cgroup of its own.
+/// Like an init born in its cgroup, it is then inside before it does
+/// anything else.
+fn joins_itself(p: &Prepared) -> bool {
+    !p.cgroup_paths.is_v2() && !p.cgroup_paths.paths.is_empty()
 }
 
 /// Below this memory limit (bytes) the init joins its cgroup before setting
