@@ -7,8 +7,10 @@
 //!    the cgroup first, so the kernel memory of those namespaces is
 //!    charged to the container rather than to the runtime). Not when a user
 //!    namespace or a namespace path is involved: those set the order;
-//! 2. waits until the runtime has put it in the container's cgroup, so
-//!    everything it forks is accounted from the start;
+//! 2. is in the container's cgroup before it forks anything, so everything
+//!    it forks is accounted from the start: born there (cgroup v2), moved
+//!    in by itself as its first act (v1, see [`crate::cgroups::self_join`]),
+//!    or waiting here until the runtime has moved it;
 //! 3. joins the namespaces given by path, makes a user namespace if asked
 //!    (the runtime writes its uid/gid maps), then unshares the rest (the
 //!    cgroup namespace only now, since its root is the cgroup joined);
@@ -187,8 +189,10 @@ fn stage1(
     let early = early_namespaces(cfg);
     namespaces::unshare_flags(early)?;
     if !cfg.deferred_join {
-        let _wait = crate::span!("init: wait for the cgroup join");
-        chan.expect(Msg::Continue, "continue (cgroup joined)")?;
+        // The runtime has recorded the container, and moved us into our
+        // cgroup unless we are in it already.
+        let _wait = crate::span!("init: wait for the runtime (cgroup, state)");
+        chan.expect(Msg::Continue, "continue (in the cgroup, recorded)")?;
     }
     let linux = cfg.spec.linux().as_ref();
 

@@ -69,6 +69,14 @@ pub enum CgroupError {
         /// The underlying error.
         err: io::Error,
     },
+    /// A cgroup file cannot be opened for writing.
+    #[error("open {path}: {err}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        err: io::Error,
+    },
     /// mkdir(2) of a cgroup directory failed.
     #[error("create cgroup {path}: {err}")]
     Create {

@@ -16,8 +16,8 @@
 //! The init is single-threaded right after fork(2) (only the forking
 //! thread is copied), so moving its one thread moves all of it.
 //!
-//! So on a v1 or hybrid host the runtime opens each hierarchy's `tasks`
-//! file before it forks, and the init writes `0` to each of them as the
+//! So on a v1 or hybrid host (Linux 5.5 or later, where the exception
+//! exists) the runtime opens each hierarchy's `tasks` file before it forks, and the init writes `0` to each of them as the
 //! first thing it does. Measured on the development machine (Linux 6.18,
 //! hybrid, seven v1 hierarchies): 0.1 ms, against 6–27 ms for writing the
 //! pid to their `cgroup.procs`, most of it the grace period.
@@ -57,11 +57,7 @@ impl SelfJoin {
         }
         let open = |path: PathBuf| match File::options().write(true).open(&path) {
             Ok(f) => Ok((path, f)),
-            Err(err) => Err(CgroupError::Write {
-                path,
-                value: "0".into(),
-                err,
-            }),
+            Err(err) => Err(CgroupError::Open { path, err }),
         };
         let mut tasks = Vec::new();
         let mut unified = None;
@@ -85,6 +81,13 @@ impl SelfJoin {
             self.tasks.len()
         );
         let unified = self.unified.filter(|_| !born_unified);
+        if let Some((path, _)) = &unified {
+            crate::explain!(
+                "cgroups(7)",
+                "it was not born in its cgroup2 directory (clone3 refused): writing 0 to {} moves it there, with the global lock",
+                path.display()
+            );
+        }
         for (path, mut file) in self.tasks.into_iter().chain(unified) {
             file.write_all(b"0").map_err(|err| CgroupError::Write {
                 path,

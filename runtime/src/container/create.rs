@@ -256,7 +256,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         // Its pid is known: no need to ask (see `Msg::Pid` below).
         runtime_end
             .send(&Msg::HostPid(child))
-            .map_err(|e| init_gone(&p, e))?;
+            .map_err(|e| init_gone(&p, &runtime_end, e))?;
     }
     drop(span);
     let span = crate::span!("create: record state.json");
@@ -273,7 +273,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     if !deferred {
         runtime_end
             .send(&Msg::Continue)
-            .map_err(|e| init_gone(&p, e))?;
+            .map_err(|e| init_gone(&p, &runtime_end, e))?;
     }
     drop(span);
     let span = crate::span!("create: serve the init until ready");
@@ -625,8 +625,15 @@ fn born_in_cgroup(p: &Prepared) -> Option<&std::path::Path> {
 /// runtime: on every v1 or hybrid host where it has a cgroup of its own.
 /// Like an init born in its cgroup, it is then inside before it does
 /// anything else.
+///
+/// Not before Linux 5.5: the kernel skips its global lock for a thread
+/// moving itself only since then ("cgroup: Optimize single thread
+/// migration"). On an older kernel the init would wait out the grace period
+/// itself, where the runtime's move lets it work meanwhile ([`defer_join`]).
 fn joins_itself(p: &Prepared) -> bool {
-    !p.cgroup_paths.is_v2() && !p.cgroup_paths.paths.is_empty()
+    !p.cgroup_paths.is_v2()
+        && !p.cgroup_paths.paths.is_empty()
+        && crate::utils::kernel_version() >= (5, 5)
 }
 
 /// Below this memory limit (bytes) the init joins its cgroup before setting
@@ -676,7 +683,11 @@ fn add_init(p: &Prepared, child: i32, chan: &Channel) -> Result<()> {
 /// cgroup meets the limit even earlier, before it reads a word). Whether
 /// the runtime was reading (end of file, or a reset) or writing (a broken
 /// pipe) when it found out, the limit is named.
-fn init_gone(p: &Prepared, e: SyncError) -> crate::Error {
+///
+/// An init that failed on its own (moving itself into its cgroups, say)
+/// sent its reason before it exited: when the runtime finds it gone while
+/// writing, that reason is read first.
+fn init_gone(p: &Prepared, chan: &Channel, e: SyncError) -> crate::Error {
     let gone = match &e {
         SyncError::Eof => true,
         SyncError::Send { err, .. } => {
@@ -684,6 +695,11 @@ fn init_gone(p: &Prepared, e: SyncError) -> crate::Error {
         }
         _ => false,
     };
+    if gone {
+        if let Some(Msg::Error(msg)) = chan.try_recv() {
+            return start_process(SyncError::Reported(msg));
+        }
+    }
     match (gone, memory_too_low(&p.linux, &p.cgroup_paths)) {
         (true, Some(oom)) => start_process(oom),
         _ => start_process(e),
@@ -704,7 +720,7 @@ fn serve_init(
     // An init that dies without a word was most likely killed: by the OOM
     // killer, when the memory limit is below what it needs to start (runc
     // finds out as it writes the limit, which it does after the join).
-    let died = |e: SyncError| init_gone(p, e);
+    let died = |e: SyncError| init_gone(p, chan, e);
     let hook_state = |pid| {
         crate::hooks::state_json(
             &opts.id,
