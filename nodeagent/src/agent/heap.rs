@@ -196,20 +196,25 @@ mod tests {
         seen
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_burst_is_one_trim_once_it_has_settled() {
+    /// Work signalled at each of `at` seconds after the start.
+    fn work_at(at: Vec<u64>) -> std::sync::Arc<tokio::sync::Notify> {
         let work = std::sync::Arc::new(tokio::sync::Notify::new());
         let w = work.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for t in at {
+                tokio::time::sleep_until(start + Duration::from_secs(t)).await;
+                w.notify_one();
+            }
+        });
+        work
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_one_trim_once_it_has_settled() {
         // Work every second from 0 to 4 s (a burst of starts), and once
         // more at 8 s.
-        tokio::spawn(async move {
-            for _ in 0..5 {
-                w.notify_one();
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            tokio::time::sleep(Duration::from_secs(4)).await;
-            w.notify_one();
-        });
+        let work = work_at(vec![0, 1, 2, 3, 4, 8]);
         // The burst settles 2 s after its last work: one trim at 6 s. The
         // work at 8 s settles at 10 s, but waits until 10 s after the last
         // trim (16 s). Then nothing until a minute later (76 s).
@@ -219,16 +224,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn work_that_never_settles_still_gets_a_trim_a_minute() {
-        let work = std::sync::Arc::new(tokio::sync::Notify::new());
-        let w = work.clone();
         // Work every second for three minutes (a node that keeps starting
         // pods, or many containers in crash loops).
-        tokio::spawn(async move {
-            for _ in 0..180 {
-                w.notify_one();
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
+        let work = work_at((0..180).collect());
         let seen = trims_after(work, &[59, 61, 119, 121, 181]).await;
         assert_eq!(seen, [0, 1, 1, 2, 3]);
     }

@@ -198,6 +198,8 @@ struct Prepared {
     terminal: bool,
     /// See [`defer_join`].
     deferred_join: bool,
+    /// See [`joins_itself`]; decided once, as it asks the kernel's version.
+    joins_itself: bool,
 }
 
 /// `skiff create`: build the container and leave its init waiting on
@@ -232,7 +234,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     // Made before the fork: when the init will reach its /sys/fs/cgroup
     // mount without waiting for us (the directories it binds must exist by
     // then), and when it can be born in the cgroup.
-    let ahead = deferred || born_in_cgroup(&p).is_some() || joins_itself(&p);
+    let ahead = deferred || born_in_cgroup(&p).is_some() || p.joins_itself;
     if ahead {
         let _s = crate::span!("create: cgroup (made ahead)");
         cleanup.cgroups = Some(p.cgroup_paths.clone());
@@ -357,8 +359,10 @@ fn prepare(opts: &CreateOptions) -> Result<Prepared> {
         view_cgroups,
         terminal,
         deferred_join: false,
+        joins_itself: false,
     };
     p.deferred_join = defer_join(&p);
+    p.joins_itself = joins_itself(&p);
     Ok(p)
 }
 
@@ -444,7 +448,7 @@ fn spawn_init(
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     // On v1 the init moves itself into its cgroups, with files opened here
     // (the directories were made ahead).
-    let self_join = if joins_itself(p) {
+    let self_join = if p.joins_itself {
         cgroups::self_join::SelfJoin::open(&p.cgroup_paths)?
     } else {
         None
