@@ -536,3 +536,74 @@ fn the_init_is_born_in_its_cgroup_on_v2_and_moves_itself_on_hybrid() {
         "under its limits: {out}"
     );
 }
+
+/// v1's real-time rule: a process with a real-time policy (here the runtime
+/// started under `chrt -f 1`, whose policy its children inherit) may join a
+/// `cpu` cgroup only if that cgroup grants real-time runtime, and a new one
+/// grants none (`cpu.rt_runtime_us` 0). The kernel refuses the move with
+/// EINVAL. This is also the one way to make the init's own move into its
+/// cgroups fail on purpose: `create` must report the kernel's reason, say
+/// what to set, and leave nothing behind; the same holds for `exec`. With
+/// the runtime granted (in the spec, or by `update`), both work. runc fails
+/// the same way, with the bare EINVAL.
+#[test]
+fn a_real_time_caller_is_told_to_grant_real_time_runtime_and_nothing_leaks() {
+    if unified_host() || !std::path::Path::new("/sys/fs/cgroup/cpu/cpu.rt_runtime_us").exists() {
+        eprintln!("skipped: needs a v1 cpu hierarchy with real-time group scheduling");
+        return;
+    }
+    let rt = Runtime::skiff();
+    let chrt = |args: &[&str]| {
+        let mut c = std::process::Command::new("chrt");
+        c.args(["-f", "1"])
+            .arg(skiff_bin())
+            .arg("--root")
+            .arg(rt.root_path())
+            .args(args);
+        output(c)
+    };
+    let hint = |out: &Output, file: &str| {
+        assert!(
+            out.stderr.contains(&format!("/{file}: Invalid argument"))
+                && out.stderr.contains("real-time process")
+                && out.stderr.contains("realtimeRuntime"),
+            "{out}"
+        );
+    };
+
+    // create: the init's own write of 0 to `tasks` is what fails.
+    let b = Bundle::busybox();
+    b.set_args(&["true"]);
+    let id = unique_id();
+    let leaks = LeakCheck::new(&[&rt], &[&b], &[&id]);
+    let out = chrt(&["run", "--bundle", b.path_str(), &id]).fail();
+    hint(&out, "tasks");
+    assert!(out.stderr.contains("/cpu"), "{out}");
+    leaks.assert_clean();
+
+    // exec into a running container: the exec'd process writes its pid to
+    // `cgroup.procs`. The container is untouched, and once `update` grants
+    // real-time runtime the same exec works.
+    let id = unique_id();
+    let leaks = LeakCheck::new(&[&rt], &[&b], &[&id]);
+    let pid = rt.start_with(&b, &id, &["sleep", "300"]);
+    let out = chrt(&["exec", &id, "true"]).fail();
+    hint(&out, "cgroup.procs");
+    assert_eq!(rt.status(&id).as_deref(), Some("running"));
+    assert_eq!(rt.pid(&id), pid);
+    rt.call(&["update", "--cpu-rt-runtime", "10000", &id]).ok();
+    chrt(&["exec", &id, "true"]).ok();
+    rt.delete_force(&id).ok();
+    leaks.assert_clean();
+
+    // The spec grants it: the real-time caller's container runs.
+    b.set_args(&["true"]);
+    b.edit(|v| {
+        v["linux"]["resources"]["cpu"] =
+            json!({"realtimeRuntime": 10000, "realtimePeriod": 1000000})
+    });
+    let id = unique_id();
+    let leaks = LeakCheck::new(&[&rt], &[&b], &[&id]);
+    chrt(&["run", "--bundle", b.path_str(), &id]).ok();
+    leaks.assert_clean();
+}

@@ -127,6 +127,58 @@ pub enum CgroupError {
         /// The cgroup directory.
         path: PathBuf,
     },
+    /// A real-time process (`SCHED_FIFO` or `SCHED_RR`, say a runtime
+    /// started under chrt(1)) cannot join a v1 `cpu` cgroup that grants
+    /// real-time tasks no CPU time: a new cgroup's `cpu.rt_runtime_us` is 0,
+    /// and the kernel refuses the move with `EINVAL` (sched-rt-group.rst,
+    /// "Real-Time group scheduling").
+    #[error(
+        "write {value:?} to {path}: {err}: a real-time process (SCHED_FIFO or SCHED_RR) \
+         can join this cpu cgroup only if it grants real-time runtime: set \
+         linux.resources.cpu.realtimeRuntime (for a running container: update \
+         --cpu-rt-runtime), or start the runtime with a normal scheduling policy"
+    )]
+    RealtimeJoin {
+        /// The cgroup file written.
+        path: PathBuf,
+        /// The value written (a pid, or `0` for the writer itself).
+        value: String,
+        /// The kernel's answer.
+        err: io::Error,
+    },
+}
+
+impl CgroupError {
+    /// A failed move of process `pid` (0: the caller) into a cgroup, named
+    /// for what it is when it is v1's real-time rule: `EINVAL` from a `cpu`
+    /// hierarchy's cgroup (one with `cpu.rt_runtime_us`) for a process with
+    /// a real-time policy. Any other error is returned as it is.
+    pub fn on_join(self, pid: i32) -> CgroupError {
+        match self {
+            CgroupError::Write { path, value, err }
+                if err.raw_os_error() == Some(libc::EINVAL)
+                    && path
+                        .parent()
+                        .is_some_and(|d| d.join("cpu.rt_runtime_us").exists())
+                    && is_realtime(pid) =>
+            {
+                CgroupError::RealtimeJoin { path, value, err }
+            }
+            e => e,
+        }
+    }
+}
+
+/// Whether process `pid` (0: the caller) has a real-time scheduling policy
+/// (sched(7)).
+fn is_realtime(pid: i32) -> bool {
+    // SAFETY: sched_getscheduler(2) takes a pid and returns an integer.
+    let policy = unsafe { libc::sched_getscheduler(pid) };
+    policy >= 0
+        && matches!(
+            policy & !libc::SCHED_RESET_ON_FORK,
+            libc::SCHED_FIFO | libc::SCHED_RR
+        )
 }
 
 /// The result type of cgroup operations.
@@ -472,7 +524,7 @@ pub fn add_pid(paths: &CgroupPaths, pid: i32) -> Result<()> {
     let _s = crate::span!("join: write the pid to cgroup.procs");
     crate::explain!("cgroups(7)", "writing pid {pid} to cgroup.procs: the process and all it forks now count against the container's limits");
     for dir in paths.paths.values() {
-        write(&dir.join("cgroup.procs"), &pid.to_string())?;
+        write(&dir.join("cgroup.procs"), &pid.to_string()).map_err(|e| e.on_join(pid))?;
     }
     Ok(())
 }
@@ -632,6 +684,45 @@ pub(crate) fn mkdir_all(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `on_join` names the real-time rule only when all three hold: EINVAL,
+    /// a `cpu` hierarchy's cgroup, and a real-time process.
+    #[test]
+    fn on_join_names_the_real_time_rule_only_when_it_applies() {
+        let cpu = tempfile::tempdir().unwrap();
+        std::fs::write(cpu.path().join("cpu.rt_runtime_us"), "0").unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let write = |dir: &Path, errno: i32| CgroupError::Write {
+            path: dir.join("tasks"),
+            value: "0".into(),
+            err: io::Error::from_raw_os_error(errno),
+        };
+        let is_rt = |e: &CgroupError| matches!(e, CgroupError::RealtimeJoin { .. });
+        // This test's own thread has a normal policy.
+        assert!(!is_rt(&write(cpu.path(), libc::EINVAL).on_join(0)));
+        // A real-time process, where chrt(1) may make one (root).
+        let Ok(mut child) = std::process::Command::new("chrt")
+            .args(["-f", "1", "sleep", "10"])
+            .spawn()
+        else {
+            return;
+        };
+        let pid = child.id() as i32;
+        while std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() != "sleep")
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if is_realtime(pid) {
+            let e = write(cpu.path(), libc::EINVAL).on_join(pid);
+            assert!(is_rt(&e), "{e}");
+            assert!(e.to_string().contains("realtimeRuntime"), "{e}");
+            assert!(!is_rt(&write(other.path(), libc::EINVAL).on_join(pid)));
+            assert!(!is_rt(&write(cpu.path(), libc::EBUSY).on_join(pid)));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 
     #[test]
     fn clean_path_like_runc() {

@@ -89,10 +89,13 @@ impl SelfJoin {
             );
         }
         for (path, mut file) in self.tasks.into_iter().chain(unified) {
-            file.write_all(b"0").map_err(|err| CgroupError::Write {
-                path,
-                value: "0".into(),
-                err,
+            file.write_all(b"0").map_err(|err| {
+                CgroupError::Write {
+                    path,
+                    value: "0".into(),
+                    err,
+                }
+                .on_join(0)
             })?;
         }
         Ok(())
