@@ -231,5 +231,20 @@ impl Drop for Containerd {
             let _ =
                 std::fs::remove_dir(Path::new("/run/containerd").join(rt).join(&self.namespace));
         }
+        remove_namespace_cgroups(&self.namespace);
+    }
+}
+
+/// ctr gives each container the cgroup `/<namespace>/<id>`. A runtime
+/// makes the parent and, like runc, leaves it when the container goes (it
+/// is shared by the namespace's containers). The namespace is this test's
+/// own, so its parent is removed from every hierarchy (and from the cgroup2
+/// root on a v2 host); rmdir(2) refuses one that still holds anything, and
+/// that is left for the leak checks to report.
+fn remove_namespace_cgroups(namespace: &str) {
+    let root = Path::new("/sys/fs/cgroup");
+    let _ = std::fs::remove_dir(root.join(namespace));
+    for h in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(h.path().join(namespace));
     }
 }
