@@ -326,9 +326,8 @@ pub fn default_spec(rootless: bool) -> Value {
 
 /// Is `/sys/fs/cgroup` a cgroup v2 mount (statfs(2) `CGROUP2_SUPER_MAGIC`)?
 fn unified_cgroups() -> bool {
-    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
     nix::sys::statfs::statfs("/sys/fs/cgroup")
-        .is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
 }
 
 /// Render JSON the way runc writes `config.json`: tab-indented.

@@ -140,7 +140,7 @@ fn open_peer(master: &nix::pty::PtyMaster, path: &str) -> Result<OwnedFd, Termin
     const TIOCGPTPEER: libc::c_ulong = 0x5441;
     let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
     // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor.
-    let fd = unsafe { libc::ioctl(master.as_raw_fd(), TIOCGPTPEER, flags) };
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), TIOCGPTPEER as _, flags) };
     let slave = if fd >= 0 {
         // SAFETY: the kernel just returned this descriptor to us.
         unsafe { OwnedFd::from_raw_fd(fd) }

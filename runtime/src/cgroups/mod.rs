@@ -170,10 +170,12 @@ impl CgroupError {
 }
 
 /// Whether process `pid` (0: the caller) has a real-time scheduling policy
-/// (sched(7)).
+/// (sched(7)). The system call itself: musl's sched_getscheduler(3) only
+/// fails with ENOSYS, since the kernel's call is per thread and POSIX's is
+/// per process.
 fn is_realtime(pid: i32) -> bool {
     // SAFETY: sched_getscheduler(2) takes a pid and returns an integer.
-    let policy = unsafe { libc::sched_getscheduler(pid) };
+    let policy = unsafe { libc::syscall(libc::SYS_sched_getscheduler, pid) } as i32;
     policy >= 0
         && matches!(
             policy & !libc::SCHED_RESET_ON_FORK,

@@ -18,6 +18,25 @@
 
 pub mod default_profile;
 
+/// The release `skiff` is linked with musl (see `scripts/build-release.sh`),
+/// and libseccomp comes from Debian's `libseccomp-dev`, compiled for glibc
+/// with `_FORTIFY_SOURCE`. One of its objects, the writer of the
+/// human-readable filter text (`seccomp_export_pfc`, gen_pfc.c), calls
+/// glibc's checked `fprintf`, `__fprintf_chk`, which musl does not have.
+/// skiff never exports that text, so the symbol only has to resolve: this
+/// one writes nothing and reports failure, as fprintf(3) does on error. (A
+/// variadic C function may be defined with fixed parameters on x86-64: the
+/// caller's extra arguments are simply not read.)
+#[cfg(target_env = "musl")]
+#[no_mangle]
+pub extern "C" fn __fprintf_chk(
+    _stream: *mut std::ffi::c_void,
+    _flag: std::ffi::c_int,
+    _format: *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    -1
+}
+
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
 };
