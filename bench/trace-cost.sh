@@ -16,12 +16,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-100}
 dir="$PWD/target/trace-cost"
+# As the release skiff is built (scripts/build-release.sh, which also
+# installs the musl target and gives libseccomp a directory of its own).
+scripts/build-release.sh
 build() { # OUT FEATURE-ARGS...
   local out=$1
   shift
-  SKIFF_LINK_ORDER=0 CARGO_TARGET_DIR="$dir/$out" \
-    cargo build --release -q -p skiff-runtime --bin skiff "$@"
-  cp "$dir/$out/x86_64-unknown-linux-gnu/release/skiff" "$dir/skiff-$out"
+  SKIFF_LINK_ORDER=0 CARGO_TARGET_DIR="$dir/$out" LIBSECCOMP_LIB_PATH="$PWD/target/libseccomp-static" \
+    cargo build --release -q -p skiff-runtime --bin skiff --target x86_64-unknown-linux-musl "$@"
+  cp "$dir/$out/x86_64-unknown-linux-musl/release/skiff" "$dir/skiff-$out"
 }
 mkdir -p "$dir"
 build with
