@@ -710,9 +710,14 @@ mod tests {
             return;
         };
         let pid = child.id() as i32;
+        // Until chrt has set the policy and exec'd sleep; without root it
+        // cannot, and exits.
         while std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .is_ok_and(|c| c.trim() != "sleep")
         {
+            if child.try_wait().is_ok_and(|s| s.is_some()) {
+                return;
+            }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         if is_realtime(pid) {
