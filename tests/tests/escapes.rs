@@ -352,7 +352,15 @@ fn runtime_binary_cannot_be_reopened_for_writing() {
             Mode::empty(),
         )
         .unwrap();
-        rt.delete_force(&id).ok();
+        // Killed by its pid rather than with `delete`: a runtime command
+        // waits while another test's leak check runs, and this fd, open the
+        // whole time, would be what that check reports (see the crate docs,
+        // "Parallelism"). `delete` comes once the fd is closed.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         let reopen = format!("/proc/self/fd/{}", handle.as_raw_fd());
         let outcome = poll(
             std::time::Duration::from_secs(10),
@@ -372,6 +380,8 @@ fn runtime_binary_cannot_be_reopened_for_writing() {
                 }
             },
         );
+        drop(handle);
+        rt.delete_force(&id).ok();
         outcome
     });
     // skiff: EROFS from the read-only bind mount (or a sealed memfd).
