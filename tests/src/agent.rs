@@ -131,6 +131,9 @@ impl Agent {
     }
 
     fn prepare(extra: &[&str], node_label: Option<&str>) -> Agent {
+        // Before anything is made: a missing binary panics here, and the
+        // network namespace below would have no owner to remove it.
+        agent_bin();
         let dir = tempfile::Builder::new()
             .prefix("skiff-agent-t-")
             .tempdir()
