@@ -24,7 +24,7 @@ use crate::{agent_bin, poll, skiff_bin, unique_id};
 pub fn busybox_image() -> &'static Path {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("skiff-agent-image-{}", std::process::id()));
+        let dir = crate::process_dir("skiff-agent-image");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-image.sh");
         let out = Command::new("bash")
             .arg(&script)

@@ -161,6 +161,33 @@ pub fn unique_id() -> String {
     )
 }
 
+/// A directory for fixtures this test process shares between its tests
+/// (`$TMPDIR/NAME-PID`), removed when the process exits. The test harness
+/// ends with exit(3), which runs the atexit(3) handlers, so a test binary
+/// leaves none of them in /tmp; one killed outright still would.
+pub fn process_dir(name: &str) -> PathBuf {
+    static DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn remove_all() {
+        // try_lock: a thread stopped mid-registration must not hang the exit.
+        if let Ok(dirs) = DIRS.try_lock() {
+            for d in dirs.iter() {
+                let _ = fs::remove_dir_all(d);
+            }
+        }
+    }
+    // SAFETY: atexit(3) is given a function that never unwinds and that
+    // touches only statics.
+    REGISTER.call_once(|| unsafe {
+        libc::atexit(remove_all);
+    });
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    if let Ok(mut dirs) = DIRS.lock() {
+        dirs.push(dir.clone());
+    }
+    dir
+}
+
 /// How long one runtime command may run before it is killed
 /// (`$SKIFF_TEST_TIMEOUT` seconds, default 30).
 pub fn command_timeout() -> Duration {

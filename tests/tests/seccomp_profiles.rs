@@ -129,7 +129,7 @@ fn from_docker_format(d: &Value, caps: &[String]) -> Value {
 fn crun_wrapper() -> &'static Path {
     static W: OnceLock<PathBuf> = OnceLock::new();
     W.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("skiff-crun-wrap-{}", std::process::id()));
+        let dir = process_dir("skiff-crun-wrap");
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty");
         std::fs::write(&empty, "").unwrap();
