@@ -12,9 +12,11 @@
 //! them in order, each getting the previous result as `prevResult`; DEL
 //! runs them in reverse with the result ADD returned; CHECK verifies it.
 //! Skiff uses the first configuration file in `--cni-conf-dir` (by name,
-//! as libcni does) and, like containerd's CRI plugin, also brings up `lo`
-//! with the `loopback` plugin. With no configuration at all, the agent
-//! writes a bridge network for `--pod-cidr` ([`default_conflist`]).
+//! as libcni does). The pod's `lo` is not CNI's business here: the agent
+//! sets it up itself when it makes the namespace ([`crate::netns`]), where
+//! containerd's CRI plugin runs the `loopback` plugin for it. With no
+//! configuration at all, the agent writes a bridge network for
+//! `--pod-cidr` ([`default_conflist`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -205,47 +207,28 @@ pub struct Cni {
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Cni {
-    /// ADD: `lo` up, and the network's plugin chain on `eth0`. The two are
-    /// independent (they touch different interfaces of the namespace), so
-    /// they run at once, as containerd's go-cni attaches its networks; the
-    /// chain's plugins run in order, each given the previous one's result.
-    /// Returns the chain's result. Each plugin's run is a span of the pod's
-    /// start `trace`, if one is written.
+    /// ADD: the network's plugin chain on `eth0`, in order, each plugin
+    /// given the previous one's result. Returns the last result. Each
+    /// plugin's run is a span of the pod's start `trace`, if one is
+    /// written (on a lane of its own: the pause container starts
+    /// meanwhile).
     pub async fn add(
         &self,
         a: &Attachment,
         trace: Option<&crate::agent::trace::PodTrace>,
     ) -> Result<Value, CniError> {
-        use crate::agent::trace::{start_in, LOOPBACK_LANE, NETWORK_LANE};
-        let lo = async {
-            let _s = start_in(trace, LOOPBACK_LANE, "CNI ADD loopback (lo)");
-            self.exec_plugin("ADD", &loopback(), a, "lo").await
-        };
-        let chain = async {
-            let mut prev: Option<Value> = None;
-            for p in &self.network.plugins {
-                let conf = self.plugin_conf(p, prev.as_ref());
-                let _s = start_in(
-                    trace,
-                    NETWORK_LANE,
-                    format!("CNI ADD {} (eth0)", conf["type"].as_str().unwrap_or("?")),
-                );
-                prev = Some(self.exec_plugin("ADD", &conf, a, "eth0").await?);
-            }
-            Ok(prev.unwrap_or(Value::Null))
-        };
-        let (lo, chain) = tokio::join!(lo, chain);
-        if let Err(e) = lo {
-            // The caller's DEL would have no result to go by: undo the
-            // chain now, with it.
-            if let Ok(result) = &chain {
-                if let Err(d) = self.del(a, Some(result)).await {
-                    tracing::warn!("CNI DEL after a failed loopback ADD: {d}");
-                }
-            }
-            return Err(e);
+        use crate::agent::trace::{start_in, NETWORK_LANE};
+        let mut prev: Option<Value> = None;
+        for p in &self.network.plugins {
+            let conf = self.plugin_conf(p, prev.as_ref());
+            let _s = start_in(
+                trace,
+                NETWORK_LANE,
+                format!("CNI ADD {} (eth0)", conf["type"].as_str().unwrap_or("?")),
+            );
+            prev = Some(self.exec_plugin("ADD", &conf, a, "eth0").await?);
         }
-        chain
+        Ok(prev.unwrap_or(Value::Null))
     }
 
     /// DEL in reverse order; every plugin runs even when one fails, and the
@@ -257,9 +240,6 @@ impl Cni {
             if let Err(e) = self.exec_plugin("DEL", &conf, a, "eth0").await {
                 first.get_or_insert(e);
             }
-        }
-        if let Err(e) = self.exec_plugin("DEL", &loopback(), a, "lo").await {
-            first.get_or_insert(e);
         }
         first.map_or(Ok(()), Err)
     }
@@ -352,10 +332,6 @@ impl Cni {
         }
         serde_json::from_slice(&out.stdout).map_err(|e| err(format!("bad result: {e}")))
     }
-}
-
-fn loopback() -> Value {
-    json!({"cniVersion": "1.0.0", "name": "cni-loopback", "type": "loopback"})
 }
 
 /// The first IPv4 (else any) address of a result, without its prefix length.

@@ -11,6 +11,16 @@
 //! `unshare(CLONE_NEWNET)` changes only the calling thread, so the new
 //! namespace is made on a short-lived thread and the agent's own network
 //! namespace never changes.
+//!
+//! A new namespace has one interface, `lo`, and it is down: nothing in the
+//! pod could reach 127.0.0.1. The same thread sets it up while it is inside
+//! (netdevice(7): `SIOCSIFFLAGS` with `IFF_UP` on any socket of the
+//! namespace; the kernel then gives it 127.0.0.1/8 and ::1 itself). CNI
+//! has a plugin for this, `loopback`, which containerd runs beside the
+//! pod's network; but it is a separate program (a Go binary) started for
+//! every pod to flip one flag, and it competes for the CPU with the
+//! network's own plugins and the pause container. containerd 2.0 can do
+//! the same in-process (`use_internal_loopback`), as Skiff always does.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +41,9 @@ pub enum NetnsError {
     /// unshare(2) of a new network namespace failed.
     #[error("unshare a network namespace: {0}")]
     Unshare(nix::Error),
+    /// The new namespace's `lo` cannot be set up.
+    #[error("set lo up in the new network namespace: {0}")]
+    Loopback(std::io::Error),
     /// The bind mount that pins the namespace failed.
     #[error("pin network namespace at {path}: {err}")]
     Pin {
@@ -73,6 +86,7 @@ pub fn create(path: &Path) -> Result<(), NetnsError> {
     let target = path.to_path_buf();
     let pinned = std::thread::spawn(move || -> Result<(), NetnsError> {
         unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
+        loopback_up().map_err(NetnsError::Loopback)?;
         mount(
             Some("/proc/thread-self/ns/net"),
             &target,
@@ -91,6 +105,38 @@ pub fn create(path: &Path) -> Result<(), NetnsError> {
         let _ = std::fs::remove_file(path);
     }
     pinned
+}
+
+/// Set `lo` up in the calling thread's network namespace: read its flags
+/// and write them back with `IFF_UP` (netdevice(7)).
+fn loopback_up() -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket(2) takes no pointers; the descriptor it returns is
+    // owned from here on.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data (a name and a union of integers), valid
+    // when zeroed.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name from `req` and
+    // writes the flags into it; `req` outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the union's flags member, read here.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads the name and flags from `req` only.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Unpin and remove; a namespace that is already gone is fine.

@@ -243,7 +243,6 @@ fn the_agent_traces_a_pod_start_with_the_runtimes_spans() {
         "image localhost/busybox:1",
         "sandbox",
         "network namespace",
-        "CNI ADD loopback (lo)",
         "pause container",
         "container web: bundle",
         "container web: create and start",
@@ -259,11 +258,7 @@ fn the_agent_traces_a_pod_start_with_the_runtimes_spans() {
         names(&agent_spans)
     );
     let sandbox = span(&agent_spans, "sandbox");
-    for inner in [
-        "network namespace",
-        "CNI ADD loopback (lo)",
-        "pause container",
-    ] {
+    for inner in ["network namespace", "pause container"] {
         assert!(
             within(span(&agent_spans, inner), sandbox),
             "{inner} within the sandbox"

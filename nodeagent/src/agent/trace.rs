@@ -85,9 +85,12 @@ impl Traces {
             pid,
             &format!("skiff-agent, pod {namespace}/{name} [{pid}]"),
         ));
-        for (lane, what) in [(NETWORK_LANE, "network"), (LOOPBACK_LANE, "loopback")] {
-            t.append(&name_event("thread_name", pid, lane_tid(pid, lane), what));
-        }
+        t.append(&name_event(
+            "thread_name",
+            pid,
+            lane_tid(pid, NETWORK_LANE),
+            "network",
+        ));
         Some(t)
     }
 
@@ -158,9 +161,6 @@ pub fn now() -> f64 {
 /// Spans that overlap without nesting must be on a thread of their own
 /// for trace viewers (Perfetto nests the spans of one thread).
 pub const NETWORK_LANE: u32 = 1;
-
-/// The lane of CNI ADD of the loopback interface, beside the network's.
-pub const LOOPBACK_LANE: u32 = 2;
 
 /// The trace's thread id of lane `lane` of process `pid`.
 fn lane_tid(pid: u32, lane: u32) -> u32 {
@@ -234,7 +234,6 @@ mod tests {
             names,
             [
                 "process_name",
-                "thread_name",
                 "thread_name",
                 "CNI ADD bridge (eth0)",
                 "netns",
