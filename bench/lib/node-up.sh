@@ -6,8 +6,9 @@
 # torn down on exit. Gives: kc (kubectl as admin), $work, $cp, $node,
 # $netns, $pid (the agent), $bin, and the control plane's env ($NETNS_PATH,
 # $KUBECTL, $KUBECONFIG, $CA_CERT...).
-# Set AGENT_LOG (SKIFF_LOG for the agent), AGENT_FLAGS and AGENT_BIN (another
-# skiff-agent binary, with its skiff-monitor beside it) before sourcing.
+# Set AGENT_LOG (SKIFF_LOG for the agent), AGENT_FLAGS, AGENT_BIN (another
+# skiff-agent binary, with its skiff-monitor beside it) and BENCH_KUBECTL
+# (another kubectl for kc) before sourcing.
 scripts/build-release.sh
 bin="$PWD/target/x86_64-unknown-linux-gnu/release"
 agent="${AGENT_BIN:-$bin/skiff-agent}"
@@ -48,6 +49,7 @@ set -a
 # shellcheck disable=SC1091
 . "$cp/env"
 set +a
+KUBECTL=${BENCH_KUBECTL:-$KUBECTL}
 tests/k8s/control-plane.sh node-kubeconfig "$cp" "$node" "$work/node.kubeconfig"
 ip netns add "$netns"
 ip -n "$netns" link set lo up
