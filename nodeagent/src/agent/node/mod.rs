@@ -73,8 +73,20 @@ pub struct NodeConfig {
 /// What node mode shares with the engine: the API client, and the state
 /// its tasks share.
 pub struct NodeHandle {
-    /// The API client, authenticated as the node (`system:node:NAME`).
+    /// The API client, authenticated as the node (`system:node:NAME`):
+    /// HTTP/2 where the API server offers it, every request a stream of
+    /// one connection.
     pub client: kube::Client,
+    /// The client for watches, which speaks HTTP/1.1 only: a watch is one
+    /// long response, and each holds a connection of its own. Over HTTP/2
+    /// each would hold a stream of the shared connection for as long as it
+    /// runs, and the API server allows a connection only so many streams
+    /// at once (Go's default, 250; a node watches every Secret and
+    /// ConfigMap its pods use, one watch each). A client that reached the
+    /// limit would queue every further request, a status patch as well,
+    /// until a watch ended; Go's client opens another connection instead,
+    /// hyper's waits.
+    pub watch_client: kube::Client,
     /// The node-mode settings.
     pub config: NodeConfig,
     /// What node mode's tasks share: the Node's uid, mirror pods, the event
@@ -91,11 +103,13 @@ impl NodeHandle {
     /// server that is not there at start is retried by every task.
     pub async fn new(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let client = client(&config.kubeconfig).await?;
+        let watch_client = client(&config.kubeconfig, Http::One).await?;
+        let client = client(&config.kubeconfig, Http::Two).await?;
         Ok(NodeHandle {
-            objects: objects::Objects::new(client.clone()),
+            objects: objects::Objects::new(client.clone(), watch_client.clone()),
             services: Arc::new(services::Services::default()),
             client,
+            watch_client,
             config,
             shared: Shared {
                 node_uid: OnceLock::new(),
@@ -159,7 +173,7 @@ impl NodeHandle {
     /// (`closeAllConns`, kubernetes#48638). `None` if the kubeconfig no
     /// longer gives a client; the old one is then kept.
     pub async fn fresh_client(&self) -> Option<kube::Client> {
-        match client(&self.config.kubeconfig).await {
+        match client(&self.config.kubeconfig, Http::Two).await {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!("new API client after a failed heartbeat: {e}");
@@ -169,8 +183,17 @@ impl NodeHandle {
     }
 }
 
+/// Which HTTP versions a client may speak.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Http {
+    /// HTTP/1.1 only.
+    One,
+    /// HTTP/2 where the server offers it, else HTTP/1.1.
+    Two,
+}
+
 /// A client from the kubeconfig, whose user is the node's identity.
-async fn client(kubeconfig: &std::path::Path) -> Result<kube::Client, NodeError> {
+async fn client(kubeconfig: &std::path::Path, http: Http) -> Result<kube::Client, NodeError> {
     let bad = |e: Box<dyn std::error::Error + Send + Sync>| NodeError::Kubeconfig {
         path: kubeconfig.to_path_buf(),
         source: e,
@@ -179,7 +202,7 @@ async fn client(kubeconfig: &std::path::Path) -> Result<kube::Client, NodeError>
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .map_err(|e| bad(Box::new(e)))?;
-    build_client(cfg).map_err(|e| NodeError::Client(Box::new(e)))
+    build_client(cfg, http).map_err(|e| NodeError::Client(Box::new(e)))
 }
 
 /// Idle connections to the API server kept for reuse. With HTTP/2 (below)
@@ -201,7 +224,7 @@ const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 /// TLS handshake because the others are busy. With HTTP/1.1 a pod start
 /// that asked for a token while a status patch was in flight paid a new
 /// handshake, 40-50 ms on a loaded node.
-fn build_client(cfg: kube::Config) -> Result<kube::Client, kube::Error> {
+fn build_client(cfg: kube::Config, version: Http) -> Result<kube::Client, kube::Error> {
     use hyper_util::rt::{TokioExecutor, TokioTimer};
     use kube::client::ConfigExt;
     // A proxy (the kubeconfig's `proxy-url`, or HTTPS_PROXY) is refused
@@ -213,7 +236,7 @@ fn build_client(cfg: kube::Config) -> Result<kube::Client, kube::Error> {
             protocol_feature: "kube/http-proxy",
         });
     }
-    let https = https_connector(&cfg)?;
+    let https = https_connector(&cfg, version)?;
     let mut connector = hyper_timeout::TimeoutConnector::new(https);
     connector.set_connect_timeout(cfg.connect_timeout);
     connector.set_read_timeout(cfg.read_timeout);
@@ -239,9 +262,11 @@ fn build_client(cfg: kube::Config) -> Result<kube::Client, kube::Error> {
 }
 
 /// kube's rustls connector (its TLS configuration: the kubeconfig's CA,
-/// client certificate, `tls-server-name`), offering `h2` and `http/1.1`.
+/// client certificate, `tls-server-name`), offering `h2` and `http/1.1`,
+/// or `http/1.1` only.
 fn https_connector(
     cfg: &kube::Config,
+    version: Http,
 ) -> Result<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     kube::Error,
@@ -261,7 +286,10 @@ fn https_connector(
         }
         None => builder,
     };
-    Ok(builder.enable_http1().enable_http2().wrap_connector(http))
+    Ok(match version {
+        Http::One => builder.enable_http1().wrap_connector(http),
+        Http::Two => builder.enable_http1().enable_http2().wrap_connector(http),
+    })
 }
 
 /// Errors of node mode's set-up.
@@ -288,12 +316,12 @@ pub fn start(agent: &Arc<Agent>) {
         return;
     };
     let name = agent.cfg.node_name.clone();
-    node.services.start(node.client.clone());
+    node.services.start(node.watch_client.clone());
     tokio::spawn(register::run(agent.clone()));
     tokio::spawn(lease::run(agent.clone()));
     tokio::spawn(super::sources::apiserver::watch(
         agent.clone(),
-        node.client.clone(),
+        node.watch_client.clone(),
         name,
     ));
     tokio::spawn(sink::run(agent.clone()));

@@ -108,7 +108,10 @@ pub enum ObjectError {
 
 /// The objects in use, with their watches.
 pub struct Objects {
+    /// For token requests.
     client: kube::Client,
+    /// For the watches (see [`super::NodeHandle::watch_client`]).
+    watch_client: kube::Client,
     entries: Mutex<HashMap<Key, Entry>>,
 }
 
@@ -117,9 +120,10 @@ const FIRST_ANSWER: Duration = Duration::from_secs(15);
 
 impl Objects {
     /// Nothing watched yet: a watch starts when a pod first uses an object.
-    pub fn new(client: kube::Client) -> Objects {
+    pub fn new(client: kube::Client, watch_client: kube::Client) -> Objects {
         Objects {
             client,
+            watch_client,
             entries: Mutex::new(HashMap::new()),
         }
     }
@@ -178,7 +182,7 @@ impl Objects {
         let entry = entries.entry(key).or_insert_with(|| {
             let (tx, rx) = watch::channel(State::Unknown);
             let task = tokio::spawn(watch_one(
-                self.client.clone(),
+                self.watch_client.clone(),
                 kind,
                 namespace.to_string(),
                 name.to_string(),

@@ -77,9 +77,10 @@ pub fn desired(pod: &Pod, known: impl Fn(&str) -> bool) -> Option<DesiredPod> {
     })
 }
 
-/// List and watch the pods bound to `node`, for as long as the agent runs.
+/// List and watch the pods bound to `node`, for as long as the agent runs,
+/// with `client` (the node's watch client).
 pub async fn watch(agent: Arc<Agent>, client: kube::Client, node: String) {
-    let pods: Api<Pod> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let mut stream = watcher(pods, config).default_backoff().boxed();
     let mut listing: Vec<Pod> = Vec::new();
@@ -101,7 +102,7 @@ pub async fn watch(agent: Arc<Agent>, client: kube::Client, node: String) {
                 // Pods being deleted that the node never ran: nothing to
                 // stop, only the object to finish.
                 for p in listing.drain(..) {
-                    finish_unknown(&agent, &client, &p).await;
+                    finish_unknown(&agent, &p).await;
                 }
                 PodConfig::set(&agent, Source::ApiServer, wanted);
             }
@@ -120,7 +121,7 @@ pub async fn watch(agent: Arc<Agent>, client: kube::Client, node: String) {
                 if let Some(d) = desired(&p, known) {
                     PodConfig::upsert(&agent, Source::ApiServer, d);
                 }
-                finish_unknown(&agent, &client, &p).await;
+                finish_unknown(&agent, &p).await;
             }
             Ok(watcher::Event::Delete(p)) => {
                 if let Some((key, seen)) = Seen::of(&p) {
@@ -180,7 +181,10 @@ fn see_statuses(agent: &Agent, f: impl FnOnce(&mut std::collections::HashMap<Str
 
 /// A pod whose deletion has begun but that this node has no record of
 /// (deleted before it ever started here): delete the object at once.
-async fn finish_unknown(agent: &Agent, client: &kube::Client, p: &Pod) {
+async fn finish_unknown(agent: &Agent, p: &Pod) {
+    let Some(node) = agent.node.as_ref() else {
+        return;
+    };
     if p.metadata.deletion_timestamp.is_none() {
         return;
     }
@@ -192,6 +196,6 @@ async fn finish_unknown(agent: &Agent, client: &kube::Client, p: &Pod) {
         return;
     };
     if agent.status.record(uid).is_none() {
-        crate::agent::node::sink::delete_pod(client, ns, name, uid).await;
+        crate::agent::node::sink::delete_pod(&node.client, ns, name, uid).await;
     }
 }
