@@ -348,15 +348,29 @@ impl ConsoleSocket {
 
     /// Accept the runtime's connection and take the pty master it sends
     /// (`SCM_RIGHTS`), waiting at most `timeout` for the connection.
+    ///
+    /// A signal handled by the calling process (a SIGCHLD, in a program
+    /// that runs children) interrupts the wait: poll(2) is never restarted
+    /// after a handler, whatever `SA_RESTART` says (signal(7)). It then
+    /// waits again for what is left of `timeout`.
     pub fn receive(&self, timeout: std::time::Duration) -> std::io::Result<OwnedFd> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-        if poll(&mut fds, ms).map_err(std::io::Error::from)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no pty master on {} in time", self.path.display()),
-            ));
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, ms) {
+                Ok(0) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no pty master on {} in time", self.path.display()),
+                    ))
+                }
+                Ok(_) => break,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
         let (conn, _) = self.listener.accept()?;
         crate::sync::recv_fd(conn.as_raw_fd()).map_err(std::io::Error::other)
@@ -385,4 +399,43 @@ pub fn set_window_size(fd: &impl AsFd, cols: u16, rows: u16) -> std::io::Result<
     // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the call.
     unsafe { tiocswinsz(fd.as_fd().as_raw_fd(), &ws) }.map_err(std::io::Error::from)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    extern "C" fn ignore(_: libc::c_int) {}
+
+    #[test]
+    fn a_signal_during_the_wait_for_the_master_does_not_end_it() {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        // A handled signal, with SA_RESTART as tokio's SIGCHLD handler has:
+        // poll(2) is interrupted all the same.
+        let act = SigAction::new(
+            SigHandler::Handler(ignore),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        // SAFETY: the handler does nothing, so it is async-signal-safe.
+        unsafe { sigaction(Signal::SIGUSR2, &act) }.unwrap();
+        let console = ConsoleSocket::new().unwrap();
+        let path = console.path().to_path_buf();
+        // SAFETY: pthread_self has no preconditions.
+        let receiver = unsafe { libc::pthread_self() };
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            // SAFETY: the receiving thread is alive: it waits for this
+            // thread's connection below.
+            unsafe { libc::pthread_kill(receiver, libc::SIGUSR2) };
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let conn = connect(&path).unwrap();
+            let file = std::fs::File::open("/dev/null").unwrap();
+            crate::sync::send_fd(conn.as_raw_fd(), file.as_fd()).unwrap();
+        });
+        let got = console.receive(std::time::Duration::from_secs(10));
+        sender.join().unwrap();
+        assert!(got.is_ok(), "{got:?}");
+    }
 }

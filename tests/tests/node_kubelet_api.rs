@@ -273,6 +273,14 @@ fn kubectl_exec_cp_and_attach() {
         assert_eq!(child.0.wait().unwrap().code(), Some(0));
     }
 
+    // A program on a terminal that ends at once: skiff may have sent the
+    // terminal's master and ended before the agent took the master; the
+    // exec still succeeds, with the program's status.
+    for _ in 0..10 {
+        let o = kubectl(&ns, &["exec", "-t", "box", "--", "sh", "-c", "exit 3"]);
+        assert_eq!(o.status.code(), Some(3), "{o:?}");
+    }
+
     // A terminal: its size, input, and a resize seen inside.
     let (m, mut child) = under_pty(
         &ns,

@@ -272,10 +272,19 @@ pub(super) async fn run_exec(io: Io, o: &Options, t: &Target) -> Ended {
     }
     if let Some(c) = console {
         // The process's terminal: skiff sends its master once it runs.
-        let recv = tokio::task::spawn_blocking(move || c.receive(Duration::from_secs(10)));
+        let mut recv = tokio::task::spawn_blocking(move || c.receive(Duration::from_secs(10)));
         let master = tokio::select! {
-            m = recv => m.ok().and_then(|r| r.ok()),
-            _ = child.wait() => None,
+            m = &mut recv => m.ok().and_then(|r| r.ok()),
+            _ = child.wait() => {
+                // A short program may have run and ended already, and skiff
+                // with it: its master was sent before it ran, and waits in
+                // the socket for a receiver that was not scheduled yet.
+                tokio::time::timeout(Duration::from_secs(1), &mut recv)
+                    .await
+                    .ok()
+                    .and_then(|m| m.ok())
+                    .and_then(|r| r.ok())
+            }
         };
         let Some(master) = master else {
             kill_exec(&pidf);
