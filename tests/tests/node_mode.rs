@@ -126,10 +126,15 @@ fn the_node_registers_renews_its_lease_and_turns_ready() {
         n["metadata"]["labels"]["kubernetes.io/hostname"],
         name.as_str()
     );
-    // The lease: renewed every 10 s, for 40 s, owned by the Node.
-    let lease = c
-        .get_json(&["lease", &name, "-n", "kube-node-lease"])
-        .expect("lease");
+    // The lease: renewed every 10 s, for 40 s, owned by the Node. It is
+    // made once the Node is registered (it needs the Node's uid), which may
+    // be after the Node turned Ready.
+    let lease = c.wait_json(
+        &["lease", &name, "-n", "kube-node-lease"],
+        Duration::from_secs(30),
+        "the node's lease",
+        |_| true,
+    );
     assert_eq!(lease["spec"]["holderIdentity"], name.as_str());
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 40);
     let first = lease["spec"]["renewTime"].as_str().unwrap().to_string();
