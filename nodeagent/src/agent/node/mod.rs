@@ -215,13 +215,25 @@ const IDLE_CONNECTIONS: usize = 4;
 /// How long an idle connection is kept (Go's `http.Transport` default).
 const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 
+/// An HTTP/2 connection carries all the node's requests, so one that died
+/// without a FIN or RST (a peer or path that vanished) would hold them all.
+/// The client sends a PING (RFC 9113 §6.7) on a connection that has been
+/// silent this long, and closes it when no answer comes within
+/// [`H2_PING_TIMEOUT`]; the next request gets a new connection. These are
+/// client-go's values (`ReadIdleTimeout` 30 s, `PingTimeout` 15 s), which
+/// kubelet uses.
+const H2_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// See [`H2_PING_INTERVAL`].
+const H2_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// kube's default client stack (`ClientBuilder::try_from`: timeouts,
 /// base URI, retries of 429/503/504, authentication, extra headers), with
 /// a bounded, timed connection pool, speaking HTTP/2 where the API server
 /// offers it in the TLS handshake (ALPN, RFC 7301), as kubelet's Go client
-/// does. One connection then carries every request and every watch as
-/// streams of its own (RFC 9113): a request never waits for a new TCP and
-/// TLS handshake because the others are busy. With HTTP/1.1 a pod start
+/// does. One connection then carries every request as a stream of its own
+/// (RFC 9113): a request never waits for a new TCP and TLS handshake
+/// because the others are busy. With HTTP/1.1 a pod start
 /// that asked for a token while a status patch was in flight paid a new
 /// handshake, 40-50 ms on a loaded node.
 fn build_client(cfg: kube::Config, version: Http) -> Result<kube::Client, kube::Error> {
@@ -247,6 +259,10 @@ fn build_client(cfg: kube::Config, version: Http) -> Result<kube::Client, kube::
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_max_idle_per_host(IDLE_CONNECTIONS)
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(H2_PING_INTERVAL)
+            .http2_keep_alive_timeout(H2_PING_TIMEOUT)
+            .http2_keep_alive_while_idle(true)
             .build(connector);
     let retry = cfg
         .default_retry
