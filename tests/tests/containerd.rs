@@ -278,7 +278,11 @@ fn memory_limit_metrics_and_oom_event(mode: Mode) {
             &hog,
             "sh",
             "-c",
-            "head -c 200m /dev/zero | tail",
+            // The hog waits a moment first: containerd's runc shim starts
+            // watching the cgroup's OOM notifications only once the task
+            // has started, and a kill before that is never reported (it
+            // happened once in a loaded CI-like run, 1 ms after start).
+            "sleep 1; head -c 200m /dev/zero | tail",
         ],
     ));
     assert_ne!(out.code(), 0, "{out}");
