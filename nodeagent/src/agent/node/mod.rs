@@ -77,15 +77,15 @@ pub struct NodeHandle {
     /// HTTP/2 where the API server offers it, every request a stream of
     /// one connection.
     pub client: kube::Client,
-    /// The client for watches, which speaks HTTP/1.1 only: a watch is one
-    /// long response, and each holds a connection of its own. Over HTTP/2
-    /// each would hold a stream of the shared connection for as long as it
-    /// runs, and the API server allows a connection only so many streams
-    /// at once (Go's default, 250; a node watches every Secret and
-    /// ConfigMap its pods use, one watch each). A client that reached the
-    /// limit would queue every further request, a status patch as well,
-    /// until a watch ended; Go's client opens another connection instead,
-    /// hyper's waits.
+    /// The client for watches: the same, with a connection of its own. A
+    /// watch is one response that lasts minutes, a stream of the connection
+    /// for all that time, and the API server allows a connection only so
+    /// many streams at once (250 unless `--http2-max-streams-per-connection`
+    /// says otherwise; a node watches every Secret and ConfigMap its pods
+    /// use, one watch each). hyper's client queues a request for which the
+    /// connection has no stream left, where Go's opens another connection.
+    /// Apart, the watches can fill only their own connection: a status
+    /// patch, a token request or an event never waits behind them.
     pub watch_client: kube::Client,
     /// The node-mode settings.
     pub config: NodeConfig,
@@ -103,8 +103,8 @@ impl NodeHandle {
     /// server that is not there at start is retried by every task.
     pub async fn new(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let watch_client = client(&config.kubeconfig, Http::One).await?;
-        let client = client(&config.kubeconfig, Http::Two).await?;
+        let watch_client = client(&config.kubeconfig).await?;
+        let client = client(&config.kubeconfig).await?;
         Ok(NodeHandle {
             objects: objects::Objects::new(client.clone(), watch_client.clone()),
             services: Arc::new(services::Services::default()),
@@ -173,7 +173,7 @@ impl NodeHandle {
     /// (`closeAllConns`, kubernetes#48638). `None` if the kubeconfig no
     /// longer gives a client; the old one is then kept.
     pub async fn fresh_client(&self) -> Option<kube::Client> {
-        match client(&self.config.kubeconfig, Http::Two).await {
+        match client(&self.config.kubeconfig).await {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!("new API client after a failed heartbeat: {e}");
@@ -183,17 +183,8 @@ impl NodeHandle {
     }
 }
 
-/// Which HTTP versions a client may speak.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Http {
-    /// HTTP/1.1 only.
-    One,
-    /// HTTP/2 where the server offers it, else HTTP/1.1.
-    Two,
-}
-
 /// A client from the kubeconfig, whose user is the node's identity.
-async fn client(kubeconfig: &std::path::Path, http: Http) -> Result<kube::Client, NodeError> {
+async fn client(kubeconfig: &std::path::Path) -> Result<kube::Client, NodeError> {
     let bad = |e: Box<dyn std::error::Error + Send + Sync>| NodeError::Kubeconfig {
         path: kubeconfig.to_path_buf(),
         source: e,
@@ -202,7 +193,7 @@ async fn client(kubeconfig: &std::path::Path, http: Http) -> Result<kube::Client
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .map_err(|e| bad(Box::new(e)))?;
-    build_client(cfg, http).map_err(|e| NodeError::Client(Box::new(e)))
+    build_client(cfg).map_err(|e| NodeError::Client(Box::new(e)))
 }
 
 /// Idle connections to the API server kept for reuse. With HTTP/2 (below)
@@ -236,7 +227,7 @@ const H2_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// because the others are busy. With HTTP/1.1 a pod start
 /// that asked for a token while a status patch was in flight paid a new
 /// handshake, 40-50 ms on a loaded node.
-fn build_client(cfg: kube::Config, version: Http) -> Result<kube::Client, kube::Error> {
+fn build_client(cfg: kube::Config) -> Result<kube::Client, kube::Error> {
     use hyper_util::rt::{TokioExecutor, TokioTimer};
     use kube::client::ConfigExt;
     // A proxy (the kubeconfig's `proxy-url`, or HTTPS_PROXY) is refused
@@ -248,7 +239,7 @@ fn build_client(cfg: kube::Config, version: Http) -> Result<kube::Client, kube::
             protocol_feature: "kube/http-proxy",
         });
     }
-    let https = https_connector(&cfg, version)?;
+    let https = https_connector(&cfg)?;
     let mut connector = hyper_timeout::TimeoutConnector::new(https);
     connector.set_connect_timeout(cfg.connect_timeout);
     connector.set_read_timeout(cfg.read_timeout);
@@ -278,11 +269,9 @@ fn build_client(cfg: kube::Config, version: Http) -> Result<kube::Client, kube::
 }
 
 /// kube's rustls connector (its TLS configuration: the kubeconfig's CA,
-/// client certificate, `tls-server-name`), offering `h2` and `http/1.1`,
-/// or `http/1.1` only.
+/// client certificate, `tls-server-name`), offering `h2` and `http/1.1`.
 fn https_connector(
     cfg: &kube::Config,
-    version: Http,
 ) -> Result<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     kube::Error,
@@ -290,6 +279,10 @@ fn https_connector(
     use kube::client::ConfigExt;
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
+    // No Nagle delay (tcp(7) `TCP_NODELAY`), as Go's net package sets on
+    // every connection: a small write that follows another unacknowledged
+    // one would wait for the peer's delayed ACK.
+    http.set_nodelay(true);
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(cfg.rustls_client_config()?)
         .https_or_http();
@@ -302,10 +295,7 @@ fn https_connector(
         }
         None => builder,
     };
-    Ok(match version {
-        Http::One => builder.enable_http1().wrap_connector(http),
-        Http::Two => builder.enable_http1().enable_http2().wrap_connector(http),
-    })
+    Ok(builder.enable_http1().enable_http2().wrap_connector(http))
 }
 
 /// Errors of node mode's set-up.
