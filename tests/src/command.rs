@@ -117,10 +117,23 @@ pub fn wait_or_kill(child: Child, timeout: Duration, cmdline: &str) -> ExitStatu
     status.unwrap_or_else(|e| panic!("wait for {cmdline}: {e}"))
 }
 
-fn read_back(mut f: fs::File) -> String {
+/// Read a capture file from its start with pread(2), never through the file
+/// offset: that offset is shared with every process still holding the file
+/// (a created container's init narrates after `create` has returned), so a
+/// seek followed by a read could skip whatever such a process wrote between
+/// the two, and lose as many bytes from the start.
+fn read_back(f: fs::File) -> String {
+    use std::os::unix::fs::FileExt;
     let mut buf = Vec::new();
-    f.seek(SeekFrom::Start(0)).expect("seek");
-    f.read_to_end(&mut buf).expect("read captured output");
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match f.read_at(&mut chunk, buf.len() as u64) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("read captured output: {e}"),
+        }
+    }
     String::from_utf8_lossy(&buf).into_owned()
 }
 
