@@ -103,8 +103,10 @@ impl NodeHandle {
     /// server that is not there at start is retried by every task.
     pub async fn new(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let watch_client = client(&config.kubeconfig).await?;
-        let client = client(&config.kubeconfig).await?;
+        // One reading of the kubeconfig; two clients, two connection pools.
+        let cfg = kube_config(&config.kubeconfig).await?;
+        let watch_client = build_client(cfg.clone()).map_err(|e| NodeError::Client(Box::new(e)))?;
+        let client = build_client(cfg).map_err(|e| NodeError::Client(Box::new(e)))?;
         Ok(NodeHandle {
             objects: objects::Objects::new(client.clone(), watch_client.clone()),
             services: Arc::new(services::Services::default()),
@@ -185,15 +187,20 @@ impl NodeHandle {
 
 /// A client from the kubeconfig, whose user is the node's identity.
 async fn client(kubeconfig: &std::path::Path) -> Result<kube::Client, NodeError> {
+    build_client(kube_config(kubeconfig).await?).map_err(|e| NodeError::Client(Box::new(e)))
+}
+
+/// The kubeconfig, read and resolved (its current context's cluster and
+/// user, certificates and token loaded).
+async fn kube_config(kubeconfig: &std::path::Path) -> Result<kube::Config, NodeError> {
     let bad = |e: Box<dyn std::error::Error + Send + Sync>| NodeError::Kubeconfig {
         path: kubeconfig.to_path_buf(),
         source: e,
     };
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| bad(Box::new(e)))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+    kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
-        .map_err(|e| bad(Box::new(e)))?;
-    build_client(cfg).map_err(|e| NodeError::Client(Box::new(e)))
+        .map_err(|e| bad(Box::new(e)))
 }
 
 /// Idle connections to the API server kept for reuse. With HTTP/2 (below)
