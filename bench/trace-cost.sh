@@ -16,14 +16,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-100}
 dir="$PWD/target/trace-cost"
-# As the release skiff is built (scripts/build-release.sh, which also
-# installs the musl target and gives libseccomp a directory of its own).
-scripts/build-release.sh
+# Both as the release skiff is built (scripts/build-release.sh: musl, and
+# libseccomp from a directory of its own), each in a target directory of
+# its own.
 build() { # OUT FEATURE-ARGS...
   local out=$1
   shift
-  SKIFF_LINK_ORDER=0 CARGO_TARGET_DIR="$dir/$out" LIBSECCOMP_LIB_PATH="$PWD/target/libseccomp-static" \
-    cargo build --release -q -p skiff-runtime --bin skiff --target x86_64-unknown-linux-musl "$@"
+  SKIFF_LINK_ORDER=0 CARGO_TARGET_DIR="$dir/$out" scripts/build-release.sh skiff "$@"
   cp "$dir/$out/x86_64-unknown-linux-musl/release/skiff" "$dir/skiff-$out"
 }
 mkdir -p "$dir"

@@ -6,6 +6,10 @@
 #
 #   scripts/build-release.sh          all of them
 #   scripts/build-release.sh skiff    only the runtime (musl), and the link
+#   scripts/build-release.sh skiff CARGO-ARGS...
+#                                     the same, with more arguments for cargo
+#                                     (features); with CARGO_TARGET_DIR set,
+#                                     into that directory and without the link
 #
 # The shim, the agent and the monitor are built in one cargo invocation.
 # Why one: cargo unifies the features of shared dependencies across the
@@ -29,6 +33,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" != skiff ]; then
   cargo build --release -q -p skiff-runtime -p skiff-shim -p skiff-images -p skiff-agent
+else
+  shift
 fi
 
 musl=x86_64-unknown-linux-musl
@@ -39,7 +45,9 @@ seccomp_dir=target/libseccomp-static
 mkdir -p "$seccomp_dir"
 cp -u /usr/lib/x86_64-linux-gnu/libseccomp.a "$seccomp_dir/"
 LIBSECCOMP_LIB_PATH="$PWD/$seccomp_dir" \
-  cargo build --release -q -p skiff-runtime --bin skiff --target "$musl"
+  cargo build --release -q -p skiff-runtime --bin skiff --target "$musl" "$@"
 # Where every script, and the shim (which runs the `skiff` beside it), looks.
-mkdir -p target/x86_64-unknown-linux-gnu/release
-ln -sfn "../../$musl/release/skiff" target/x86_64-unknown-linux-gnu/release/skiff
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  mkdir -p target/x86_64-unknown-linux-gnu/release
+  ln -sfn "../../$musl/release/skiff" target/x86_64-unknown-linux-gnu/release/skiff
+fi
