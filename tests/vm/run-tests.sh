@@ -40,11 +40,17 @@ status=0
 # The guest has no udev, whose default rules make /dev/net/tun 0666 on a
 # Debian machine; rootless podman's slirp4netns needs that.
 # The fault tests run fewer trials under TCG, ten times slower than the host
-# (the host stage runs the full count).
+# (the host stage runs the full count). As on the host, anything the tests
+# leave behind fails the stage (tests/leftovers.sh).
 tests/vm/run-in-vm.sh --timeout "${SKIFF_VM_TIMEOUT:-2400}" \
   --env SKIFF_FAULT_TRIALS="${SKIFF_VM_FAULT_TRIALS:-15}" \
   --env SKIFF_AGENT_FAULT_TRIALS="${SKIFF_VM_AGENT_FAULT_TRIALS:-2}" -- bash -c \
-  'chmod 666 /dev/net/tun && vagrant/provision.sh && exec cargo test --no-fail-fast -p skiff-runtime -p skiff-tests "$@" -- --test-threads=2' \
+  'chmod 666 /dev/net/tun && vagrant/provision.sh || exit
+   tests/leftovers.sh snapshot /var/tmp/leftovers.before
+   cargo test --no-fail-fast -p skiff-runtime -p skiff-tests "$@" -- --test-threads=2
+   rc=$?
+   tests/leftovers.sh check /var/tmp/leftovers.before || [ "$rc" != 0 ] || rc=1
+   exit "$rc"' \
   vm-tests "${args[@]}" || status=$?
 echo "run-tests.sh: VM stage took $(( $(date +%s) - start )) s, exit $status" >&2
 exit $status
