@@ -15,7 +15,8 @@ pub struct Snapshot {
     pub mounts: Vec<String>,
     /// Mount points whose path contains a watched directory.
     pub watched_mounts: Vec<String>,
-    /// Cgroup directories under /sys/fs/cgroup/*/ named after a watched id.
+    /// Cgroup directories named after a watched id, in any hierarchy
+    /// (`find_cgroups`).
     pub cgroups: Vec<PathBuf>,
     /// Our open fds: fd -> link target.
     pub fds: BTreeMap<i32, String>,
@@ -238,7 +239,11 @@ fn multiset_diff(before: &[String], after: &[String]) -> (Vec<String>, Vec<Strin
     (added, removed)
 }
 
-/// Cgroup directories (depth-limited) whose name contains one of `ids`.
+/// Cgroup directories (depth-limited) whose name contains one of `ids`, in
+/// every hierarchy: on a hybrid or v1 host below each controller's mount,
+/// on a pure v2 host below /sys/fs/cgroup itself, whose entries are then
+/// cgroups, not hierarchies (a container without a cgroupsPath gets
+/// /sys/fs/cgroup/ID there).
 pub fn find_cgroups<S: AsRef<str>>(ids: &[S]) -> Vec<PathBuf> {
     fn walk(dir: &Path, depth: usize, ids: &[&str], out: &mut Vec<PathBuf>) {
         let Ok(rd) = fs::read_dir(dir) else { return };
@@ -260,11 +265,12 @@ pub fn find_cgroups<S: AsRef<str>>(ids: &[S]) -> Vec<PathBuf> {
     if ids.is_empty() {
         return out;
     }
-    if let Ok(rd) = fs::read_dir("/sys/fs/cgroup") {
-        for h in rd.flatten() {
-            walk(&h.path(), CGROUP_DEPTH, &ids, &mut out);
-        }
-    }
+    walk(
+        Path::new("/sys/fs/cgroup"),
+        CGROUP_DEPTH + 1,
+        &ids,
+        &mut out,
+    );
     out.sort();
     out
 }
